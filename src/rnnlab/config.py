@@ -1,0 +1,280 @@
+"""Typed configuration: dataclasses, strict YAML loading and dotted ``key=value`` overrides.
+
+A config is a tree of dataclasses. Loading is strict so that a typo never silently falls back to a
+default: an unknown key is an error that names the closest valid key, and a value of the wrong type is
+an error that names the key and the expected type. The resolved config is saved in every run directory,
+so evaluation and decoding need nothing but the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from rnnlab.errors import ConfigError
+
+C = TypeVar("C")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the data is and how it becomes token ids; shared by every task."""
+
+    train: str = ""
+    """Training data file (or file prefix for aligned parallel files)."""
+    valid: str = ""
+    """Validation data; empty to skip validation."""
+    min_freq: int = 2
+    """Tokens seen fewer times in training map to <unk>."""
+    max_len: int = 50
+    """Longer sequences are truncated to this many tokens (0 = no limit)."""
+    max_examples: int = 0
+    """Use only the first N training examples (0 = all)."""
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Sizes and recurrent cell; shared by every task."""
+
+    cell: Literal["rnn", "gru", "lstm", "peephole_lstm", "coupled_lstm"] = "gru"
+    """Recurrent cell type."""
+    rnn_impl: Literal["fused", "scratch"] = "fused"
+    """fused = torch.nn kernels; scratch = rnnlab.nn readable implementations."""
+    embed_size: int = 32
+    """Token embedding size."""
+    hidden_size: int = 32
+    """Recurrent hidden size."""
+    num_layers: int = 2
+    """Number of stacked recurrent layers."""
+    dropout: float = 0.1
+    """Dropout between recurrent layers and on embeddings/outputs."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The optimisation loop; shared by every task."""
+
+    epochs: int = 10
+    """Passes over the training data."""
+    max_steps: int = 0
+    """Stop after this many optimizer steps (0 = no limit)."""
+    batch_size: int = 64
+    """Sentences (or streams, for language models) per batch."""
+    lr: float = 0.005
+    """Adam learning rate."""
+    weight_decay: float = 0.0
+    """Adam weight decay."""
+    clip_norm: float = 1.0
+    """Clip gradients to this global L2 norm (0 = no clipping)."""
+    bucket: bool = True
+    """Group sentences of similar length into batches so little compute goes to padding."""
+    log_every: int = 50
+    """Write a training record to metrics.jsonl every N steps."""
+    valid_every: int = 0
+    """Validate (and checkpoint) every N steps; 0 = at the end of every epoch."""
+    patience: int = 0
+    """Stop after this many validations without improvement (0 = never stop early)."""
+    lr_decay: float = 1.0
+    """Multiply the learning rate by this factor when validation stops improving (1 = constant)."""
+    lr_patience: int = 0
+    """Validations without improvement before the learning rate decays."""
+    label_smoothing: float = 0.0
+    """Label smoothing for the cross-entropy (0 = none)."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu, or cuda[:N]."""
+    num_threads: int = 0
+    """Intra-op CPU threads (0 = PyTorch's default)."""
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Fields every task's config has; task configs subclass this with their own sections."""
+
+    task: str = ""
+    """Task name: seq2seq, lm or tagger."""
+    seed: int = 42
+    """Seed for initialisation, shuffling and dropout."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert only where no information is lost."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{key}: {value!r} is not one of {_type_name(tp)}")
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for arg in get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: {value!r} does not match {tp}")
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp, *_) = get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{key}: expected null, got {value!r}")
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, prefix=f"{key}.")
+    return value
+
+
+def from_dict(cls: type[C], data: Any, prefix: str = "") -> C:
+    """Build dataclass ``cls`` from a nested dict, strictly (see the module docstring)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            raise ConfigError(f"unknown config key {prefix}{key}{hint}")
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as plain nested dicts, ready for YAML."""
+    return dataclasses.asdict(config)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.field=value`` overrides to a nested dict; values are parsed as YAML scalars."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {key}: {part} is not a section")
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            node[parts[-1]] = raw
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning every failure into a one-line ``ConfigError``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections")
+    return data
+
+
+def load_config(
+    cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None
+) -> C:
+    """Load ``cls`` from an optional YAML file plus overrides; errors name the file."""
+    data = read_yaml(path) if path is not None else {}
+    data = apply_overrides(data, list(overrides or []))
+    try:
+        return from_dict(cls, data)
+    except ConfigError as exc:
+        if path is not None:
+            raise ConfigError(f"{path}: {exc}") from None
+        raise
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write the resolved config as YAML (keys in schema order)."""
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The one-line docs written under each field, for ``rnnlab config --help``-style listings."""
+    import ast
+    import inspect
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for node, nxt in zip(body, body[1:], strict=False):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+            ):
+                docs[node.target.id] = str(nxt.value.value)
+    return docs
+
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "RunConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "field_docs",
+    "from_dict",
+    "load_config",
+    "read_yaml",
+    "save_config",
+    "to_dict",
+]

@@ -1,0 +1,81 @@
+"""Vocabularies: token ↔ id maps with reserved specials, built from training data only."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from rnnlab.errors import DataError
+
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
+SPECIALS: tuple[str, ...] = (PAD, UNK, BOS, EOS)
+
+
+class Vocab:
+    """An ordered token list. Ids 0–3 are ``<pad> <unk> <bos> <eos>``; the rest by frequency.
+
+    Ordering ties by the token string makes a vocabulary a pure function of its training data, so
+    two runs on the same data agree id for id.
+    """
+
+    def __init__(self, tokens: Sequence[str], *, min_freq: int = 1) -> None:
+        if list(tokens[: len(SPECIALS)]) != list(SPECIALS):
+            raise ValueError(f"a vocabulary must start with {SPECIALS}")
+        self.itos: list[str] = list(tokens)
+        self.stoi: dict[str, int] = {tok: i for i, tok in enumerate(self.itos)}
+        if len(self.stoi) != len(self.itos):
+            raise ValueError("duplicate tokens in vocabulary")
+        self.min_freq = min_freq
+
+    @classmethod
+    def build(cls, sequences: Iterable[Iterable[str]], *, min_freq: int = 1) -> Vocab:
+        """Count tokens and keep those seen at least ``min_freq`` times."""
+        counts: Counter[str] = Counter()
+        for seq in sequences:
+            counts.update(seq)
+        kept = sorted(
+            (tok for tok, n in counts.items() if n >= min_freq and tok not in SPECIALS),
+            key=lambda tok: (-counts[tok], tok),
+        )
+        return cls([*SPECIALS, *kept], min_freq=min_freq)
+
+    pad_id = property(lambda self: 0)
+    unk_id = property(lambda self: 1)
+    bos_id = property(lambda self: 2)
+    eos_id = property(lambda self: 3)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self.stoi
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Vocab) and self.itos == other.itos
+
+    def encode(self, tokens: Iterable[str]) -> list[int]:
+        """Token ids; unknown tokens become ``<unk>``."""
+        unk = self.unk_id
+        return [self.stoi.get(tok, unk) for tok in tokens]
+
+    def decode(self, ids: Iterable[int], *, strip_specials: bool = True) -> list[str]:
+        """Tokens for ids, dropping ``<pad> <bos> <eos>`` unless asked to keep them."""
+        skip = {self.pad_id, self.bos_id, self.eos_id} if strip_specials else set()
+        return [self.itos[i] for i in ids if i not in skip]
+
+    def save(self, path: str | Path) -> None:
+        data = {"tokens": self.itos, "min_freq": self.min_freq}
+        Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=0), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocab:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(data["tokens"], min_freq=int(data.get("min_freq", 1)))
+        except FileNotFoundError:
+            raise DataError(path, "vocabulary file is missing") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(path, f"not a valid vocabulary file ({exc})") from None

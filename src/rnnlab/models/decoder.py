@@ -1,0 +1,89 @@
+"""The context decoder of Cho et al. (2014), as in the d2l seq2seq chapter.
+
+At every step the recurrent input is ``[embedding(y_{t-1}) ; c]``, where the context ``c`` is the
+encoder's final top-layer hidden state, repeated over time; the initial state is the encoder's final
+state. Because ``c`` is fixed, teacher-forced training runs the whole target in one fused RNN call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from rnnlab.models.encoder import EncoderOutput
+from rnnlab.nn.factory import make_rnn
+from rnnlab.nn.state import RecurrentState, hidden_of, select_batch
+
+
+@dataclass
+class ContextDecoderState:
+    hidden: RecurrentState
+    """(L, B, H) or a pair for LSTMs."""
+    context: Tensor
+    """(B, C) fixed context vector."""
+
+    def select(self, indices: Tensor) -> ContextDecoderState:
+        """Keep batch rows ``indices`` (for finished sentences and beam reordering)."""
+        return ContextDecoderState(
+            hidden=select_batch(self.hidden, indices), context=self.context.index_select(0, indices)
+        )
+
+
+class ContextDecoder(nn.Module):
+    """Decoder whose every step sees the same encoder summary."""
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        embed_size: int,
+        hidden_size: int,
+        context_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        embed_dropout: float = 0.0,
+        cell: str = "gru",
+        rnn_impl: str = "fused",
+        padding_idx: int = 0,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_size, padding_idx=padding_idx)
+        self.embed_dropout = nn.Dropout(embed_dropout)
+        self.rnn = make_rnn(
+            cell,
+            rnn_impl,
+            input_size=embed_size + context_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            dropout=dropout,
+        )
+        self.output_dropout = nn.Dropout(embed_dropout)
+        self.output = nn.Linear(hidden_size, vocab_size)
+        self.num_layers = num_layers
+
+    def init_state(self, encoder_output: EncoderOutput) -> ContextDecoderState:
+        """The encoder's final state seeds the decoder; its top layer is the context."""
+        state = encoder_output.state
+        if hidden_of(state).size(0) != self.num_layers:
+            raise ValueError(
+                "ContextDecoder needs an encoder with as many layers and one direction "
+                f"(got a state with {hidden_of(state).size(0)} layer-directions)"
+            )
+        return ContextDecoderState(hidden=state, context=hidden_of(state)[-1])
+
+    def forward(
+        self, tgt_in: Tensor, state: ContextDecoderState
+    ) -> tuple[Tensor, ContextDecoderState]:
+        """``tgt_in`` (B, T) ids → features (B, T, H) before the vocabulary projection."""
+        embedded = self.embed_dropout(self.embedding(tgt_in))  # (B, T, E)
+        context = state.context.unsqueeze(1).expand(-1, tgt_in.size(1), -1)  # (B, T, C)
+        outputs, hidden = self.rnn(torch.cat([embedded, context], dim=-1), state.hidden)
+        return self.output_dropout(outputs), ContextDecoderState(
+            hidden=hidden, context=state.context
+        )
+
+    def project(self, features: Tensor) -> Tensor:
+        """Features (…, H) → vocabulary logits (…, V)."""
+        return self.output(features)

@@ -1,0 +1,114 @@
+"""Run directories: create one for training, open one for evaluation, decoding or resuming.
+
+A run directory is self-contained: ``config.yaml`` (the resolved config), the task's vocabularies,
+``best/`` and ``last/`` checkpoints and ``metrics.jsonl``. Evaluation needs nothing else.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rnnlab.config import apply_overrides, from_dict, read_yaml, save_config
+from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.tasks import TASKS, Task
+from rnnlab.training import checkpoint as ckpt
+
+CONFIG_FILE = "config.yaml"
+
+
+def task_class(name: str) -> type[Task]:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ConfigError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}") from None
+
+
+def create_run_dir(path: Path, config: Any, *, overwrite: bool = False) -> None:
+    """Make a fresh run directory and save the resolved config in it."""
+    if path.exists() and any(path.iterdir()):
+        if not overwrite:
+            raise RnnlabError(
+                f"{path}: run directory exists and is not empty (use --resume to continue it, "
+                "or --overwrite to start again)"
+            )
+        if not (path / CONFIG_FILE).is_file():
+            raise RnnlabError(
+                f"{path}: refusing to overwrite a directory that is not an rnnlab run"
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_config(config, path / CONFIG_FILE)
+
+
+def read_run_config(path: Path, overrides: list[str] | None = None) -> Any:
+    """The config saved in a run directory (plus overrides), as the task's typed config."""
+    if not path.is_dir():
+        raise RnnlabError(f"{path}: no such run directory")
+    if not (path / CONFIG_FILE).is_file():
+        raise RnnlabError(f"{path}: not an rnnlab run directory (no {CONFIG_FILE})")
+    data = apply_overrides(read_yaml(path / CONFIG_FILE), list(overrides or []))
+    cls = task_class(str(data.get("task", ""))).config_class
+    try:
+        return from_dict(cls, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path / CONFIG_FILE}: {exc}") from None
+
+
+def check_compatible(task: Task, meta: dict[str, Any], source: Path) -> None:
+    """Refuse weights trained for another task or with other vocabularies."""
+    for key, expected in task.model_meta().items():
+        if key in meta and meta[key] != expected:
+            raise RnnlabError(
+                f"{source}: checkpoint does not match this run ({key}: {meta[key]} != {expected}); "
+                "was it copied from another model?"
+            )
+
+
+def apply_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load a state dict, turning a shape or key mismatch into a one-line user error."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise RnnlabError(
+            f"{path}: weights do not fit the configured model ({first[-1].strip()})"
+        ) from None
+
+
+@dataclass
+class TrainedRun:
+    """A task with its vocabularies and a model with trained weights, ready to use."""
+
+    task: Task
+    model: nn.Module
+    device: torch.device
+
+
+def open_run(
+    path: str | Path,
+    *,
+    which: str = "best",
+    device: str = "auto",
+    overrides: list[str] | None = None,
+) -> TrainedRun:
+    """Load a finished (or interrupted) run for evaluation and decoding."""
+    from rnnlab.training.trainer import resolve_device
+
+    path = Path(path)
+    config = read_run_config(path, overrides)
+    task = task_class(config.task)(config, path)
+    task.load_artifacts()
+    weights = ckpt.find_weights(path, which)
+    state, meta = ckpt.load_model_file(weights)
+    check_compatible(task, meta, weights)
+    model = task.build_model()
+    apply_weights(model, state, weights)
+    resolved = resolve_device(device)
+    model.to(resolved).eval()
+    return TrainedRun(task=task, model=model, device=resolved)

@@ -1,0 +1,102 @@
+"""What a task gives the trainer: data as batches, a loss, and validation metrics.
+
+The trainer never branches on the task. A task owns its data pipeline, its vocabularies (saved in the
+run directory) and its model construction; the trainer owns the optimisation loop, checkpoints and
+logging.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from rnnlab.config import RunConfig
+
+
+@dataclass
+class Batch:
+    """Base for task batches: a dataclass of tensors (and plain values) movable to a device."""
+
+    def to(self, device: torch.device) -> Batch:
+        moved = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            moved[f.name] = (
+                value.to(device, non_blocking=True) if isinstance(value, Tensor) else value
+            )
+        return type(self)(**moved)
+
+
+@dataclass
+class LossOutput:
+    loss_sum: Tensor
+    """Summed loss over the batch's valid tokens (a scalar with grad)."""
+    num_tokens: int
+    """Number of valid target tokens, the denominator for the per-token mean."""
+    carry: Any = None
+    """State carried to the next batch (truncated BPTT); None for independent batches."""
+
+
+class Task(ABC):
+    """One trainable task; subclasses are listed literally in ``rnnlab.tasks.TASKS``."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[RunConfig]]
+    primary_metric: ClassVar[str]
+    """Validation metric that selects the best checkpoint, e.g. ``valid_bleu``."""
+    higher_is_better: ClassVar[bool]
+
+    def __init__(self, config: Any, run_dir: Path) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+
+    # -- setting up -----------------------------------------------------------------------------
+    @abstractmethod
+    def prepare_training(self) -> None:
+        """Read training (and validation) data, build vocabularies and save them to the run dir."""
+
+    @abstractmethod
+    def load_artifacts(self) -> None:
+        """Load vocabularies (and any other files) saved by ``prepare_training`` from the run dir."""
+
+    def prepare_resume(self) -> None:
+        """Read data again for a resumed run, reusing the saved vocabularies."""
+        self.load_artifacts()
+        self.read_training_data()
+
+    def read_training_data(self) -> None:
+        """Read and encode training/validation data with the loaded vocabularies."""
+
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """A freshly initialised model sized for the loaded vocabularies."""
+
+    def model_meta(self) -> dict[str, Any]:
+        """Facts stored with the weights and checked on load (vocabulary sizes and fingerprints)."""
+        return {"task": self.name}
+
+    # -- training -------------------------------------------------------------------------------
+    @abstractmethod
+    def train_batches(self, epoch: int) -> list[Batch]:
+        """All training batches of ``epoch``, deterministic given the run seed and the epoch."""
+
+    @abstractmethod
+    def batch_loss(self, model: nn.Module, batch: Any, carry: Any) -> LossOutput:
+        """Summed loss over valid tokens of one batch."""
+
+    @abstractmethod
+    def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        """Validation metrics with ``valid_`` prefixes; must include ``primary_metric``."""
+
+    def has_validation(self) -> bool:
+        return bool(getattr(self.config.data, "valid", ""))
+
+    # -- evaluation -----------------------------------------------------------------------------
+    @abstractmethod
+    def evaluate(self, model: nn.Module, path: str, device: torch.device) -> dict[str, Any]:
+        """Metrics of a trained model on a data file."""

@@ -1,0 +1,364 @@
+"""Translation with an RNN encoder–decoder: data, batches, loss, validation and decoding.
+
+Sequences on both sides are truncated to ``data.max_len`` tokens and then get ``<eos>``; the decoder
+input is ``<bos>`` followed by the target without its last token (teacher forcing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches, truncate_pad
+from rnnlab.data.parallel import SentencePair, read_parallel
+from rnnlab.data.tokenizers import Tokenizer, WordTokenizer
+from rnnlab.data.vocab import Vocab
+from rnnlab.decoding.greedy import greedy_search
+from rnnlab.metrics.bleu import bleu_signature, corpus_bleu, mean_d2l_bleu
+from rnnlab.metrics.perplexity import perplexity
+from rnnlab.models.seq2seq import EncoderDecoder, build_seq2seq
+from rnnlab.tasks.base import Batch, LossOutput, Task
+from rnnlab.training.losses import masked_token_nll, select_valid
+
+
+@dataclass
+class Seq2SeqDataConfig(DataConfig):
+    train: str = "data/fra-eng/train.tsv.gz"
+    valid: str = "data/fra-eng/valid.tsv"
+    test: str = ""
+    """Optional test data, evaluated at the end of training."""
+    src_lang: str = "en"
+    """Source language code (a TSV column name, or the suffix of aligned files)."""
+    tgt_lang: str = "fr"
+    """Target language code."""
+    tsv_langs: list[str] = field(default_factory=lambda: ["en", "fr"])
+    """Languages of a TSV's first two columns (Tatoeba fra.txt is English then French)."""
+    format: Literal["auto", "tsv", "aligned"] = "auto"
+    """tsv: src<TAB>tgt lines; aligned: PREFIX.src_lang + PREFIX.tgt_lang; auto: by what exists."""
+    preprocess: Literal["textbook", "punct", "none"] = "textbook"
+    """textbook: d2l normalisation (lower-case, split , . ! ?); punct: the same keeping case."""
+    num_steps: int = 0
+    """> 0: the textbook's fixed-length mode (truncate/pad every sequence to num_steps)."""
+
+
+@dataclass
+class Seq2SeqModelConfig(ModelConfig):
+    embed_dropout: float = 0.0
+    """Dropout on embeddings and decoder outputs (the textbook uses none)."""
+    attention: Literal["none", "bahdanau", "luong_dot", "luong_general"] = "none"
+    """Attention over encoder outputs; none = the Cho context decoder."""
+    bidirectional_encoder: bool = False
+    """Read the source in both directions."""
+
+
+@dataclass
+class DecodeConfig:
+    max_len: int = 50
+    """Maximum number of output tokens per sentence."""
+    beam_size: int = 1
+    """1 = greedy search."""
+    length_penalty: float = 0.0
+    """GNMT length-penalty alpha for beam search (0 = none)."""
+    batch_size: int = 128
+    """Sentences decoded together."""
+
+
+@dataclass
+class Seq2SeqConfig(RunConfig):
+    task: str = "seq2seq"
+    data: Seq2SeqDataConfig = field(default_factory=Seq2SeqDataConfig)
+    model: Seq2SeqModelConfig = field(default_factory=Seq2SeqModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+@dataclass
+class Seq2SeqBatch(Batch):
+    src: Tensor
+    """(B, S) source ids."""
+    src_lengths: Tensor
+    """(B,)"""
+    tgt_in: Tensor
+    """(B, T) ``<bos>`` + target."""
+    tgt_out: Tensor
+    """(B, T) target + ``<eos>``."""
+    tgt_lengths: Tensor
+    """(B,)"""
+
+
+@dataclass
+class EncodedPairs:
+    src: list[list[int]]
+    tgt: list[list[int]]
+    references: list[str]
+    """Targets as text, normalised like the model's output, for BLEU."""
+
+
+def vocab_fingerprint(vocab: Vocab) -> str:
+    return hashlib.sha1("\n".join(vocab.itos).encode("utf-8")).hexdigest()[:16]
+
+
+class Seq2SeqTask(Task):
+    name = "seq2seq"
+    config_class = Seq2SeqConfig
+    primary_metric = "valid_bleu"
+    higher_is_better = True
+
+    def __init__(self, config: Seq2SeqConfig, run_dir: Path) -> None:
+        super().__init__(config, run_dir)
+        self.src_tokenizer: Tokenizer = WordTokenizer(config.data.preprocess)
+        self.tgt_tokenizer: Tokenizer = WordTokenizer(config.data.preprocess)
+        self.src_vocab: Vocab | None = None
+        self.tgt_vocab: Vocab | None = None
+        self.train_data: EncodedPairs | None = None
+        self.valid_data: EncodedPairs | None = None
+
+    # -- data -----------------------------------------------------------------------------------
+    def read_pairs(self, path: str) -> list[SentencePair]:
+        data = self.config.data
+        return read_parallel(
+            path,
+            src_lang=data.src_lang,
+            tgt_lang=data.tgt_lang,
+            tsv_langs=data.tsv_langs,
+            fmt=data.format,
+        )
+
+    def _truncate(self, tokens: list[str]) -> list[str]:
+        max_len = self.config.data.max_len
+        return tokens[:max_len] if max_len > 0 else tokens
+
+    def encode_source(self, text: str) -> list[int]:
+        assert self.src_vocab is not None
+        tokens = self._truncate(self.src_tokenizer.encode(text))
+        return self.src_vocab.encode(tokens) + [self.src_vocab.eos_id]
+
+    def encode_pairs(self, pairs: list[SentencePair]) -> EncodedPairs:
+        assert self.tgt_vocab is not None
+        src, tgt, refs = [], [], []
+        for pair in pairs:
+            src.append(self.encode_source(pair.src))
+            tgt_tokens = self._truncate(self.tgt_tokenizer.encode(pair.tgt))
+            tgt.append(self.tgt_vocab.encode(tgt_tokens) + [self.tgt_vocab.eos_id])
+            refs.append(self.tgt_tokenizer.decode(self.tgt_tokenizer.encode(pair.tgt)))
+        return EncodedPairs(src, tgt, refs)
+
+    def _train_pairs(self) -> list[SentencePair]:
+        pairs = self.read_pairs(self.config.data.train)
+        limit = self.config.data.max_examples
+        return pairs[:limit] if limit > 0 else pairs
+
+    def prepare_training(self) -> None:
+        pairs = self._train_pairs()
+        min_freq = self.config.data.min_freq
+        self.src_vocab = Vocab.build(
+            (self._truncate(self.src_tokenizer.encode(p.src)) for p in pairs), min_freq=min_freq
+        )
+        self.tgt_vocab = Vocab.build(
+            (self._truncate(self.tgt_tokenizer.encode(p.tgt)) for p in pairs), min_freq=min_freq
+        )
+        self.src_vocab.save(self.run_dir / "vocab.src.json")
+        self.tgt_vocab.save(self.run_dir / "vocab.tgt.json")
+        self._encode_training(pairs)
+
+    def load_artifacts(self) -> None:
+        self.src_vocab = Vocab.load(self.run_dir / "vocab.src.json")
+        self.tgt_vocab = Vocab.load(self.run_dir / "vocab.tgt.json")
+
+    def read_training_data(self) -> None:
+        self._encode_training(self._train_pairs())
+
+    def _encode_training(self, pairs: list[SentencePair]) -> None:
+        self.train_data = self.encode_pairs(pairs)
+        if self.config.data.valid:
+            self.valid_data = self.encode_pairs(self.read_pairs(self.config.data.valid))
+
+    def build_model(self) -> EncoderDecoder:
+        assert self.src_vocab is not None and self.tgt_vocab is not None
+        return build_seq2seq(
+            self.config.model,
+            src_vocab_size=len(self.src_vocab),
+            tgt_vocab_size=len(self.tgt_vocab),
+            padding_idx=self.src_vocab.pad_id,
+        )
+
+    def model_meta(self) -> dict[str, Any]:
+        assert self.src_vocab is not None and self.tgt_vocab is not None
+        return {
+            "task": self.name,
+            "src_vocab": vocab_fingerprint(self.src_vocab),
+            "tgt_vocab": vocab_fingerprint(self.tgt_vocab),
+        }
+
+    # -- batches --------------------------------------------------------------------------------
+    def make_batch(self, src: list[list[int]], tgt: list[list[int]]) -> Seq2SeqBatch:
+        assert self.tgt_vocab is not None
+        pad, bos = self.tgt_vocab.pad_id, self.tgt_vocab.bos_id
+        num_steps = self.config.data.num_steps
+        tgt_in = [[bos, *t[:-1]] for t in tgt]
+        if num_steps > 0:
+            src = [truncate_pad(s, num_steps, pad) for s in src]
+            tgt = [truncate_pad(t, num_steps, pad) for t in tgt]
+            tgt_in = [truncate_pad(t, num_steps, pad) for t in tgt_in]
+            src_ids, tgt_out = torch.tensor(src), torch.tensor(tgt)
+            src_lengths = (src_ids != pad).sum(1)
+            tgt_lengths = (tgt_out != pad).sum(1)
+            return Seq2SeqBatch(src_ids, src_lengths, torch.tensor(tgt_in), tgt_out, tgt_lengths)
+        src_ids, src_lengths = pad_batch(src, pad)
+        tgt_out, tgt_lengths = pad_batch(tgt, pad)
+        tgt_in_ids, _ = pad_batch(tgt_in, pad)
+        return Seq2SeqBatch(src_ids, src_lengths, tgt_in_ids, tgt_out, tgt_lengths)
+
+    def batches_of(self, data: EncodedPairs, order: list[list[int]]) -> list[Seq2SeqBatch]:
+        return [
+            self.make_batch([data.src[i] for i in ids], [data.tgt[i] for i in ids]) for ids in order
+        ]
+
+    def train_batches(self, epoch: int) -> list[Seq2SeqBatch]:
+        assert self.train_data is not None
+        data = self.train_data
+        lengths = [max(len(s), len(t)) for s, t in zip(data.src, data.tgt, strict=True)]
+        order = bucket_batches(
+            lengths,
+            self.config.train.batch_size,
+            bucket=self.config.train.bucket and self.config.data.num_steps == 0,
+            seed=self.config.seed * 1000 + epoch,
+        )
+        return self.batches_of(data, order)
+
+    # -- loss -----------------------------------------------------------------------------------
+    def batch_loss(self, model: nn.Module, batch: Seq2SeqBatch, carry: Any = None) -> LossOutput:
+        features = model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, H)
+        valid_features = select_valid(features, batch.tgt_lengths)  # (N, H)
+        targets = select_valid(batch.tgt_out, batch.tgt_lengths)  # (N,)
+        logits = model.project(valid_features)  # (N, V)
+        smoothing = self.config.train.label_smoothing if model.training else 0.0
+        loss = masked_token_nll(logits, targets, label_smoothing=smoothing)
+        return LossOutput(loss, int(targets.numel()))
+
+    @torch.no_grad()
+    def teacher_forced_nll(
+        self, model: nn.Module, data: EncodedPairs, device: torch.device
+    ) -> tuple[float, int]:
+        model.eval()
+        total, count = 0.0, 0
+        lengths = [len(s) for s in data.src]
+        for batch in self.batches_of(data, sorted_batches(lengths, self.config.decode.batch_size)):
+            out = self.batch_loss(model, batch.to(device))
+            total += float(out.loss_sum)
+            count += out.num_tokens
+        return total, count
+
+    # -- decoding -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def translate_ids(
+        self,
+        model: nn.Module,
+        sources: list[list[int]],
+        device: torch.device,
+        *,
+        beam_size: int | None = None,
+        n_best: int = 1,
+        max_len: int | None = None,
+        progress: Any = None,
+    ) -> list[list[list[int]]]:
+        """Decode encoded sources in length-sorted batches; results in input order, n_best each."""
+        assert self.tgt_vocab is not None and self.src_vocab is not None
+        model.eval()
+        decode = self.config.decode
+        beam_size = beam_size or decode.beam_size
+        max_len = max_len or decode.max_len
+        results: list[list[list[int]]] = [[] for _ in sources]
+        for ids in sorted_batches([len(s) for s in sources], decode.batch_size):
+            src_ids, src_lengths = pad_batch([sources[i] for i in ids], self.src_vocab.pad_id)
+            src_ids, src_lengths = src_ids.to(device), src_lengths.to(device)
+            state = model.start(src_ids, src_lengths)
+            if beam_size > 1 or n_best > 1:
+                from rnnlab.decoding.beam import beam_search
+
+                hyps = beam_search(
+                    model,
+                    state,
+                    batch_size=len(ids),
+                    beam_size=max(beam_size, n_best),
+                    n_best=n_best,
+                    bos_id=self.tgt_vocab.bos_id,
+                    eos_id=self.tgt_vocab.eos_id,
+                    max_len=max_len,
+                    length_penalty=decode.length_penalty,
+                    device=device,
+                )
+            else:
+                hyps = [
+                    [h]
+                    for h in greedy_search(
+                        model,
+                        state,
+                        batch_size=len(ids),
+                        bos_id=self.tgt_vocab.bos_id,
+                        eos_id=self.tgt_vocab.eos_id,
+                        max_len=max_len,
+                        device=device,
+                    )
+                ]
+            for i, hyp in zip(ids, hyps, strict=True):
+                results[i] = hyp
+            if progress is not None:
+                progress(len(ids))
+        return results
+
+    def detokenize(self, ids: list[int]) -> str:
+        assert self.tgt_vocab is not None
+        return self.tgt_tokenizer.decode(self.tgt_vocab.decode(ids))
+
+    def translate(
+        self, model: nn.Module, sentences: list[str], device: torch.device, **kwargs: Any
+    ) -> list[str]:
+        """Translate raw sentences (best hypothesis each); an empty line translates to ''."""
+        keep = [i for i, s in enumerate(sentences) if s.strip()]
+        decoded = self.translate_ids(
+            model, [self.encode_source(sentences[i]) for i in keep], device, **kwargs
+        )
+        out = [""] * len(sentences)
+        for i, hyps in zip(keep, decoded, strict=True):
+            out[i] = self.detokenize(hyps[0])
+        return out
+
+    # -- metrics --------------------------------------------------------------------------------
+    def _bleu_metrics(
+        self, model: nn.Module, data: EncodedPairs, device: torch.device
+    ) -> tuple[list[str], float]:
+        hyps = [
+            self.detokenize(h[0]) for h in self.translate_ids(model, data.src, device, beam_size=1)
+        ]
+        return hyps, corpus_bleu(hyps, data.references)
+
+    def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        assert self.valid_data is not None
+        nll, count = self.teacher_forced_nll(model, self.valid_data, device)
+        _, bleu = self._bleu_metrics(model, self.valid_data, device)
+        return {"valid_loss": nll / count, "valid_ppl": perplexity(nll, count), "valid_bleu": bleu}
+
+    def evaluate(
+        self, model: nn.Module, path: str, device: torch.device, **decode: Any
+    ) -> dict[str, Any]:
+        data = self.encode_pairs(self.read_pairs(path))
+        nll, count = self.teacher_forced_nll(model, data, device)
+        decoded = self.translate_ids(model, data.src, device, **decode)
+        hyps = [self.detokenize(h[0]) for h in decoded]
+        return {
+            "bleu": corpus_bleu(hyps, data.references),
+            "bleu_lowercase": corpus_bleu(hyps, data.references, lowercase=True),
+            "d2l_bleu": mean_d2l_bleu(hyps, data.references, k=2),
+            "loss": nll / count,
+            "perplexity": perplexity(nll, count),
+            "sentences": len(hyps),
+            "tokens": count,
+            "signature": bleu_signature(),
+        }

@@ -1,0 +1,278 @@
+"""The task-agnostic training loop: optimise, log, validate, checkpoint, resume exactly.
+
+The trainer asks the task for batches and a summed loss, divides by the number of valid tokens,
+back-propagates, clips by global norm and steps Adam. Validation (every ``train.valid_every`` steps or
+at each epoch end) selects the best checkpoint, drives an optional plateau learning-rate decay and
+early stopping.
+
+Exact resume: a checkpoint holds the weights, Adam's moments, the step/epoch/batch position, the
+RNG states, the running log window and any carried state (truncated BPTT). Batches of an epoch are a
+pure function of (seed, epoch), so a resumed run skips the batches already seen and continues with
+the very same ones an uninterrupted run would use.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rnnlab.config import TrainConfig
+from rnnlab.tasks.base import Task
+from rnnlab.training import checkpoint as ckpt
+from rnnlab.training.reporting import Reporter, SilentReporter
+
+
+@dataclass
+class TrainerState:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_metric: float | None = None
+    bad_validations: int = 0
+    lr_bad_validations: int = 0
+    window_loss: float = 0.0
+    window_tokens: int = 0
+    early_stopped: bool = False
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per line, truncated to the checkpoint on resume."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records written after the checkpoint a run resumes from."""
+        if not self.path.exists():
+            return
+        kept = [
+            line
+            for line in self.path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step
+        ]
+        self.path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+
+    def read(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [
+            json.loads(x) for x in self.path.read_text(encoding="utf-8").splitlines() if x.strip()
+        ]
+
+
+def _is_better(value: float, best: float | None, higher: bool) -> bool:
+    if best is None or math.isnan(best):
+        return not math.isnan(value)
+    return value > best if higher else value < best
+
+
+class Trainer:
+    """Runs ``task`` on ``model`` according to ``config``; writes everything under ``run_dir``."""
+
+    def __init__(
+        self,
+        *,
+        task: Task,
+        model: nn.Module,
+        config: TrainConfig,
+        run_dir: Path,
+        device: torch.device,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.task = task
+        self.model = model.to(device)
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self.reporter = reporter or SilentReporter()
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.state = TrainerState()
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
+        self.carry: Any = None
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def _trainer_tensors(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng.cuda.{i}"] = s
+        optim_json = ckpt.flatten_state(self.optimizer.state_dict(), "optim", tensors)
+        carry_json = (
+            ckpt.flatten_state(self.carry, "carry", tensors) if self.carry is not None else None
+        )
+        meta = {
+            "trainer": asdict(self.state),
+            "optimizer": optim_json,
+            "carry": carry_json,
+            "python_random": random.getstate(),
+        }
+        return meta, tensors
+
+    def save_checkpoint(self) -> None:
+        meta, tensors = self._trainer_tensors()
+        model_meta = {**self.task.model_meta(), "step": self.state.step}
+        ckpt.save_last(self.run_dir, self.model, model_meta, meta, tensors)
+
+    def load_checkpoint(self) -> None:
+        """Restore everything ``save_checkpoint`` wrote, for ``--resume``."""
+        found = ckpt.load_last(self.run_dir)
+        self.model.load_state_dict(found.model_state)
+        meta, tensors = found.trainer_meta, found.trainer_tensors
+        self.state = TrainerState(**meta["trainer"])
+        optim_state = ckpt.unflatten_state(meta["optimizer"], tensors)
+        self.optimizer.load_state_dict(ckpt.optimizer_state_from_json(optim_state))
+        if meta.get("carry") is not None:
+            carry = ckpt.unflatten_state(meta["carry"], tensors)
+            self.carry = _to_tuple(carry, self.device)
+        torch.set_rng_state(tensors["rng.torch"])
+        if torch.cuda.is_available():
+            states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+            if states:
+                torch.cuda.set_rng_state_all(states)
+        version, internal, gauss = meta["python_random"]
+        random.setstate((version, tuple(internal), gauss))
+        self.metrics.truncate_after(self.state.step)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def _record(self, record: dict[str, Any]) -> None:
+        self.metrics.append(record)
+        self.reporter.record(record)
+
+    def _train_step(self, batch: Any) -> int:
+        self.model.train()
+        out = self.task.batch_loss(self.model, batch.to(self.device), self.carry)
+        self.carry = out.carry
+        loss = out.loss_sum / max(out.num_tokens, 1)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.clip_norm > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
+        self.optimizer.step()
+        self.state.step += 1
+        self.state.window_loss += float(out.loss_sum.detach())
+        self.state.window_tokens += out.num_tokens
+        return out.num_tokens
+
+    def _validate_and_checkpoint(self, epoch: float) -> bool:
+        """Validate, keep the best weights, adjust the schedule; True when training should stop."""
+        metrics: dict[str, float] = {}
+        if self.task.has_validation():
+            metrics = self.task.validate(self.model, self.device)
+            self._record({"step": self.state.step, "epoch": round(epoch, 4), **metrics})
+        primary = metrics.get(self.task.primary_metric)
+        stop = False
+        if primary is None or _is_better(
+            primary, self.state.best_metric, self.task.higher_is_better
+        ):
+            if primary is not None:
+                self.state.best_metric = primary
+            self.state.bad_validations = self.state.lr_bad_validations = 0
+            ckpt.save_model(
+                self.run_dir / "best",
+                self.model,
+                {**self.task.model_meta(), "step": self.state.step, **metrics},
+            )
+        else:
+            self.state.bad_validations += 1
+            self.state.lr_bad_validations += 1
+            if (
+                self.config.lr_decay < 1.0
+                and self.state.lr_bad_validations > self.config.lr_patience
+            ):
+                for group in self.optimizer.param_groups:
+                    group["lr"] *= self.config.lr_decay
+                self.state.lr_bad_validations = 0
+                self.reporter.message(
+                    f"learning rate decayed to {self.optimizer.param_groups[0]['lr']:.3g}"
+                )
+            if self.config.patience > 0 and self.state.bad_validations >= self.config.patience:
+                self.reporter.message(
+                    f"early stop: no {self.task.primary_metric} improvement in "
+                    f"{self.state.bad_validations} validations"
+                )
+                self.state.early_stopped = stop = True
+        self.save_checkpoint()
+        return stop
+
+    def fit(self) -> TrainerState:
+        """Train until ``epochs`` or ``max_steps``; returns the final trainer state."""
+        cfg = self.config
+        window_seconds, window_tokens_seen = 0.0, 0
+        stop = False
+        try:
+            while not stop and self.state.epoch < cfg.epochs:
+                batches = self.task.train_batches(self.state.epoch)
+                bar = self.reporter.progress(
+                    len(batches),
+                    f"epoch {self.state.epoch + 1}/{cfg.epochs}",
+                    self.state.batch_in_epoch,
+                )
+                for index in range(self.state.batch_in_epoch, len(batches)):
+                    started = time.perf_counter()
+                    window_tokens_seen += self._train_step(batches[index])
+                    window_seconds += time.perf_counter() - started
+                    self.state.batch_in_epoch = index + 1
+                    bar.update(1)
+                    epoch_pos = self.state.epoch + self.state.batch_in_epoch / len(batches)
+                    if cfg.log_every > 0 and self.state.step % cfg.log_every == 0:
+                        train_loss = self.state.window_loss / max(self.state.window_tokens, 1)
+                        self._record(
+                            {
+                                "step": self.state.step,
+                                "epoch": round(epoch_pos, 4),
+                                "train_loss": train_loss,
+                                "tokens_per_sec": window_tokens_seen / max(window_seconds, 1e-9),
+                                "lr": self.optimizer.param_groups[0]["lr"],
+                            }
+                        )
+                        bar.set_postfix_str(f"loss {train_loss:.3f}")
+                        self.state.window_loss, self.state.window_tokens = 0.0, 0
+                        window_seconds, window_tokens_seen = 0.0, 0
+                    if cfg.valid_every > 0 and self.state.step % cfg.valid_every == 0:
+                        stop = self._validate_and_checkpoint(epoch_pos)
+                    if cfg.max_steps > 0 and self.state.step >= cfg.max_steps:
+                        stop = True
+                    if stop:
+                        break
+                bar.close()
+                if self.state.batch_in_epoch >= len(batches):
+                    self.state.epoch += 1
+                    self.state.batch_in_epoch = 0
+                    self.carry = None
+                    if cfg.valid_every == 0:
+                        stop = self._validate_and_checkpoint(float(self.state.epoch)) or stop
+            self.save_checkpoint()
+        except KeyboardInterrupt:
+            self.save_checkpoint()
+            self.reporter.message(f"interrupted; checkpoint saved at step {self.state.step}")
+            raise
+        return self.state
+
+
+def _to_tuple(carry: Any, device: torch.device) -> Any:
+    """JSON round trips turn tuples into lists; recurrent states are tuples (h, c)."""
+    if isinstance(carry, list):
+        return tuple(_to_tuple(c, device) for c in carry)
+    if isinstance(carry, torch.Tensor):
+        return carry.to(device)
+    return carry
