@@ -69,6 +69,7 @@ class Task(ABC):
         self.load_artifacts()
         self.read_training_data()
 
+    @abstractmethod
     def read_training_data(self) -> None:
         """Read and encode training/validation data with the loaded vocabularies."""
 
