@@ -63,6 +63,8 @@ class TrainConfig:
     """Passes over the training data."""
     max_steps: int = 0
     """Stop after this many optimizer steps (0 = no limit)."""
+    max_minutes: float = 0.0
+    """Stop after this much training wall-clock time, validation excluded (0 = no limit)."""
     batch_size: int = 64
     """Sentences (or streams, for language models) per batch."""
     lr: float = 0.005

@@ -40,6 +40,7 @@ class TrainerState:
     lr_bad_validations: int = 0
     window_loss: float = 0.0
     window_tokens: int = 0
+    train_seconds: float = 0.0
     early_stopped: bool = False
 
 
@@ -230,7 +231,9 @@ class Trainer:
                 for index in range(self.state.batch_in_epoch, len(batches)):
                     started = time.perf_counter()
                     window_tokens_seen += self._train_step(batches[index])
-                    window_seconds += time.perf_counter() - started
+                    elapsed = time.perf_counter() - started
+                    window_seconds += elapsed
+                    self.state.train_seconds += elapsed
                     self.state.batch_in_epoch = index + 1
                     bar.update(1)
                     epoch_pos = self.state.epoch + self.state.batch_in_epoch / len(batches)
@@ -251,6 +254,8 @@ class Trainer:
                     if cfg.valid_every > 0 and self.state.step % cfg.valid_every == 0:
                         stop = self._validate_and_checkpoint(epoch_pos)
                     if cfg.max_steps > 0 and self.state.step >= cfg.max_steps:
+                        stop = True
+                    if cfg.max_minutes > 0 and self.state.train_seconds >= cfg.max_minutes * 60:
                         stop = True
                     if stop:
                         break
