@@ -256,6 +256,8 @@ class Trainer:
                     if cfg.max_steps > 0 and self.state.step >= cfg.max_steps:
                         stop = True
                     if cfg.max_minutes > 0 and self.state.train_seconds >= cfg.max_minutes * 60:
+                        # A time budget ends the run for good: validate so best/ reflects it.
+                        self._validate_and_checkpoint(epoch_pos)
                         stop = True
                     if stop:
                         break
@@ -266,6 +268,12 @@ class Trainer:
                     self.carry = None
                     if cfg.valid_every == 0:
                         stop = self._validate_and_checkpoint(float(self.state.epoch)) or stop
+            if not (self.run_dir / "best").exists():
+                ckpt.save_model(
+                    self.run_dir / "best",
+                    self.model,
+                    {**self.task.model_meta(), "step": self.state.step},
+                )
             self.save_checkpoint()
         except KeyboardInterrupt:
             self.save_checkpoint()
