@@ -1,7 +1,21 @@
-"""rnnlab: recurrent sequence models — language models, taggers and encoder-decoder translators."""
+"""rnnlab: recurrent sequence models — language models, taggers and encoder-decoder translators.
 
-from rnnlab.nn.masking import sequence_mask
+The names most users need are re-exported here; everything else lives in the subpackages
+(``rnnlab.data``, ``rnnlab.nn``, ``rnnlab.models``, ``rnnlab.decoding``, ``rnnlab.training``,
+``rnnlab.metrics``, ``rnnlab.tasks``).
+"""
+
+from rnnlab.metrics.bleu import corpus_bleu, d2l_bleu
+from rnnlab.nn.masking import masked_softmax, sequence_mask
+from rnnlab.training.losses import MaskedSoftmaxCELoss
 
 __version__ = "0.1.0"
 
-__all__ = ["sequence_mask", "__version__"]
+__all__ = [
+    "MaskedSoftmaxCELoss",
+    "__version__",
+    "corpus_bleu",
+    "d2l_bleu",
+    "masked_softmax",
+    "sequence_mask",
+]

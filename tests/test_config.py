@@ -1,0 +1,59 @@
+from pathlib import Path
+
+import pytest
+
+from rnnlab.config import load_config
+from rnnlab.errors import ConfigError
+from rnnlab.rundir import task_class
+from rnnlab.tasks.seq2seq import Seq2SeqConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_and_overrides():
+    config = load_config(Seq2SeqConfig, None, ["train.epochs=3", "model.cell=lstm", "data.tsv_langs=[fr, en]"])
+    assert config.train.epochs == 3 and config.model.cell == "lstm"
+    assert config.data.tsv_langs == ["fr", "en"]
+    assert config.train.lr == 0.005  # a default untouched
+
+
+def test_unknown_key_names_the_closest_valid_key():
+    with pytest.raises(ConfigError, match=r"unknown config key train.epoch; did you mean train.epochs\?"):
+        load_config(Seq2SeqConfig, None, ["train.epoch=3"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epochs=three", "train.epochs: expected an integer"),
+        ("train.lr=true", "train.lr: expected a number"),
+        ("model.cell=transformer", "model.cell: 'transformer' is not one of"),
+        ("train.bucket=1", "train.bucket: expected true or false"),
+    ],
+)
+def test_wrong_types_are_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(Seq2SeqConfig, None, [override])
+
+
+def test_errors_in_files_name_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: [1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"c.yaml:\d+: invalid YAML"):
+        load_config(Seq2SeqConfig, path)
+    path.write_text("train:\n  batchsize: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"c.yaml: unknown config key train.batchsize; did you mean train.batch_size"):
+        load_config(Seq2SeqConfig, path)
+
+
+def test_integers_are_accepted_for_floats():
+    assert load_config(Seq2SeqConfig, None, ["train.lr=1"]).train.lr == 1.0
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    import yaml
+
+    task = yaml.safe_load(path.read_text(encoding="utf-8"))["task"]
+    config = load_config(task_class(task).config_class, path)
+    assert config.task == task
