@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-SYMBOLS = "a b c d e f g h".split()
+SYMBOLS = ["a", "b", "c", "d", "e", "f", "g", "h"]
 
 
-def reverse_pairs(n: int, *, seed: int, min_len: int = 2, max_len: int = 5) -> list[tuple[str, str]]:
+def reverse_pairs(
+    n: int, *, seed: int, min_len: int = 2, max_len: int = 5
+) -> list[tuple[str, str]]:
     """Source: random symbol strings; target: the same symbols reversed."""
     rng = random.Random(seed)
     pairs = []

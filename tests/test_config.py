@@ -11,14 +11,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_and_overrides():
-    config = load_config(Seq2SeqConfig, None, ["train.epochs=3", "model.cell=lstm", "data.tsv_langs=[fr, en]"])
+    config = load_config(
+        Seq2SeqConfig, None, ["train.epochs=3", "model.cell=lstm", "data.tsv_langs=[fr, en]"]
+    )
     assert config.train.epochs == 3 and config.model.cell == "lstm"
     assert config.data.tsv_langs == ["fr", "en"]
     assert config.train.lr == 0.005  # a default untouched
 
 
 def test_unknown_key_names_the_closest_valid_key():
-    with pytest.raises(ConfigError, match=r"unknown config key train.epoch; did you mean train.epochs\?"):
+    with pytest.raises(
+        ConfigError, match=r"unknown config key train.epoch; did you mean train.epochs\?"
+    ):
         load_config(Seq2SeqConfig, None, ["train.epoch=3"])
 
 
@@ -42,7 +46,10 @@ def test_errors_in_files_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"c.yaml:\d+: invalid YAML"):
         load_config(Seq2SeqConfig, path)
     path.write_text("train:\n  batchsize: 3\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"c.yaml: unknown config key train.batchsize; did you mean train.batch_size"):
+    with pytest.raises(
+        ConfigError,
+        match=r"c.yaml: unknown config key train.batchsize; did you mean train.batch_size",
+    ):
         load_config(Seq2SeqConfig, path)
 
 

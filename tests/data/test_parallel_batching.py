@@ -25,7 +25,10 @@ def test_direction_follows_language_codes(tmp_path):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("a\tb\nonly-one-column\n", r"bad.tsv:2: expected at least 2 tab-separated columns, found 1"),
+        (
+            "a\tb\nonly-one-column\n",
+            r"bad.tsv:2: expected at least 2 tab-separated columns, found 1",
+        ),
         ("a\tb\n\tb\n", r"bad.tsv:2: empty source sentence"),
         ("", r"bad.tsv: no sentence pairs found"),
     ],
@@ -72,7 +75,9 @@ def test_bucketing_reduces_padding():
     lengths = [int(x) for x in torch.randint(1, 50, (2000,))]
 
     def padding(batches):
-        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches)
+        return sum(
+            len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches
+        )
 
     bucketed = padding(bucket_batches(lengths, 64, seed=0))
     plain = padding(bucket_batches(lengths, 64, seed=0, bucket=False))

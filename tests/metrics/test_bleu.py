@@ -42,7 +42,10 @@ def test_d2l_bleu_hand_computed_table(pred, label, k, expected):
 CORPORA = [
     (["the cat sat on the mat."], ["the cat sat on the mat."]),
     (["the cat sat on a mat"], ["the cat is on the mat"]),
-    (["Il est calme.", "Je suis chez moi.", "Va !"], ["Il est calme.", "Je suis à la maison.", "Va !"]),
+    (
+        ["Il est calme.", "Je suis chez moi.", "Va !"],
+        ["Il est calme.", "Je suis à la maison.", "Va !"],
+    ),
     (["hello there general kenobi", "", "a b c d e f"], ["hello there", "nothing", "a b c d e g"]),
     (["The Dog barks."], ["the dog barks ."]),
 ]
