@@ -88,9 +88,8 @@ def test_greedy_stops_each_sentence_at_its_own_eos():
         def step(self, tokens, state):
             self.calls.append(len(tokens))
             log_probs = torch.full((len(tokens), 6), -10.0)
-            for row, (sentence, t) in enumerate(
-                zip(state["ids"].tolist(), [state["t"]] * len(tokens))
-            ):
+            t = state["t"]
+            for row, sentence in enumerate(state["ids"].tolist()):
                 log_probs[row, 3 if (sentence == 0 and t == 1) else 4 + sentence] = 0.0
             return log_probs, {"ids": state["ids"], "t": state["t"] + 1}
 
