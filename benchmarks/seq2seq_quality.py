@@ -50,9 +50,8 @@ def run_recipe(name: str, config: str, overrides: list[str]) -> dict:
     rnnlab("train", "seq2seq", "--config", config, "--out", run, "--overwrite", *sets)
     train_minutes = (time.perf_counter() - started) / 60
     test = yaml.safe_load((ROOT / run / "config.yaml").read_text())["data"]["test"]
-    metrics = json.loads(rnnlab("evaluate", run, "--data", test, "--json"))
     started = time.perf_counter()
-    rnnlab("evaluate", run, "--data", test, "--json")
+    metrics = json.loads(rnnlab("evaluate", run, "--data", test, "--json"))
     decode_seconds = time.perf_counter() - started
     english = "\n".join(TEXTBOOK_SENTENCES) + "\n"
     translations = rnnlab("translate", run, stdin=english).splitlines() if "fra" in config else []
