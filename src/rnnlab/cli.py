@@ -140,6 +140,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {}
     if getattr(args, "beam", None):
         extra["beam_size"] = args.beam
+    if run.task.name == "seq2seq":
+        extra["progress"] = ConsoleReporter().progress(0, "decoding").update
     metrics = run.task.evaluate(run.model, args.data, run.device, **extra)
     if args.json:
         print(json.dumps(metrics, indent=2))

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches, truncate_pad
 from rnnlab.data.parallel import SentencePair, read_parallel
+from rnnlab.data.text import preprocess_textbook
 from rnnlab.data.tokenizers import Tokenizer, WordTokenizer
 from rnnlab.data.vocab import Vocab
 from rnnlab.decoding.greedy import greedy_search
@@ -348,15 +349,26 @@ class Seq2SeqTask(Task):
     def evaluate(
         self, model: nn.Module, path: str, device: torch.device, **decode: Any
     ) -> dict[str, Any]:
+        """BLEU (sacreBLEU, cased and lower-cased), textbook BLEU, teacher-forced loss/perplexity.
+
+        ``d2l_bleu`` is the chapter's sentence formula (k = 2) on punctuation-split tokens, averaged
+        over sentences, so it is comparable with the textbook's figures whatever the tokenizer.
+        """
         data = self.encode_pairs(self.read_pairs(path))
         nll, count = self.teacher_forced_nll(model, data, device)
         decoded = self.translate_ids(model, data.src, device, **decode)
         hyps = [self.detokenize(h[0]) for h in decoded]
         bleu, signature = corpus_bleu_with_signature(hyps, data.references)
+
+        def split(text: str) -> str:
+            return preprocess_textbook(text, lowercase=False)
+
         return {
             "bleu": bleu,
             "bleu_lowercase": corpus_bleu(hyps, data.references, lowercase=True),
-            "d2l_bleu": mean_d2l_bleu(hyps, data.references, k=2),
+            "d2l_bleu": mean_d2l_bleu(
+                [split(h) for h in hyps], [split(r) for r in data.references], k=2
+            ),
             "loss": nll / count,
             "perplexity": perplexity(nll, count),
             "sentences": len(hyps),
