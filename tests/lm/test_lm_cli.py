@@ -97,6 +97,9 @@ def test_empty_training_or_evaluation_file_is_a_one_line_error(
     assert str(empty) in err
     err = _error(["evaluate", str(run), "--data", str(tmp_path / "missing.txt")], capsys)
     assert "missing.txt: no such file" in err
+    assert "beam_size" in _error(
+        ["evaluate", str(run), "--data", str(pangram_file), "--beam", "3"], capsys
+    )
 
 
 def test_bad_generation_arguments_are_one_line_errors(
@@ -111,6 +114,14 @@ def test_bad_generation_arguments_are_one_line_errors(
     assert "--temperature" in _error([*base, "--prefix", "the", "--temperature", "0"], capsys)
     assert "--top-k" in _error([*base, "--prefix", "the", "--top-k", "-3"], capsys)
     assert "empty" in _error([*base, "--prefix", ""], capsys)
+
+
+def test_inconsistent_model_config_is_a_one_line_error(
+    tmp_path, pangram_file, tiny_run_args, capsys
+):
+    args = tiny_run_args(pangram_file, "", **{"model.tie_weights": "true"})  # embed 16, hidden 64
+    err = _error(["train", "lm", "--out", str(tmp_path / "r"), *args], capsys)
+    assert "embed_size == model.hidden_size" in err
 
 
 def test_word_level_run_scores_unknown_words_as_unk(tmp_path, tiny_run_args, capsys):

@@ -65,9 +65,16 @@ class RNNLanguageModel(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(hidden_size, vocab_size)
+        # Small uniform weights, as in Zaremba et al. (2014): nn.Embedding's N(0, 1) would give the
+        # projection (a tied one especially) logits of standard deviation ~√H at the start.
+        if self.embedding is not None:
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        nn.init.zeros_(self.output.bias)
         if tie_weights:
             assert self.embedding is not None
             self.output.weight = self.embedding.weight
+        else:
+            nn.init.uniform_(self.output.weight, -0.1, 0.1)
 
     def embed(self, tokens: Tensor) -> Tensor:
         """Token ids (B, T) → recurrent inputs (B, T, E), or (B, T, V) one-hot vectors."""

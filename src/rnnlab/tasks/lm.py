@@ -217,9 +217,15 @@ class LanguageModelTask(Task):
         nll, count = stream_nll(model, self.valid_ids, device)  # type: ignore[arg-type]
         return {"valid_loss": nll / count, "valid_ppl": perplexity(nll, count)}
 
-    def evaluate(self, model: nn.Module, path: str, device: torch.device) -> dict[str, Any]:
+    def evaluate(
+        self, model: nn.Module, path: str, device: torch.device, **options: Any
+    ) -> dict[str, Any]:
         """Perplexity of a text file; unknown tokens are scored as ``<unk>`` and counted."""
         assert self.vocab is not None
+        if options:
+            raise RnnlabError(
+                f"evaluate options {', '.join(options)} do not apply to a language model"
+            )
         tokens = self.read_tokens(path)
         ids = self.encode(tokens)
         if ids.numel() < 2:
