@@ -196,18 +196,48 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Print the prefix and its continuation; greedy unless --temperature or --top-k is given."""
+    from rnnlab.rundir import open_run
+
+    if args.length < 0:
+        raise RnnlabError(f"--length must be 0 or more, got {args.length}")
+    if args.temperature is not None and args.temperature <= 0:
+        raise RnnlabError(f"--temperature must be positive, got {args.temperature}")
+    if args.top_k is not None and args.top_k < 0:
+        raise RnnlabError(f"--top-k must be 0 (no limit) or more, got {args.top_k}")
+    run = open_run(args.run, device=args.device, overrides=args.set)
+    task = run.task
+    if task.name != "lm":
+        raise RnnlabError(f"{args.run}: generate needs an lm run, this is a {task.name} run")
+    _set_threads(task.config)
+    texts = task.generate(  # type: ignore[attr-defined]
+        run.model,
+        args.prefix,
+        run.device,
+        length=args.length,
+        greedy=args.temperature is None and args.top_k is None,
+        temperature=args.temperature if args.temperature is not None else 1.0,
+        top_k=args.top_k or 0,
+        seed=args.seed,
+    )
+    print(texts[0])
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------
 # Argument parsing
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="rnnlab", description="Recurrent sequence models: train, evaluate, translate."
+        prog="rnnlab",
+        description="Recurrent sequence models: train, evaluate, translate, generate.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train a model (seq2seq) into a run directory")
-    train.add_argument("task", nargs="?", help="task to train: seq2seq")
+    train = sub.add_parser("train", help="train a model (seq2seq|lm) into a run directory")
+    train.add_argument("task", nargs="?", help="task to train: seq2seq|lm")
     train.add_argument("--config", help="YAML config (default: the task's built-in defaults)")
     train.add_argument("--out", help="run directory to create")
     train.add_argument("--resume", metavar="RUN", help="continue training a run directory")
@@ -239,6 +269,28 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--device", default="auto")
     translate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     translate.set_defaults(func=cmd_translate)
+
+    generate = sub.add_parser(
+        "generate",
+        help="continue a text with a language model (greedy unless --temperature/--top-k)",
+    )
+    generate.add_argument("run")
+    generate.add_argument(
+        "--prefix", required=True, help="text to continue (cleaned like training)"
+    )
+    generate.add_argument(
+        "--length", type=int, default=100, help="tokens to generate (0 = print the prefix only)"
+    )
+    generate.add_argument(
+        "--temperature", type=float, default=None, help="sample at this temperature (> 0)"
+    )
+    generate.add_argument(
+        "--top-k", type=int, default=None, help="sample among the K most probable tokens (0 = all)"
+    )
+    generate.add_argument("--seed", type=int, default=0, help="seed for sampling")
+    generate.add_argument("--device", default="auto")
+    generate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    generate.set_defaults(func=cmd_generate)
     return parser
 
 

@@ -1,10 +1,12 @@
 """Tasks wire data, model, loss and metric together; the registry is a literal dict."""
 
 from rnnlab.tasks.base import Batch, LossOutput, Task
+from rnnlab.tasks.lm import LanguageModelTask
 from rnnlab.tasks.seq2seq import Seq2SeqConfig, Seq2SeqTask
 
 TASKS: dict[str, type[Task]] = {
     "seq2seq": Seq2SeqTask,
+    "lm": LanguageModelTask,
 }
 
 __all__ = ["TASKS", "Batch", "LossOutput", "Seq2SeqConfig", "Seq2SeqTask", "Task"]

@@ -1,0 +1,84 @@
+"""Running text as one token stream for language modelling, at character or word level.
+
+* Character level: the file is read as one text (line ends are ``"\\n"`` characters); every character
+  is a token. With ``clean="timemachine"`` the textbook's cleaning is applied to the whole text first:
+  every run of non-letters (line ends included) becomes one space, then the text is lower-cased, which
+  leaves the 26 letters and the space.
+* Word level: each non-blank line is split on whitespace and ``<eos>`` is appended (the Penn Treebank
+  convention of Mikolov et al.); a literal ``<unk>`` in the text is the vocabulary's ``<unk>``. Blank lines
+  carry no tokens. ``clean="timemachine"`` cleans each line before splitting.
+
+Unknown tokens (not in the training vocabulary) become ``<unk>`` and are still predicted and scored.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from rnnlab.data.io import read_lines
+from rnnlab.data.vocab import EOS
+from rnnlab.errors import DataError
+
+Level = Literal["char", "word"]
+Clean = Literal["none", "timemachine"]
+
+_NON_LETTERS = re.compile(r"[^A-Za-z]+")
+
+
+def clean_timemachine(text: str) -> str:
+    """The d2l cleaning: ``"The Time-Machine!"`` → ``"the time machine "``."""
+    return _NON_LETTERS.sub(" ", text).lower()
+
+
+def clean_text(text: str, clean: Clean) -> str:
+    return clean_timemachine(text) if clean == "timemachine" else text
+
+
+def text_tokens(text: str, *, level: Level, clean: Clean) -> list[str]:
+    """Tokens of a piece of text (e.g. a generation prefix), without a final ``<eos>``."""
+    text = clean_text(text, clean)
+    return list(text) if level == "char" else text.split()
+
+
+def tokens_text(tokens: list[str], *, level: Level) -> str:
+    """Text for tokens: characters are joined as they are; words by spaces, ``<eos>`` as a line end."""
+    if level == "char":
+        return "".join(tokens)
+    pieces: list[str] = []
+    for token in tokens:
+        if token == EOS:
+            pieces.append("\n")
+            continue
+        if pieces and pieces[-1] != "\n":
+            pieces.append(" ")
+        pieces.append(token)
+    return "".join(pieces)
+
+
+def read_corpus(path: str | Path, *, level: Level, clean: Clean, max_lines: int = 0) -> list[str]:
+    """The tokens of a whole file (see the module docstring); ``max_lines`` > 0 reads only those lines.
+
+    Raises ``DataError`` naming the file when it holds no tokens at all.
+    """
+    tokens: list[str] = []
+    if level == "char":
+        lines = []
+        for number, line in read_lines(path):
+            if max_lines and number > max_lines:
+                break
+            lines.append(line + "\n")
+        tokens = list(clean_text("".join(lines), clean))
+    else:
+        for number, line in read_lines(path):
+            if max_lines and number > max_lines:
+                break
+            words = clean_text(line, clean).split()
+            if words:
+                tokens.extend(words)
+                tokens.append(EOS)
+    if not "".join(tokens).strip():
+        after = " after data.clean=timemachine" if clean == "timemachine" else ""
+        raise DataError(path, f"no text to model{after} (the file is empty or blank)")
+    return tokens

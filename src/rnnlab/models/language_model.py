@@ -1,0 +1,131 @@
+"""A recurrent language model: predict the next token from the hidden state.
+
+Mikolov et al. (2010), "Recurrent neural network based language model": embed (or one-hot encode)
+the current token, update a recurrent state, and project the state to a distribution over the
+vocabulary. Dropout is applied to the non-recurrent connections only — the embeddings, between layers
+and before the projection — as in Zaremba et al. (2014), "Recurrent Neural Network Regularization".
+Optional weight tying shares the embedding matrix with the output projection (Press & Wolf 2017,
+"Using the Output Embedding to Improve Language Models"; Inan et al. 2017, "Tying Word Vectors and Word
+Classifiers"), which needs ``embed_size == hidden_size``.
+
+``forward`` runs whole (B, T) blocks for training and scoring; ``start``/``step``/``select_state`` are
+the step protocol of ``rnnlab.decoding``, so sampling and greedy search never look inside the model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnlab.nn.factory import has_cell_state, make_rnn
+from rnnlab.nn.state import RecurrentState, select_batch
+
+
+class RNNLanguageModel(nn.Module):
+    """Embedding (or one-hot) → recurrent stack → dropout → linear projection to V logits."""
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        embed_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        cell: str = "gru",
+        rnn_impl: str = "fused",
+        tie_weights: bool = False,
+        one_hot: bool = False,
+    ) -> None:
+        super().__init__()
+        if tie_weights and one_hot:
+            raise ValueError("model.tie_weights needs an embedding; it cannot be used with one_hot")
+        if tie_weights and embed_size != hidden_size:
+            raise ValueError(
+                "model.tie_weights needs model.embed_size == model.hidden_size "
+                f"(got {embed_size} and {hidden_size})"
+            )
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.cell = cell
+        # One-hot input is the textbook's from-scratch model: the first layer's input weights then
+        # play the role of the embedding matrix.
+        self.embedding = None if one_hot else nn.Embedding(vocab_size, embed_size)
+        self.rnn = make_rnn(
+            cell,
+            rnn_impl,
+            input_size=vocab_size if one_hot else embed_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            dropout=dropout,
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.output = nn.Linear(hidden_size, vocab_size)
+        # Small uniform weights, as in Zaremba et al. (2014): nn.Embedding's N(0, 1) would give the
+        # projection (a tied one especially) logits of standard deviation ~√H at the start.
+        if self.embedding is not None:
+            nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        nn.init.zeros_(self.output.bias)
+        if tie_weights:
+            assert self.embedding is not None
+            self.output.weight = self.embedding.weight
+        else:
+            nn.init.uniform_(self.output.weight, -0.1, 0.1)
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        """Token ids (B, T) → recurrent inputs (B, T, E), or (B, T, V) one-hot vectors."""
+        if self.embedding is None:
+            return F.one_hot(tokens, self.vocab_size).to(self.output.weight.dtype)
+        return self.dropout(self.embedding(tokens))
+
+    def forward(
+        self, tokens: Tensor, state: RecurrentState | None = None
+    ) -> tuple[Tensor, RecurrentState]:
+        """Token ids (B, T) and a state (L, B, H) (or an (h, c) pair; None = zeros).
+
+        Returns features (B, T, H) before the projection, and the state after the last step.
+        """
+        outputs, state = self.rnn(self.embed(tokens), state)  # (B, T, H)
+        return self.dropout(outputs), state
+
+    def project(self, features: Tensor) -> Tensor:
+        """Features (…, H) → vocabulary logits (…, V)."""
+        return self.output(features)
+
+    # -- step protocol -------------------------------------------------------------------------
+    def start(self, batch_size: int, device: torch.device | str = "cpu") -> RecurrentState:
+        """The zero state (L, B, H) — an (h, c) pair for LSTMs — before any token is read."""
+        weight = self.output.weight
+        h = torch.zeros(
+            self.num_layers, batch_size, self.hidden_size, device=device, dtype=weight.dtype
+        )
+        return (h, torch.zeros_like(h)) if has_cell_state(self.cell) else h
+
+    def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """Read tokens (B,); return log-probabilities (B, V) of the next token and the new state."""
+        features, state = self(tokens.unsqueeze(1), state)  # (B, 1, H)
+        logits = self.project(features.squeeze(1))  # (B, V)
+        return torch.log_softmax(logits.float(), dim=-1), state
+
+    def select_state(self, state: Any, indices: Tensor) -> Any:
+        return select_batch(state, indices)
+
+
+def build_language_model(model_config: Any, *, vocab_size: int) -> RNNLanguageModel:
+    """Assemble the model named by an ``LMModelConfig``."""
+    cfg = model_config
+    return RNNLanguageModel(
+        vocab_size=vocab_size,
+        embed_size=cfg.embed_size,
+        hidden_size=cfg.hidden_size,
+        num_layers=cfg.num_layers,
+        dropout=cfg.dropout,
+        cell=cfg.cell,
+        rnn_impl=cfg.rnn_impl,
+        tie_weights=cfg.tie_weights,
+        one_hot=cfg.one_hot,
+    )

@@ -1,0 +1,308 @@
+"""Language modelling at character or word level: token streams, truncated BPTT, perplexity, generation.
+
+Training reads the training file as one token stream (``rnnlab.data.lm_corpus``) and cuts it into
+batches by sequential partitioning (state carried across batches, detached) or random sampling
+(state reset every batch), see ``rnnlab.data.lm_stream``. The vocabulary comes from the training file
+only; ``data.min_freq`` applies.
+
+Perplexity (validation and ``rnnlab evaluate``) is exp of the mean negative log-likelihood per token
+over a whole file, read as one unbroken stream: the state is carried from the first token to the last
+and never reset, so no token is scored without the context before it. Every token after the first is
+scored; tokens outside the vocabulary are scored as ``<unk>`` and counted in ``oov_tokens``.
+
+Generation reads a prefix, cleaned and tokenised like the training text. A prefix token the model
+never saw in training is an error that names it (rather than a silent ``<unk>``); at word level a
+prefix starts a new sentence (it is read after an ``<eos>``), and a literal ``<unk>`` may be written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from rnnlab.data.lm_corpus import read_corpus, text_tokens, tokens_text
+from rnnlab.data.lm_stream import epoch_offset, random_batches, sequential_batches
+from rnnlab.data.vocab import EOS, UNK, Vocab
+from rnnlab.decoding.sampling import sample
+from rnnlab.errors import ConfigError, DataError, RnnlabError
+from rnnlab.metrics.perplexity import perplexity
+from rnnlab.models.language_model import RNNLanguageModel, build_language_model
+from rnnlab.nn.state import detach_state
+from rnnlab.tasks.base import Batch, LossOutput, Task
+
+EVAL_CHUNK = 256
+"""Tokens per forward call when scoring a file; the state is carried, so this only trades memory."""
+
+
+@dataclass
+class LMDataConfig(DataConfig):
+    """LM data; ``max_len`` is unused (``train.bptt`` sets the sequence length)."""
+
+    train: str = "data/timemachine/train.txt"
+    valid: str = "data/timemachine/valid.txt"
+    min_freq: int = 1
+    """Tokens seen fewer times in training map to <unk>."""
+    max_examples: int = 0
+    """Use only the first N lines of the training file (0 = all)."""
+    tokenizer: Literal["char", "word"] = "char"
+    """char: every character is a token; word: whitespace tokens with <eos> at each line end."""
+    clean: Literal["none", "timemachine"] = "timemachine"
+    """timemachine: the textbook's cleaning (non-letters become spaces, lower-case); none: raw text."""
+    batching: Literal["sequential", "random"] = "sequential"
+    """sequential: parallel streams, state carried across batches; random: shuffled pieces, reset."""
+
+
+@dataclass
+class LMModelConfig(ModelConfig):
+    num_layers: int = 1
+    """Number of stacked recurrent layers."""
+    dropout: float = 0.0
+    """Dropout on embeddings, between recurrent layers and before the projection (Zaremba 2014)."""
+    tie_weights: bool = False
+    """Share the embedding matrix with the output projection (needs embed_size == hidden_size)."""
+    one_hot: bool = False
+    """Feed one-hot vectors instead of embeddings (the textbook's from-scratch model)."""
+
+
+@dataclass
+class LMTrainConfig(TrainConfig):
+    bptt: int = 32
+    """Tokens per row of a batch: the truncated back-propagation-through-time length."""
+
+
+@dataclass
+class LMConfig(RunConfig):
+    task: str = "lm"
+    data: LMDataConfig = field(default_factory=LMDataConfig)
+    model: LMModelConfig = field(default_factory=LMModelConfig)
+    train: LMTrainConfig = field(default_factory=LMTrainConfig)
+
+
+@dataclass
+class LMBatch(Batch):
+    inputs: Tensor
+    """(B, T) token ids."""
+    targets: Tensor
+    """(B, T) the next token of each input."""
+
+
+def vocab_fingerprint(vocab: Vocab) -> str:
+    return hashlib.sha1("\n".join(vocab.itos).encode("utf-8")).hexdigest()[:16]
+
+
+@torch.no_grad()
+def stream_nll(
+    model: RNNLanguageModel, ids: Tensor, device: torch.device, *, chunk: int = EVAL_CHUNK
+) -> tuple[float, int]:
+    """Summed NLL (nats) of ``ids[1:]`` given everything before, in one unbroken pass; and the count."""
+    model.eval()
+    total, state = 0.0, None
+    for start in range(0, ids.numel() - 1, chunk):
+        targets = ids[start + 1 : start + 1 + chunk].to(device)  # (T,)
+        inputs = ids[start : start + targets.numel()].to(device)  # (T,)
+        features, state = model(inputs.unsqueeze(0), state)  # (1, T, H)
+        logits = model.project(features.squeeze(0))  # (T, V)
+        total += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
+    return total, max(ids.numel() - 1, 0)
+
+
+class LanguageModelTask(Task):
+    name = "lm"
+    config_class = LMConfig
+    primary_metric = "valid_ppl"
+    higher_is_better = False
+
+    def __init__(self, config: LMConfig, run_dir: Path) -> None:
+        super().__init__(config, run_dir)
+        self.vocab: Vocab | None = None
+        self.train_ids: Tensor | None = None
+        self.valid_ids: Tensor | None = None
+
+    # -- data -----------------------------------------------------------------------------------
+    def read_tokens(self, path: str, *, max_lines: int = 0) -> list[str]:
+        data = self.config.data
+        return read_corpus(path, level=data.tokenizer, clean=data.clean, max_lines=max_lines)
+
+    def encode(self, tokens: list[str]) -> Tensor:
+        assert self.vocab is not None
+        return torch.tensor(self.vocab.encode(tokens), dtype=torch.long)
+
+    def read_ids(self, path: str) -> Tensor:
+        """A whole file as ids (N,); needs at least two tokens, one to read and one to predict."""
+        ids = self.encode(self.read_tokens(path))
+        if ids.numel() < 2:
+            raise DataError(path, "too short to score (a language model needs at least 2 tokens)")
+        return ids
+
+    def prepare_training(self) -> None:
+        data = self.config.data
+        tokens = self.read_tokens(data.train, max_lines=data.max_examples)
+        self.vocab = Vocab.build([tokens], min_freq=data.min_freq)
+        self.vocab.save(self.run_dir / "vocab.json")
+        self.train_ids = self.encode(tokens)
+        self._read_valid()
+
+    def load_artifacts(self) -> None:
+        self.vocab = Vocab.load(self.run_dir / "vocab.json")
+
+    def read_training_data(self) -> None:
+        data = self.config.data
+        self.train_ids = self.encode(self.read_tokens(data.train, max_lines=data.max_examples))
+        self._read_valid()
+
+    def _read_valid(self) -> None:
+        if self.config.data.valid:
+            self.valid_ids = self.read_ids(self.config.data.valid)
+
+    def build_model(self) -> RNNLanguageModel:
+        assert self.vocab is not None
+        try:
+            return build_language_model(self.config.model, vocab_size=len(self.vocab))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def model_meta(self) -> dict[str, Any]:
+        assert self.vocab is not None
+        return {"task": self.name, "vocab": vocab_fingerprint(self.vocab)}
+
+    # -- batches and loss -----------------------------------------------------------------------
+    def train_batches(self, epoch: int) -> list[LMBatch]:
+        assert self.train_ids is not None
+        cfg = self.config
+        bptt, batch_size = cfg.train.bptt, cfg.train.batch_size
+        offset = epoch_offset(cfg.seed, epoch, bptt)
+        try:
+            if cfg.data.batching == "sequential":
+                pieces = sequential_batches(
+                    self.train_ids, batch_size=batch_size, bptt=bptt, offset=offset
+                )
+            else:
+                pieces = random_batches(
+                    self.train_ids,
+                    batch_size=batch_size,
+                    bptt=bptt,
+                    offset=offset,
+                    seed=cfg.seed * 1000 + epoch,
+                )
+        except ValueError as exc:
+            raise DataError(cfg.data.train, str(exc)) from None
+        return [LMBatch(inputs, targets) for inputs, targets in pieces]
+
+    def batch_loss(self, model: nn.Module, batch: LMBatch, carry: Any = None) -> LossOutput:
+        """Summed NLL of a (B, T) batch; under sequential batching the final state is carried."""
+        sequential = self.config.data.batching == "sequential"
+        features, state = model(batch.inputs, carry if sequential else None)  # (B, T, H)
+        logits = model.project(features)  # (B, T, V)
+        smoothing = self.config.train.label_smoothing if model.training else 0.0
+        loss = F.cross_entropy(
+            logits.flatten(0, 1),
+            batch.targets.flatten(),
+            reduction="sum",
+            label_smoothing=smoothing,
+        )
+        return LossOutput(
+            loss, int(batch.targets.numel()), carry=detach_state(state) if sequential else None
+        )
+
+    # -- metrics --------------------------------------------------------------------------------
+    def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        assert self.valid_ids is not None
+        nll, count = stream_nll(model, self.valid_ids, device)  # type: ignore[arg-type]
+        return {"valid_loss": nll / count, "valid_ppl": perplexity(nll, count)}
+
+    def evaluate(
+        self, model: nn.Module, path: str, device: torch.device, **options: Any
+    ) -> dict[str, Any]:
+        """Perplexity of a text file; unknown tokens are scored as ``<unk>`` and counted."""
+        assert self.vocab is not None
+        if options:
+            raise RnnlabError(
+                f"evaluate options {', '.join(options)} do not apply to a language model"
+            )
+        tokens = self.read_tokens(path)
+        ids = self.encode(tokens)
+        if ids.numel() < 2:
+            raise DataError(path, "too short to score (a language model needs at least 2 tokens)")
+        nll, count = stream_nll(model, ids, device)  # type: ignore[arg-type]
+        oov = sum(1 for t in tokens[1:] if t not in self.vocab and t != UNK)
+        return {
+            "perplexity": perplexity(nll, count),
+            "loss": nll / count,
+            "tokens": count,
+            "oov_tokens": oov,
+            "vocab_size": len(self.vocab),
+            "tokenizer": self.config.data.tokenizer,
+        }
+
+    # -- generation -----------------------------------------------------------------------------
+    def prefix_tokens(self, prefix: str) -> list[str]:
+        """The prefix as the model reads it; an error names tokens never seen in training."""
+        assert self.vocab is not None
+        data = self.config.data
+        tokens = text_tokens(prefix, level=data.tokenizer, clean=data.clean)
+        unknown = sorted({t for t in tokens if t not in self.vocab})
+        if unknown:
+            kind = "characters" if data.tokenizer == "char" else "words"
+            shown = ", ".join(repr(t) for t in unknown[:10])
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            hint = " (write <unk> for an unknown word)" if data.tokenizer == "word" else ""
+            raise RnnlabError(f"prefix has {kind} never seen in training: {shown}{more}{hint}")
+        if data.tokenizer == "char" and not tokens:
+            raise RnnlabError("prefix is empty; a character-level model needs text to continue")
+        return tokens
+
+    @torch.no_grad()
+    def generate(
+        self,
+        model: RNNLanguageModel,
+        prefix: str,
+        device: torch.device,
+        *,
+        length: int,
+        greedy: bool = True,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        seed: int = 0,
+        num_samples: int = 1,
+    ) -> list[str]:
+        """``num_samples`` texts, each the (cleaned) prefix followed by ``length`` generated tokens.
+
+        ``length`` 0 gives the prefix alone. Greedy search ignores ``temperature``, ``top_k`` and ``seed``.
+        """
+        assert self.vocab is not None
+        if length < 0:
+            raise RnnlabError(f"length must be 0 or more, got {length}")
+        if temperature <= 0:
+            raise RnnlabError(f"temperature must be positive, got {temperature}")
+        if top_k < 0:
+            raise RnnlabError(f"top-k must be 0 (no limit) or more, got {top_k}")
+        level = self.config.data.tokenizer
+        tokens = self.prefix_tokens(prefix)
+        context = ([EOS] if level == "word" else []) + tokens
+        ids = torch.tensor(self.vocab.encode(context), device=device)  # (P,)
+        model.eval()
+        state = model.start(num_samples, device)
+        if ids.numel() > 1:
+            _, state = model(ids[:-1].expand(num_samples, -1), state)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        outputs = sample(
+            model,
+            state,
+            ids[-1].expand(num_samples),
+            length=length,
+            greedy=greedy,
+            temperature=temperature,
+            top_k=top_k,
+            generator=generator,
+        )
+        return [
+            tokens_text(tokens + self.vocab.decode(out, strip_specials=False), level=level)
+            for out in outputs
+        ]
