@@ -2,9 +2,11 @@
 
 from rnnlab.tasks.base import Batch, LossOutput, Task
 from rnnlab.tasks.seq2seq import Seq2SeqConfig, Seq2SeqTask
+from rnnlab.tasks.tagger import TaggerTask
 
 TASKS: dict[str, type[Task]] = {
     "seq2seq": Seq2SeqTask,
+    "tagger": TaggerTask,
 }
 
 __all__ = ["TASKS", "Batch", "LossOutput", "Seq2SeqConfig", "Seq2SeqTask", "Task"]
