@@ -91,3 +91,15 @@ def test_defaults_and_overrides():
 
     with pytest.raises(ConfigError, match="did you mean data.tag_column"):
         load_config(TaggerConfig, None, ["data.tag_colum=upos"])
+
+
+def test_training_data_without_sentences_is_a_user_error(tmp_path):
+    from rnnlab.errors import DataError
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n   \n\n", encoding="utf-8")
+    config = TaggerConfig()
+    config.data.train = str(empty)
+    config.data.valid = ""
+    with pytest.raises(DataError, match=r"empty.txt: no tagged sentences"):
+        TaggerTask(config, tmp_path).prepare_training()
