@@ -26,8 +26,8 @@ class LinearChainCRF(nn.Module):
     def __init__(self, num_tags: int) -> None:
         super().__init__()
         self.num_tags = num_tags
+        # (K, K): transitions[i, j] scores tag i followed by tag j
         self.transitions = nn.Parameter(torch.zeros(num_tags, num_tags))
-        """(K, K): ``transitions[i, j]`` scores tag i followed by tag j."""
         self.start_transitions = nn.Parameter(torch.zeros(num_tags))
         self.end_transitions = nn.Parameter(torch.zeros(num_tags))
         nn.init.uniform_(self.transitions, -0.1, 0.1)
@@ -38,22 +38,19 @@ class LinearChainCRF(nn.Module):
         Tag ids at padded positions may hold anything in ``[0, K)``; they are masked out.
         """
         batch, steps, _ = emissions.shape
-        mask = length_mask(lengths.to(emissions.device), steps)  # (B, T)
+        if steps == 0:
+            return emissions.new_zeros(batch)
+        lengths = lengths.to(emissions.device)
+        mask = length_mask(lengths, steps)  # (B, T)
         maskf = mask.to(emissions.dtype)
         safe_tags = tags.masked_fill(~mask, 0)  # (B, T)
         emitted = emissions.gather(2, safe_tags.unsqueeze(2)).squeeze(2)  # (B, T)
         total = (emitted * maskf).sum(1)  # (B,)
-        if steps > 1:
-            trans = self.transitions[safe_tags[:, :-1], safe_tags[:, 1:]]  # (B, T-1)
-            total = total + (trans * maskf[:, 1:]).sum(1)
-        nonempty = lengths.to(emissions.device) > 0
-        last_index = (lengths.to(emissions.device) - 1).clamp(min=0)  # (B,)
-        first_tags = safe_tags[:, 0] if steps > 0 else torch.zeros(batch, dtype=torch.long)
-        last_tags = (
-            safe_tags.gather(1, last_index.unsqueeze(1)).squeeze(1) if steps > 0 else first_tags
-        )
-        boundary = self.start_transitions[first_tags] + self.end_transitions[last_tags]
-        return total + boundary * nonempty.to(emissions.dtype)
+        trans = self.transitions[safe_tags[:, :-1], safe_tags[:, 1:]]  # (B, T-1)
+        total = total + (trans * maskf[:, 1:]).sum(1)
+        last_tags = safe_tags.gather(1, (lengths - 1).clamp(min=0).unsqueeze(1)).squeeze(1)  # (B,)
+        boundary = self.start_transitions[safe_tags[:, 0]] + self.end_transitions[last_tags]
+        return total + boundary * (lengths > 0).to(emissions.dtype)
 
     def log_partition(self, emissions: Tensor, lengths: Tensor) -> Tensor:
         """log Z by the forward algorithm: emissions (B, T, K), lengths (B,) → (B,)."""
