@@ -142,13 +142,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         extra["beam_size"] = args.beam
     if run.task.name == "seq2seq":
         extra["progress"] = ConsoleReporter().progress(0, "decoding").update
+    if getattr(args, "per_tag", False):
+        if run.task.name != "tagger":
+            raise RnnlabError(
+                f"{args.run}: --per-tag needs a tagger run, this is a {run.task.name} run"
+            )
+        extra["per_tag"] = True
     metrics = run.task.evaluate(run.model, args.data, run.device, **extra)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        for key, value in metrics.items():
+        for key, value in _flatten(metrics):
             print(f"{key}\t{value:.4f}" if isinstance(value, float) else f"{key}\t{value}")
     return 0
+
+
+def _flatten(metrics: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Nested metrics (per-tag tables) as dotted keys, one value per output line."""
+    for key, value in metrics.items():
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
 
 
 def _stdin_blocks(size: int) -> Iterator[list[str]]:
@@ -225,6 +240,48 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stdin_conllu_blocks(size: int) -> Iterator[list[Any]]:
+    """CoNLL-U sentences from stdin in blocks of ``size``, streamed like ``_stdin_blocks``."""
+    from rnnlab.data.conllu_io import parse_conllu
+
+    block: list[Any] = []
+    for sentence in parse_conllu(enumerate(sys.stdin, start=1), "<stdin>"):
+        block.append(sentence)
+        if len(block) >= size:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    from rnnlab.rundir import open_run
+
+    run = open_run(args.run, device=args.device, overrides=args.set)
+    task = run.task
+    if task.name != "tagger":
+        raise RnnlabError(f"{args.run}: tag needs a tagger run, this is a {task.name} run")
+    _set_threads(task.config)
+    batch_size = max(args.batch_size or task.config.decode.batch_size, 1)
+    if args.format == "conllu":
+        column = task.config.data.tag_column
+        for sentences in _stdin_conllu_blocks(batch_size * 8):
+            tags = task.tag(
+                run.model, [s.words for s in sentences], run.device, batch_size=batch_size
+            )
+            for sentence, sentence_tags in zip(sentences, tags, strict=True):
+                sys.stdout.write(sentence.with_tags(column, sentence_tags))
+            sys.stdout.flush()
+        return 0
+    for block in _stdin_blocks(batch_size * 8):
+        sentences = [line.split() for line in block]
+        tags = task.tag(run.model, sentences, run.device, batch_size=batch_size)
+        for words, sentence_tags in zip(sentences, tags, strict=True):
+            print(" ".join(f"{w}/{t}" for w, t in zip(words, sentence_tags, strict=True)))
+        sys.stdout.flush()
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------------
 # Argument parsing
 
@@ -232,12 +289,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnnlab",
-        description="Recurrent sequence models: train, evaluate, translate, generate.",
+        description="Recurrent sequence models: train, evaluate, translate, generate, tag.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train a model (seq2seq|lm) into a run directory")
-    train.add_argument("task", nargs="?", help="task to train: seq2seq|lm")
+    train = sub.add_parser("train", help="train a model (seq2seq|lm|tagger) into a run directory")
+    train.add_argument("task", nargs="?", help="task to train: seq2seq|lm|tagger")
     train.add_argument("--config", help="YAML config (default: the task's built-in defaults)")
     train.add_argument("--out", help="run directory to create")
     train.add_argument("--resume", metavar="RUN", help="continue training a run directory")
@@ -253,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print metrics as JSON")
     evaluate.add_argument(
         "--beam", type=int, default=None, help="beam size for translation metrics"
+    )
+    evaluate.add_argument(
+        "--per-tag", action="store_true", help="add per-tag precision/recall/F1 (tagger runs)"
     )
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -291,6 +351,19 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--device", default="auto")
     generate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     generate.set_defaults(func=cmd_generate)
+
+    tag = sub.add_parser("tag", help="tag stdin to stdout (word/TAG lines, or CoNLL-U)")
+    tag.add_argument("run")
+    tag.add_argument(
+        "--format",
+        choices=["text", "conllu"],
+        default="text",
+        help="text: a whitespace-tokenised sentence per line; conllu: fill the run's tag column",
+    )
+    tag.add_argument("--batch-size", type=int, default=None)
+    tag.add_argument("--device", default="auto")
+    tag.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    tag.set_defaults(func=cmd_tag)
     return parser
 
 

@@ -1,0 +1,134 @@
+"""Tagged corpora in three formats, read into one shape: words with their tags.
+
+* ``conllu``: Universal Dependencies CoNLL-U; the tags come from ``tag_column`` (UPOS or XPOS) of the
+  syntactic words (see ``rnnlab.data.conllu_io``).
+* ``word_tag``: one sentence per line, tokens separated by spaces, each ``word/TAG``; the word is
+  everything before the *last* slash, so ``1/2/NUM`` is the word ``1/2``.
+* ``two_column``: one token per line, ``word<TAB>tag``; a blank line ends a sentence.
+* ``auto``: ``.conllu``/``.conll`` (optionally ``.gz``) is CoNLL-U; otherwise the first non-blank,
+  non-comment line decides: 10 tab-separated columns → CoNLL-U, 2 → two_column, else word_tag.
+
+Every malformed line is a ``DataError`` naming the file and line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from rnnlab.data.conllu_io import NUM_COLUMNS, TagColumn, read_conllu
+from rnnlab.data.io import read_lines
+from rnnlab.errors import DataError
+
+TaggedFormat = Literal["auto", "conllu", "word_tag", "two_column"]
+CONLLU_SUFFIXES = (".conllu", ".conll")
+
+
+@dataclass
+class TaggedSentence:
+    words: list[str]
+    tags: list[str]
+    line: int
+    """Line where the sentence starts, for messages."""
+
+
+def detect_format(path: str | Path) -> Literal["conllu", "word_tag", "two_column"]:
+    """The format of a tagged file, by name and then by its first content line."""
+    name = Path(path).name.lower().removesuffix(".gz")
+    if name.endswith(CONLLU_SUFFIXES):
+        return "conllu"
+    for _, text in read_lines(path):
+        if not text.strip() or text.startswith("#"):
+            continue
+        columns = text.split("\t")
+        if len(columns) == NUM_COLUMNS:
+            return "conllu"
+        if len(columns) == 2:
+            return "two_column"
+        return "word_tag"
+    return "word_tag"
+
+
+def split_word_tag(token: str) -> tuple[str, str] | None:
+    """``word/TAG`` → (word, TAG), splitting at the last slash; None if either side is empty."""
+    word, slash, tag = token.rpartition("/")
+    if not slash or not word or not tag:
+        return None
+    return word, tag
+
+
+def read_word_tag(path: str | Path) -> list[TaggedSentence]:
+    sentences = []
+    for number, text in read_lines(path):
+        tokens = text.split()
+        if not tokens:
+            continue
+        words, tags = [], []
+        for token in tokens:
+            pair = split_word_tag(token)
+            if pair is None:
+                raise DataError(path, f"token {token!r} is not of the form word/TAG", number)
+            words.append(pair[0])
+            tags.append(pair[1])
+        sentences.append(TaggedSentence(words, tags, number))
+    return sentences
+
+
+def read_two_column(path: str | Path) -> list[TaggedSentence]:
+    sentences: list[TaggedSentence] = []
+    words: list[str] = []
+    tags: list[str] = []
+    start = 0
+    for number, text in read_lines(path):
+        if not text.strip():
+            if words:
+                sentences.append(TaggedSentence(words, tags, start))
+            words, tags = [], []
+            continue
+        columns = text.split("\t")
+        if len(columns) != 2 or not columns[0].strip() or not columns[1].strip():
+            raise DataError(
+                path, f"expected word<TAB>tag, found {len(columns)} tab-separated column(s)", number
+            )
+        if not words:
+            start = number
+        words.append(columns[0].strip())
+        tags.append(columns[1].strip())
+    if words:
+        sentences.append(TaggedSentence(words, tags, start))
+    return sentences
+
+
+def read_conllu_tagged(path: str | Path, tag_column: TagColumn) -> list[TaggedSentence]:
+    sentences = []
+    for sentence in read_conllu(path):
+        if not sentence.tokens:
+            continue
+        tags = sentence.tags(tag_column)
+        for index, tag in enumerate(tags):
+            if tag is None:
+                raise DataError(
+                    path,
+                    f"no {tag_column.upper()} tag (column is '_')",
+                    sentence.line_of_word(index),
+                )
+        sentences.append(
+            TaggedSentence(sentence.words, [str(t) for t in tags], sentence.line_numbers[0])
+        )
+    return sentences
+
+
+def read_tagged(
+    path: str | Path, *, fmt: TaggedFormat = "auto", tag_column: TagColumn = "upos"
+) -> list[TaggedSentence]:
+    """Non-empty tagged sentences of ``path`` in file order."""
+    resolved = detect_format(path) if fmt == "auto" else fmt
+    if resolved == "conllu":
+        return read_conllu_tagged(path, tag_column)
+    if resolved == "two_column":
+        return read_two_column(path)
+    return read_word_tag(path)
+
+
+__all__ = ["TaggedFormat", "TaggedSentence", "detect_format", "read_tagged", "split_word_tag"]

@@ -1,0 +1,132 @@
+"""A recurrent sequence tagger: BiLSTM over word (+ character) representations, with a softmax or a
+linear-chain CRF output layer.
+
+References: Huang, Xu & Yu 2015, "Bidirectional LSTM-CRF Models for Sequence Tagging"; Plank, Søgaard
+& Goldberg 2016, "Multilingual Part-of-Speech Tagging with Bidirectional LSTM Models and Auxiliary
+Loss" (word + character BiLSTM representations, the POS recipe followed here); Lample et al. 2016,
+"Neural Architectures for Named Entity Recognition" (character BiLSTM + CRF output layer).
+
+::
+
+    words (B, T) ──embedding──► (B, T, E) ─┐
+                                           ├─ concat ─ dropout ─ pack ─ BiRNN ─ unpack ─ dropout ─ linear ─► emissions (B, T, K)
+    chars of the batch's distinct words    │
+      (U, C) ─char encoder─► (U, Ec) ─index by word_types (B, T)─► (B, T, Ec)
+
+Packing (``enforce_sorted=False``) means neither direction ever reads padding: the backward pass of a
+short sentence starts at its own last word. The recurrent layers start from zeros, not a random
+state, so a sentence gets the same tags in every batch. The loss reads only positions ``t <
+lengths[b]``; padded positions may hold any id.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnnlab.models.crf import LinearChainCRF
+from rnnlab.nn.factory import make_rnn
+from rnnlab.nn.masking import length_mask
+
+
+class RNNTagger(nn.Module):
+    """Emission scores per token, and the loss and decoding of the configured output layer."""
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        num_tags: int,
+        embed_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        cell: str = "lstm",
+        rnn_impl: str = "fused",
+        bidirectional: bool = True,
+        char_encoder: nn.Module | None = None,
+        crf: bool = False,
+        word_dropout: float = 0.0,
+        padding_idx: int = 0,
+        unk_idx: int = 1,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_size, padding_idx=padding_idx)
+        self.char_encoder = char_encoder
+        input_size = embed_size + (char_encoder.output_size if char_encoder is not None else 0)
+        self.dropout = nn.Dropout(dropout)
+        self.rnn = make_rnn(
+            cell,
+            rnn_impl,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            dropout=dropout,
+            bidirectional=bidirectional,
+        )
+        self.output = nn.Linear(hidden_size * (2 if bidirectional else 1), num_tags)
+        self.crf = LinearChainCRF(num_tags) if crf else None
+        self.word_dropout = word_dropout
+        self.unk_idx = unk_idx
+
+    def embed(
+        self,
+        words: Tensor,
+        chars: Tensor | None = None,
+        char_lengths: Tensor | None = None,
+        word_types: Tensor | None = None,
+    ) -> Tensor:
+        """Token representations before the recurrent layers: (B, T, E [+ Ec])."""
+        if self.training and self.word_dropout > 0:
+            # Replace random tokens by <unk> so its embedding is learnt in real contexts and the
+            # tagger learns to lean on the characters of words it has no embedding for.
+            dropped = torch.rand(words.shape, device=words.device) < self.word_dropout
+            words = words.masked_fill(dropped, self.unk_idx)
+        embedded = self.embedding(words)  # (B, T, E)
+        if self.char_encoder is None:
+            return embedded
+        if chars is None or char_lengths is None or word_types is None:
+            raise ValueError("this tagger reads characters: pass chars, char_lengths, word_types")
+        char_vectors = self.char_encoder(chars, char_lengths)  # (U, Ec)
+        return torch.cat([embedded, char_vectors[word_types]], dim=2)  # (B, T, E + Ec)
+
+    def forward(
+        self,
+        words: Tensor,
+        lengths: Tensor,
+        chars: Tensor | None = None,
+        char_lengths: Tensor | None = None,
+        word_types: Tensor | None = None,
+    ) -> Tensor:
+        """Emission scores (B, T, K) for ``words`` (B, T) with ``lengths`` (B,), all ≥ 1.
+
+        ``chars`` (U, C) and ``char_lengths`` (U,) spell the U distinct words of the batch;
+        ``word_types`` (B, T) gives each token's row in ``chars``. Rows at padded positions are 0.
+        """
+        inputs = self.dropout(self.embed(words, chars, char_lengths, word_types))  # (B, T, F)
+        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed_outputs, _ = self.rnn(packed)  # no initial state: zeros
+        outputs, _ = pad_packed_sequence(
+            packed_outputs, batch_first=True, total_length=words.size(1)
+        )  # (B, T, D·H), zeros at padding
+        return self.output(self.dropout(outputs))  # (B, T, K)
+
+    def loss_sum(self, emissions: Tensor, tags: Tensor, lengths: Tensor) -> Tensor:
+        """Summed loss over the valid tokens (softmax) or sentences (CRF) of a batch: a scalar."""
+        if self.crf is not None:
+            return self.crf.nll(emissions, tags, lengths).sum()
+        # The mask comes from the lengths, never from tag ids: every tag id is a real tag.
+        mask = length_mask(lengths.to(emissions.device), emissions.size(1))  # (B, T)
+        return F.cross_entropy(
+            emissions[mask], tags[mask], reduction="sum"
+        )  # over (N, K), N = Σ lengths
+
+    @torch.no_grad()
+    def decode(self, emissions: Tensor, lengths: Tensor) -> Tensor:
+        """Best tags (B, T): Viterbi with a CRF, else the per-token argmax; 0 at padded positions."""
+        if self.crf is not None:
+            return self.crf.viterbi(emissions, lengths)
+        mask = length_mask(lengths.to(emissions.device), emissions.size(1))  # (B, T)
+        return emissions.argmax(dim=2).masked_fill(~mask, 0)

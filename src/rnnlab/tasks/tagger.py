@@ -1,0 +1,376 @@
+"""Part-of-speech (or any per-token) tagging: data, batches, loss, validation, tagging and metrics.
+
+Training batches are length-bucketed (``bucket_batches``); tagging sorts sentences by length
+(``sorted_batches``) and puts every result back at its input position, so a user sees outputs in
+input order whatever the batching. Empty sentences are never sent to the model (a packed sequence
+cannot have length 0); they get no tags.
+
+Run directory files: ``vocab.words.json`` (word embeddings' vocabulary, ``data.min_freq``),
+``vocab.chars.json`` (characters of the training words), ``tags.json`` (the tag set) and
+``train_words.json`` (every training word form, to report accuracy on unseen words).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches
+from rnnlab.data.conllu_io import TagColumn
+from rnnlab.data.tagged import TaggedFormat, TaggedSentence, read_tagged
+from rnnlab.data.tagset import TagSet
+from rnnlab.data.vocab import Vocab
+from rnnlab.errors import ConfigError, DataError, RnnlabError
+from rnnlab.metrics.tagging import TaggingScores
+from rnnlab.models.char_encoder import CharCNNEncoder, CharRNNEncoder
+from rnnlab.models.tagger import RNNTagger
+from rnnlab.tasks.base import Batch, LossOutput, Task
+
+
+@dataclass
+class TaggerDataConfig(DataConfig):
+    train: str = "data/ud-ewt-sample/train.conllu"
+    valid: str = "data/ud-ewt-sample/dev.conllu"
+    test: str = ""
+    """Optional test data, evaluated at the end of training."""
+    format: TaggedFormat = "auto"
+    """conllu, word_tag (word/TAG tokens, a sentence per line), two_column (word<TAB>tag), or auto."""
+    tag_column: TagColumn = "upos"
+    """CoNLL-U column to learn and fill: upos or xpos."""
+    lowercase: bool = False
+    """Lower-case words for the word embeddings (characters keep their case)."""
+    max_len: int = 0
+    """Training sentences longer than this are cut into pieces this long (0 = never); tagging never cuts."""
+    max_word_chars: int = 30
+    """Characters read per word; a longer word keeps its first and last halves (prefix and suffix)."""
+
+
+@dataclass
+class TaggerModelConfig(ModelConfig):
+    cell: Literal["rnn", "gru", "lstm", "peephole_lstm", "coupled_lstm"] = "lstm"
+    embed_size: int = 64
+    hidden_size: int = 128
+    num_layers: int = 1
+    dropout: float = 0.25
+    """Dropout on the recurrent layers' inputs and outputs (and between layers)."""
+    bidirectional: bool = True
+    """Read each sentence in both directions."""
+    crf: bool = False
+    """Linear-chain CRF output layer (Viterbi decoding) instead of a per-token softmax."""
+    char_encoder: Literal["none", "rnn", "cnn"] = "rnn"
+    """Character-level word representation: a BiRNN of model.cell, a CNN, or none."""
+    char_embed_size: int = 32
+    """Character embedding size."""
+    char_hidden_size: int = 32
+    """Char BiRNN hidden size per direction, or the number of CNN filters."""
+    char_kernel_size: int = 3
+    """Char CNN window (odd)."""
+    word_dropout: float = 0.0
+    """Probability of replacing a training token's word id by <unk> (characters are kept)."""
+
+
+@dataclass
+class TagDecodeConfig:
+    batch_size: int = 256
+    """Sentences tagged together."""
+
+
+def _tagger_train_defaults() -> TrainConfig:
+    return TrainConfig(epochs=10, batch_size=32, lr=0.002, clip_norm=5.0)
+
+
+@dataclass
+class TaggerConfig(RunConfig):
+    task: str = "tagger"
+    data: TaggerDataConfig = field(default_factory=TaggerDataConfig)
+    model: TaggerModelConfig = field(default_factory=TaggerModelConfig)
+    train: TrainConfig = field(default_factory=_tagger_train_defaults)
+    decode: TagDecodeConfig = field(default_factory=TagDecodeConfig)
+
+
+@dataclass
+class TaggerBatch(Batch):
+    words: Tensor
+    """(B, T) word ids."""
+    lengths: Tensor
+    """(B,) sentence lengths, all ≥ 1."""
+    chars: Tensor
+    """(U, C) character ids of the batch's U distinct words."""
+    char_lengths: Tensor
+    """(U,)"""
+    word_types: Tensor
+    """(B, T) row of ``chars`` spelling each token."""
+    tags: Tensor | None = None
+    """(B, T) gold tag ids (training only)."""
+
+
+@dataclass
+class TaggedData:
+    words: list[list[str]]
+    tags: list[list[str]]
+    tag_ids: list[list[int]]
+
+
+def _fingerprint(items: list[str]) -> str:
+    return hashlib.sha1("\n".join(items).encode("utf-8")).hexdigest()[:16]
+
+
+class TaggerTask(Task):
+    name = "tagger"
+    config_class = TaggerConfig
+    primary_metric = "valid_accuracy"
+    higher_is_better = True
+
+    def __init__(self, config: TaggerConfig, run_dir: Path) -> None:
+        super().__init__(config, run_dir)
+        self.word_vocab: Vocab | None = None
+        self.char_vocab: Vocab | None = None
+        self.tagset: TagSet | None = None
+        self.train_words: frozenset[str] = frozenset()
+        self.train_data: TaggedData | None = None
+        self.valid_data: TaggedData | None = None
+
+    # -- data -----------------------------------------------------------------------------------
+    def read_sentences(self, path: str) -> list[TaggedSentence]:
+        data = self.config.data
+        return read_tagged(path, fmt=data.format, tag_column=data.tag_column)
+
+    def _train_sentences(self) -> list[TaggedSentence]:
+        data = self.config.data
+        sentences = self.read_sentences(data.train)
+        if data.max_examples > 0:
+            sentences = sentences[: data.max_examples]
+        if not sentences:
+            raise DataError(data.train, "no tagged sentences")
+        if data.max_len > 0:
+            sentences = [
+                TaggedSentence(s.words[i : i + data.max_len], s.tags[i : i + data.max_len], s.line)
+                for s in sentences
+                for i in range(0, len(s.words), data.max_len)
+            ]
+        return sentences
+
+    def normalise(self, word: str) -> str:
+        return word.lower() if self.config.data.lowercase else word
+
+    def prepare_training(self) -> None:
+        sentences = self._train_sentences()
+        self.word_vocab = Vocab.build(
+            ([self.normalise(w) for w in s.words] for s in sentences),
+            min_freq=self.config.data.min_freq,
+        )
+        self.char_vocab = Vocab.build((w for s in sentences for w in s.words), min_freq=1)
+        self.tagset = TagSet.build(s.tags for s in sentences)
+        self.train_words = frozenset(w for s in sentences for w in s.words)
+        self.word_vocab.save(self.run_dir / "vocab.words.json")
+        self.char_vocab.save(self.run_dir / "vocab.chars.json")
+        self.tagset.save(self.run_dir / "tags.json")
+        (self.run_dir / "train_words.json").write_text(
+            json.dumps(sorted(self.train_words), ensure_ascii=False), encoding="utf-8"
+        )
+        self._encode_training(sentences)
+
+    def load_artifacts(self) -> None:
+        self.word_vocab = Vocab.load(self.run_dir / "vocab.words.json")
+        self.char_vocab = Vocab.load(self.run_dir / "vocab.chars.json")
+        self.tagset = TagSet.load(self.run_dir / "tags.json")
+        path = self.run_dir / "train_words.json"
+        try:
+            self.train_words = frozenset(json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError:
+            raise DataError(path, "training word list is missing") from None
+        except ValueError as exc:
+            raise DataError(path, f"not a valid word list ({exc})") from None
+
+    def read_training_data(self) -> None:
+        self._encode_training(self._train_sentences())
+
+    def encode_tagged(self, sentences: list[TaggedSentence]) -> TaggedData:
+        assert self.tagset is not None
+        return TaggedData(
+            words=[s.words for s in sentences],
+            tags=[s.tags for s in sentences],
+            tag_ids=[self.tagset.encode(s.tags) for s in sentences],
+        )
+
+    def _encode_training(self, sentences: list[TaggedSentence]) -> None:
+        self.train_data = self.encode_tagged(sentences)
+        if self.config.data.valid:
+            self.valid_data = self.encode_tagged(self.read_sentences(self.config.data.valid))
+
+    def build_model(self) -> RNNTagger:
+        assert self.word_vocab is not None and self.char_vocab is not None
+        assert self.tagset is not None
+        cfg = self.config.model
+        char_encoder: nn.Module | None = None
+        if cfg.char_encoder == "rnn":
+            char_encoder = CharRNNEncoder(
+                num_chars=len(self.char_vocab),
+                embed_size=cfg.char_embed_size,
+                hidden_size=cfg.char_hidden_size,
+                cell=cfg.cell,
+                rnn_impl=cfg.rnn_impl,
+                padding_idx=self.char_vocab.pad_id,
+            )
+        elif cfg.char_encoder == "cnn":
+            if cfg.char_kernel_size % 2 != 1:
+                raise ConfigError(f"model.char_kernel_size: {cfg.char_kernel_size} is not odd")
+            char_encoder = CharCNNEncoder(
+                num_chars=len(self.char_vocab),
+                embed_size=cfg.char_embed_size,
+                hidden_size=cfg.char_hidden_size,
+                kernel_size=cfg.char_kernel_size,
+                padding_idx=self.char_vocab.pad_id,
+            )
+        return RNNTagger(
+            vocab_size=len(self.word_vocab),
+            num_tags=len(self.tagset),
+            embed_size=cfg.embed_size,
+            hidden_size=cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            dropout=cfg.dropout,
+            cell=cfg.cell,
+            rnn_impl=cfg.rnn_impl,
+            bidirectional=cfg.bidirectional,
+            char_encoder=char_encoder,
+            crf=cfg.crf,
+            word_dropout=cfg.word_dropout,
+            padding_idx=self.word_vocab.pad_id,
+            unk_idx=self.word_vocab.unk_id,
+        )
+
+    def model_meta(self) -> dict[str, Any]:
+        assert self.word_vocab is not None and self.char_vocab is not None
+        assert self.tagset is not None
+        return {
+            "task": self.name,
+            "word_vocab": _fingerprint(self.word_vocab.itos),
+            "char_vocab": _fingerprint(self.char_vocab.itos),
+            "tags": _fingerprint(self.tagset.itos),
+        }
+
+    # -- batches --------------------------------------------------------------------------------
+    def spell(self, word: str) -> list[int]:
+        """Character ids of ``word``, at most ``data.max_word_chars`` (first and last halves)."""
+        assert self.char_vocab is not None
+        limit = self.config.data.max_word_chars
+        if 0 < limit < len(word):
+            word = word[: limit // 2] + word[len(word) - (limit - limit // 2) :]
+        return self.char_vocab.encode(word) or [self.char_vocab.unk_id]
+
+    def make_batch(
+        self, sentences: list[list[str]], tag_ids: list[list[int]] | None = None
+    ) -> TaggerBatch:
+        """Pad a batch of non-empty sentences; padded positions hold id 0 and are masked by length."""
+        assert self.word_vocab is not None and self.char_vocab is not None
+        words, lengths = pad_batch(
+            [self.word_vocab.encode(self.normalise(w) for w in s) for s in sentences],
+            self.word_vocab.pad_id,
+        )
+        rows: dict[str, int] = {}
+        types = [[rows.setdefault(w, len(rows)) for w in s] for s in sentences]
+        word_types, _ = pad_batch(types, 0)
+        chars, char_lengths = pad_batch([self.spell(w) for w in rows], self.char_vocab.pad_id)
+        tags = pad_batch(tag_ids, 0)[0] if tag_ids is not None else None
+        return TaggerBatch(words, lengths, chars, char_lengths, word_types, tags)
+
+    def train_batches(self, epoch: int) -> list[TaggerBatch]:
+        assert self.train_data is not None
+        data = self.train_data
+        order = bucket_batches(
+            [len(s) for s in data.words],
+            self.config.train.batch_size,
+            bucket=self.config.train.bucket,
+            seed=self.config.seed * 1000 + epoch,
+        )
+        return [
+            self.make_batch([data.words[i] for i in ids], [data.tag_ids[i] for i in ids])
+            for ids in order
+        ]
+
+    # -- loss -----------------------------------------------------------------------------------
+    def _emissions(self, model: nn.Module, batch: TaggerBatch) -> Tensor:
+        return model(batch.words, batch.lengths, batch.chars, batch.char_lengths, batch.word_types)
+
+    def batch_loss(self, model: nn.Module, batch: TaggerBatch, carry: Any = None) -> LossOutput:
+        assert batch.tags is not None
+        emissions = self._emissions(model, batch)  # (B, T, K)
+        loss = model.loss_sum(emissions, batch.tags, batch.lengths)
+        return LossOutput(loss, int(batch.lengths.sum()))
+
+    # -- tagging --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def tag_ids(
+        self,
+        model: nn.Module,
+        sentences: list[list[str]],
+        device: torch.device,
+        *,
+        batch_size: int | None = None,
+    ) -> list[list[int]]:
+        """Tag ids per sentence, in input order; an empty sentence gets none."""
+        model.eval()
+        results: list[list[int]] = [[] for _ in sentences]
+        keep = [i for i, s in enumerate(sentences) if s]
+        size = max(batch_size or self.config.decode.batch_size, 1)
+        for ids in sorted_batches([len(sentences[i]) for i in keep], size):
+            rows = [keep[j] for j in ids]
+            batch = self.make_batch([sentences[i] for i in rows]).to(device)
+            predicted = model.decode(self._emissions(model, batch), batch.lengths).tolist()
+            for i, tags in zip(rows, predicted, strict=True):
+                results[i] = tags[: len(sentences[i])]
+        return results
+
+    def tag(
+        self,
+        model: nn.Module,
+        sentences: list[list[str]],
+        device: torch.device,
+        *,
+        batch_size: int | None = None,
+    ) -> list[list[str]]:
+        """Tags per sentence (strings), in input order."""
+        assert self.tagset is not None
+        return [
+            self.tagset.decode(ids)
+            for ids in self.tag_ids(model, sentences, device, batch_size=batch_size)
+        ]
+
+    # -- metrics --------------------------------------------------------------------------------
+    def score(self, model: nn.Module, data: TaggedData, device: torch.device) -> TaggingScores:
+        assert self.tagset is not None
+        known = frozenset(self.tagset.itos)
+        scores = TaggingScores()
+        for words, gold, predicted in zip(
+            data.words, data.tags, self.tag(model, data.words, device), strict=True
+        ):
+            scores.add(
+                gold, predicted, oov=[w not in self.train_words for w in words], known_tags=known
+            )
+        return scores
+
+    def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        assert self.valid_data is not None
+        scores = self.score(model, self.valid_data, device)
+        return {"valid_accuracy": scores.accuracy, "valid_oov_accuracy": scores.oov_accuracy}
+
+    def evaluate(
+        self,
+        model: nn.Module,
+        path: str,
+        device: torch.device,
+        *,
+        per_tag: bool = False,
+        **options: Any,
+    ) -> dict[str, Any]:
+        if options:
+            raise RnnlabError(f"evaluate: {', '.join(sorted(options))} does not apply to a tagger")
+        data = self.encode_tagged(self.read_sentences(path))
+        return self.score(model, data, device).summary(per_tag=per_tag)

@@ -1,0 +1,133 @@
+"""Tagger invariants: packing, padding, batching and order never change a sentence's result."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rnnlab.data.batching import pad_batch
+
+
+def _sentences(task):
+    return [list(s) for s in task.train_data.words]
+
+
+@pytest.fixture(params=["rnn", "cnn", "none"])
+def char_encoder(request):
+    return request.param
+
+
+def test_packed_equals_unpacked_on_valid_positions(make_task, tmp_path, data_dir, char_encoder):
+    torch.manual_seed(0)
+    task = make_task(tmp_path, data_dir / "toy.txt", char_encoder=char_encoder)
+    model = task.build_model().eval()
+    sentences = _sentences(task)
+    batch = task.make_batch(sentences)
+    emissions = model(batch.words, batch.lengths, batch.chars, batch.char_lengths, batch.word_types)
+    padded_run_differs = False
+    with torch.no_grad():
+        inputs = model.embed(batch.words, batch.chars, batch.char_lengths, batch.word_types)
+        unpacked_padded, _ = model.rnn(inputs)  # reads padding: the backward direction differs
+        for b, n in enumerate(batch.lengths.tolist()):
+            alone, _ = model.rnn(inputs[b : b + 1, :n])  # (1, n, 2H), no padding, no packing
+            assert torch.allclose(model.output(alone)[0], emissions[b, :n], atol=1e-6)
+            if n < inputs.size(1):
+                padded_run_differs |= not torch.allclose(
+                    unpacked_padded[b, :n], alone[0], atol=1e-6
+                )
+    assert padded_run_differs, "an unpacked padded batch should differ; the check is too weak"
+
+
+@pytest.mark.parametrize("crf", [False, True])
+def test_padding_never_reaches_loss_gradients_or_predictions(make_task, tmp_path, data_dir, crf):
+    torch.manual_seed(0)
+    task = make_task(tmp_path, data_dir / "toy.txt", crf=crf)
+    model = task.build_model().train()  # dropout is 0: train mode is deterministic here
+    data = task.train_data
+    batch = task.make_batch(data.words, data.tag_ids)
+    noisy = task.make_batch(data.words, data.tag_ids)
+    mask = torch.arange(batch.words.size(1)).unsqueeze(0) < batch.lengths.unsqueeze(1)
+    noisy.words = batch.words.masked_fill(~mask, 7)
+    noisy.tags = batch.tags.masked_fill(~mask, 3)
+    noisy.word_types = batch.word_types.masked_fill(~mask, 2)
+    assert not torch.equal(noisy.words, batch.words)
+
+    def run(b):
+        model.zero_grad()
+        loss = task.batch_loss(model, b).loss_sum
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        with torch.no_grad():
+            model.eval()
+            tags = task.tag_ids(model, data.words, torch.device("cpu"))
+            model.train()
+        return loss.detach(), grads, tags
+
+    loss, grads, tags = run(batch)
+    noisy_loss, noisy_grads, noisy_tags = run(noisy)
+    assert torch.allclose(loss, noisy_loss, atol=1e-6)
+    assert all(torch.allclose(g, h, atol=1e-6) for g, h in zip(grads, noisy_grads, strict=True))
+    assert tags == noisy_tags
+    assert task.batch_loss(model, batch).num_tokens == sum(len(s) for s in data.words)
+
+
+def test_tag_id_zero_is_a_real_target(make_task, tmp_path, data_dir):
+    """The recipe's bug: masking by "tag id > 0" would drop the most frequent tag from the loss."""
+    torch.manual_seed(0)
+    task = make_task(tmp_path, data_dir / "toy.txt")
+    model = task.build_model().eval()
+    batch = task.make_batch(task.train_data.words, task.train_data.tag_ids)
+    assert (batch.tags == 0).any()
+    shifted = task.make_batch(task.train_data.words, task.train_data.tag_ids)
+    shifted.tags = torch.where(shifted.tags == 0, 1, shifted.tags)
+    assert not torch.allclose(
+        task.batch_loss(model, batch).loss_sum, task.batch_loss(model, shifted).loss_sum
+    )
+
+
+def test_batch_of_one_equals_big_batch_and_order_is_kept(make_task, tmp_path, sample_dir):
+    torch.manual_seed(0)
+    task = make_task(tmp_path, sample_dir / "dev.conllu")
+    task.config.data.max_examples = 0
+    model = task.build_model().eval()
+    cpu = torch.device("cpu")
+    sentences = _sentences(task)[:40]
+    together = task.tag_ids(model, sentences, cpu, batch_size=16)
+    singly = [task.tag_ids(model, [s], cpu, batch_size=1)[0] for s in sentences]
+    assert together == singly
+    assert [len(t) for t in together] == [len(s) for s in sentences]
+    reversed_run = task.tag_ids(model, sentences[::-1], cpu, batch_size=7)
+    assert reversed_run[::-1] == together
+
+
+def test_empty_sentences_get_no_tags(make_task, tmp_path, data_dir):
+    task = make_task(tmp_path, data_dir / "toy.txt")
+    model = task.build_model()
+    tags = task.tag(model, [[], ["The", "dog"], []], torch.device("cpu"))
+    assert tags[0] == [] and tags[2] == [] and len(tags[1]) == 2
+    assert task.tag(model, [], torch.device("cpu")) == []
+
+
+def test_initial_state_is_zero_not_random(make_task, tmp_path, data_dir):
+    task = make_task(tmp_path, data_dir / "toy.txt")
+    model = task.build_model().eval()
+    sentences = _sentences(task)
+    torch.manual_seed(1)
+    first = task.tag_ids(model, sentences, torch.device("cpu"))
+    batch = task.make_batch(sentences)
+    e1 = model(batch.words, batch.lengths, batch.chars, batch.char_lengths, batch.word_types)
+    torch.manual_seed(2)
+    e2 = model(batch.words, batch.lengths, batch.chars, batch.char_lengths, batch.word_types)
+    assert torch.equal(e1, e2)
+    assert task.tag_ids(model, sentences, torch.device("cpu")) == first
+
+
+def test_long_words_keep_prefix_and_suffix(make_task, tmp_path, data_dir):
+    task = make_task(tmp_path, data_dir / "toy.txt")
+    task.config.data.max_word_chars = 6
+    assert task.char_vocab is not None
+    ids = task.spell("Theedddogg")
+    assert len(ids) == 6
+    assert task.char_vocab.decode(ids) == list("Theogg")
+    chars, lengths = pad_batch([task.spell(""), task.spell("dog")], 0)
+    assert lengths.tolist() == [1, 3]
