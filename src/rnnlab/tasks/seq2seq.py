@@ -54,7 +54,9 @@ class Seq2SeqModelConfig(ModelConfig):
     attention: Literal["none", "bahdanau", "luong_dot", "luong_general"] = "none"
     """Attention over encoder outputs; none = the Cho context decoder."""
     bidirectional_encoder: bool = False
-    """Read the source in both directions."""
+    """Read the source in both directions; a bridge maps the 2·L final states to the decoder's L."""
+    input_feed: bool = True
+    """Luong attention: feed the attentional state into the next step (slower: a per-step loop)."""
 
 
 @dataclass
