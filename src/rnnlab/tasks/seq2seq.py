@@ -20,6 +20,7 @@ from rnnlab.data.parallel import SentencePair, read_parallel
 from rnnlab.data.tokenizers import Tokenizer, WordTokenizer
 from rnnlab.data.vocab import Vocab
 from rnnlab.decoding.greedy import greedy_search
+from rnnlab.errors import RnnlabError
 from rnnlab.metrics.bleu import bleu_signature, corpus_bleu, mean_d2l_bleu
 from rnnlab.metrics.perplexity import perplexity
 from rnnlab.models.seq2seq import EncoderDecoder, build_seq2seq
@@ -92,6 +93,16 @@ class Seq2SeqBatch(Batch):
     """(B, T) target + ``<eos>``."""
     tgt_lengths: Tensor
     """(B,)"""
+
+
+@dataclass
+class AttentionMatrix:
+    src_tokens: list[str]
+    """The source as the encoder saw it (after the vocabulary: ``<unk>`` for unknown words)."""
+    out_tokens: list[str]
+    """The output tokens, ending in ``<eos>`` (whose row is the attention that produced it)."""
+    weights: Tensor
+    """(T_out, S) attention weights; each row sums to 1."""
 
 
 @dataclass
@@ -314,6 +325,25 @@ class Seq2SeqTask(Task):
             if progress is not None:
                 progress(len(ids))
         return results
+
+    @torch.no_grad()
+    def attention_matrix(
+        self, model: nn.Module, sentence: str, device: torch.device, **decode: Any
+    ) -> AttentionMatrix:
+        """Translate ``sentence`` (best hypothesis) and return where each output token attended."""
+        assert self.src_vocab is not None and self.tgt_vocab is not None
+        if not getattr(model, "has_attention", False):
+            raise RnnlabError("this model has no attention to plot (model.attention: none)")
+        src = self.encode_source(sentence)
+        hyp = self.translate_ids(model, [src], device, **decode)[0][0]
+        src_ids = torch.tensor([src], device=device)
+        tgt_in = torch.tensor([[self.tgt_vocab.bos_id, *hyp]], device=device)
+        weights = model.attention_weights(src_ids, torch.tensor([len(src)]), tgt_in)[0]
+        return AttentionMatrix(
+            src_tokens=self.src_vocab.decode(src, strip_specials=False),
+            out_tokens=[*self.tgt_vocab.decode(hyp, strip_specials=False), "<eos>"],
+            weights=weights.cpu(),
+        )
 
     def detokenize(self, ids: list[int]) -> str:
         assert self.tgt_vocab is not None
