@@ -46,20 +46,21 @@ def _check_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> None:
         )
 
 
+def corpus_bleu_with_signature(
+    hypotheses: Sequence[str], references: Sequence[str], *, lowercase: bool = False
+) -> tuple[float, str]:
+    """Corpus BLEU (0–100) and sacreBLEU's signature of the settings that produced it."""
+    _check_corpus(hypotheses, references)
+    metric = sacrebleu.metrics.BLEU(lowercase=lowercase)
+    score = metric.corpus_score(list(hypotheses), [list(references)])
+    return float(score.score), str(metric.get_signature())
+
+
 def corpus_bleu(
     hypotheses: Sequence[str], references: Sequence[str], *, lowercase: bool = False
 ) -> float:
     """Corpus BLEU on the 0–100 scale, identical to ``sacrebleu.corpus_bleu`` with default settings."""
-    _check_corpus(hypotheses, references)
-    return float(
-        sacrebleu.corpus_bleu(list(hypotheses), [list(references)], lowercase=lowercase).score
-    )
-
-
-def bleu_signature(*, lowercase: bool = False) -> str:
-    """sacreBLEU's signature for the settings ``corpus_bleu`` uses."""
-    metric = sacrebleu.metrics.BLEU(lowercase=lowercase)
-    return str(metric.get_signature())
+    return corpus_bleu_with_signature(hypotheses, references, lowercase=lowercase)[0]
 
 
 def mean_d2l_bleu(hypotheses: Sequence[str], references: Sequence[str], k: int = 2) -> float:

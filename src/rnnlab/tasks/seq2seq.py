@@ -21,7 +21,7 @@ from rnnlab.data.tokenizers import Tokenizer, WordTokenizer
 from rnnlab.data.vocab import Vocab
 from rnnlab.decoding.greedy import greedy_search
 from rnnlab.errors import RnnlabError
-from rnnlab.metrics.bleu import bleu_signature, corpus_bleu, mean_d2l_bleu
+from rnnlab.metrics.bleu import corpus_bleu, corpus_bleu_with_signature, mean_d2l_bleu
 from rnnlab.metrics.perplexity import perplexity
 from rnnlab.models.seq2seq import EncoderDecoder, build_seq2seq
 from rnnlab.tasks.base import Batch, LossOutput, Task
@@ -384,13 +384,14 @@ class Seq2SeqTask(Task):
         nll, count = self.teacher_forced_nll(model, data, device)
         decoded = self.translate_ids(model, data.src, device, **decode)
         hyps = [self.detokenize(h[0]) for h in decoded]
+        bleu, signature = corpus_bleu_with_signature(hyps, data.references)
         return {
-            "bleu": corpus_bleu(hyps, data.references),
+            "bleu": bleu,
             "bleu_lowercase": corpus_bleu(hyps, data.references, lowercase=True),
             "d2l_bleu": mean_d2l_bleu(hyps, data.references, k=2),
             "loss": nll / count,
             "perplexity": perplexity(nll, count),
             "sentences": len(hyps),
             "tokens": count,
-            "signature": bleu_signature(),
+            "signature": signature,
         }
