@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches, truncate_pad
 from rnnlab.data.parallel import SentencePair, read_parallel
-from rnnlab.data.tokenizers import Tokenizer, WordTokenizer
+from rnnlab.data.tokenizers import SentencePieceTokenizer, Tokenizer, WordTokenizer
 from rnnlab.data.vocab import Vocab
 from rnnlab.decoding.greedy import greedy_search
 from rnnlab.errors import RnnlabError
@@ -46,6 +46,14 @@ class Seq2SeqDataConfig(DataConfig):
     """textbook: d2l normalisation (lower-case, split , . ! ?); punct: the same keeping case."""
     num_steps: int = 0
     """> 0: the textbook's fixed-length mode (truncate/pad every sequence to num_steps)."""
+    tokenizer: Literal["word", "sentencepiece"] = "word"
+    """word: split normalised text on spaces; sentencepiece: subwords trained on the train split."""
+    spm_vocab_size: int = 8000
+    """Sentencepiece pieces per model (an upper bound on tiny corpora)."""
+    spm_model_type: Literal["unigram", "bpe"] = "unigram"
+    """Sentencepiece segmentation algorithm."""
+    spm_joint: bool = False
+    """One sentencepiece model for both languages (spm.model) instead of spm.src/spm.tgt.model."""
 
 
 @dataclass
@@ -167,9 +175,49 @@ class Seq2SeqTask(Task):
         limit = self.config.data.max_examples
         return pairs[:limit] if limit > 0 else pairs
 
+    # -- subword models ----------------------------------------------------------------------
+    def _spm_paths(self) -> tuple[Path, Path]:
+        if self.config.data.spm_joint:
+            return self.run_dir / "spm.model", self.run_dir / "spm.model"
+        return self.run_dir / "spm.src.model", self.run_dir / "spm.tgt.model"
+
+    def _train_sentencepiece(self, pairs: list[SentencePair]) -> None:
+        """Train the subword model(s) on the training split only and keep them in the run dir."""
+        data = self.config.data
+        src_path, tgt_path = self._spm_paths()
+        options = dict(
+            vocab_size=data.spm_vocab_size,
+            model_type=data.spm_model_type,
+            preprocess=data.preprocess,
+        )
+        if data.spm_joint:
+            texts = [p.src for p in pairs] + [p.tgt for p in pairs]
+            self.src_tokenizer = SentencePieceTokenizer.train(texts, src_path, **options)
+            self.tgt_tokenizer = self.src_tokenizer
+        else:
+            self.src_tokenizer = SentencePieceTokenizer.train(
+                (p.src for p in pairs), src_path, **options
+            )
+            self.tgt_tokenizer = SentencePieceTokenizer.train(
+                (p.tgt for p in pairs), tgt_path, **options
+            )
+
+    def _load_sentencepiece(self) -> None:
+        src_path, tgt_path = self._spm_paths()
+        preprocess = self.config.data.preprocess
+        self.src_tokenizer = SentencePieceTokenizer(src_path, preprocess)
+        self.tgt_tokenizer = (
+            self.src_tokenizer
+            if self.config.data.spm_joint
+            else SentencePieceTokenizer(tgt_path, preprocess)
+        )
+
     def prepare_training(self) -> None:
         pairs = self._train_pairs()
         min_freq = self.config.data.min_freq
+        if self.config.data.tokenizer == "sentencepiece":
+            self._train_sentencepiece(pairs)
+            min_freq = 1  # every piece was chosen from the training data; keep them all
         self.src_vocab = Vocab.build(
             (self._truncate(self.src_tokenizer.encode(p.src)) for p in pairs), min_freq=min_freq
         )
@@ -181,6 +229,8 @@ class Seq2SeqTask(Task):
         self._encode_training(pairs)
 
     def load_artifacts(self) -> None:
+        if self.config.data.tokenizer == "sentencepiece":
+            self._load_sentencepiece()
         self.src_vocab = Vocab.load(self.run_dir / "vocab.src.json")
         self.tgt_vocab = Vocab.load(self.run_dir / "vocab.tgt.json")
 
