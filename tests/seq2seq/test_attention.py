@@ -7,6 +7,7 @@ import torch
 from reverse_task import BOS, EOS, PAD, batch_nll, reverse_batch, tiny_model
 
 from rnnlab.decoding.greedy import greedy_search
+from rnnlab.errors import ConfigError
 from rnnlab.metrics.bleu import corpus_bleu
 from rnnlab.models.attention import BahdanauAttention, LuongAttention
 from rnnlab.models.bridge import Bridge, merge_directions
@@ -173,3 +174,8 @@ def test_attention_learns_reversal_faster_than_the_context_decoder():
     assert with_attention is not None
     without = _steps_to_bleu("none", 90.0, max_steps=2 * with_attention)
     assert without is None
+
+
+def test_dot_attention_over_a_bidirectional_encoder_is_a_config_error():
+    with pytest.raises(ConfigError, match="use luong_general"):
+        tiny_model(attention="luong_dot", bidirectional_encoder=True)

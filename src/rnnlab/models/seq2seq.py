@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rnnlab.errors import ConfigError
 from rnnlab.models.attention_decoder import AttentionDecoder, BahdanauDecoder, LuongDecoder
 from rnnlab.models.bridge import Bridge
 from rnnlab.models.decoder import ContextDecoder
@@ -118,6 +119,12 @@ def build_seq2seq(
     elif cfg.attention == "bahdanau":
         decoder = BahdanauDecoder(memory_size=memory_size, **common)
     elif cfg.attention in ("luong_dot", "luong_general"):
+        if cfg.attention == "luong_dot" and memory_size != cfg.hidden_size:
+            raise ConfigError(
+                "model.attention=luong_dot scores hidden states against encoder outputs of the "
+                f"same size, but a bidirectional encoder's are {memory_size} wide, not "
+                f"{cfg.hidden_size}; use luong_general or bahdanau"
+            )
         decoder = LuongDecoder(
             memory_size=memory_size,
             method=cfg.attention.removeprefix("luong_"),
