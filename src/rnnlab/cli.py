@@ -188,6 +188,12 @@ def cmd_translate(args: argparse.Namespace) -> int:
     _set_threads(task.config)
     if args.batch_size:
         task.config.decode.batch_size = args.batch_size
+    if args.attention_plot and not getattr(run.model, "has_attention", False):
+        raise RnnlabError(
+            f"{args.run}: --attention-plot needs a model with attention "
+            f"(this run has model.attention: {task.config.model.attention})"
+        )
+    plotted = False
     for block in _stdin_blocks(max(args.batch_size or task.config.decode.batch_size, 1) * 8):
         keep = [i for i, s in enumerate(block) if s.strip()]
         sources = [task.encode_source(block[i]) for i in keep]
@@ -208,6 +214,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
             else:
                 print(hyps[0])
         sys.stdout.flush()
+        if args.attention_plot and keep and not plotted:
+            _plot_attention(args, run, block[keep[0]])
+            plotted = True
+    if args.attention_plot and not plotted:
+        raise RnnlabError("--attention-plot: no input sentence to plot")
     return 0
 
 
@@ -282,6 +293,19 @@ def cmd_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plot_attention(args: argparse.Namespace, run: Any, sentence: str) -> None:
+    """Heatmap of the first input sentence's attention, decoded as it was translated."""
+    from rnnlab.plotting import plot_attention
+
+    matrix = run.task.attention_matrix(
+        run.model, sentence, run.device, beam_size=args.beam, max_len=args.max_len
+    )
+    path = plot_attention(
+        matrix.weights, matrix.src_tokens, matrix.out_tokens, args.attention_plot, title=sentence
+    )
+    print(f"attention plot written to {path}", file=sys.stderr)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Argument parsing
 
@@ -326,6 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--n-best", type=int, default=1, help="print K hypotheses, tab-separated"
     )
     translate.add_argument("--max-len", type=int, default=None, help="maximum output tokens")
+    translate.add_argument(
+        "--attention-plot",
+        metavar="PNG",
+        help="save a heatmap of the first input sentence's attention (attention models only)",
+    )
     translate.add_argument("--device", default="auto")
     translate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     translate.set_defaults(func=cmd_translate)

@@ -6,9 +6,13 @@ sees it (e.g. lower-cased), which is also what references are normalised to befo
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterable
+from pathlib import Path
 from typing import Protocol
 
 from rnnlab.data.text import Preprocess, detokenize, normalize, tokenize
+from rnnlab.errors import DataError
 
 
 class Tokenizer(Protocol):
@@ -28,3 +32,62 @@ class WordTokenizer:
 
     def decode(self, tokens: list[str]) -> str:
         return detokenize(tokens) if self.preprocess != "none" else " ".join(tokens)
+
+
+class SentencePieceTokenizer:
+    """Subword pieces from a sentencepiece model (Kudo & Richardson 2018), unigram or BPE.
+
+    Text is normalised by ``preprocess`` first, as for words; ``decode`` joins the pieces back into
+    text (and re-attaches ``, . ! ?`` that the normalisation split off), so BLEU sees plain text.
+    """
+
+    def __init__(self, model_path: str | Path, preprocess: Preprocess = "none") -> None:
+        import sentencepiece as spm
+
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise DataError(self.model_path, "sentencepiece model is missing")
+        self.processor = spm.SentencePieceProcessor(model_file=str(self.model_path))
+        self.preprocess = preprocess
+
+    @classmethod
+    def train(
+        cls,
+        texts: Iterable[str],
+        model_path: str | Path,
+        *,
+        vocab_size: int,
+        model_type: str = "unigram",
+        preprocess: Preprocess = "none",
+    ) -> SentencePieceTokenizer:
+        """Train on ``texts`` (normalised by ``preprocess``), save to ``model_path``, load it.
+
+        ``vocab_size`` is an upper bound: a corpus too small for it gets fewer pieces rather than
+        an error.
+        """
+        import sentencepiece as spm
+
+        model = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=(normalize(t, preprocess) for t in texts),
+            model_writer=model,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=1.0,
+            hard_vocab_limit=False,
+            # rnnlab's Vocab owns the specials; sentencepiece only needs its <unk>.
+            unk_id=0,
+            bos_id=-1,
+            eos_id=-1,
+            pad_id=-1,
+            minloglevel=2,
+        )
+        Path(model_path).write_bytes(model.getvalue())
+        return cls(model_path, preprocess)
+
+    def encode(self, text: str) -> list[str]:
+        return self.processor.encode(normalize(text, self.preprocess), out_type=str)
+
+    def decode(self, tokens: list[str]) -> str:
+        text = self.processor.decode_pieces(list(tokens))
+        return detokenize(text.split()) if self.preprocess != "none" else text

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from rnnlab.models.bridge import merge_directions
 from rnnlab.models.encoder import EncoderOutput
 from rnnlab.nn.factory import make_rnn
 from rnnlab.nn.state import RecurrentState, hidden_of, select_batch
@@ -63,15 +64,24 @@ class ContextDecoder(nn.Module):
         self.output = nn.Linear(hidden_size, vocab_size)
         self.num_layers = num_layers
 
-    def init_state(self, encoder_output: EncoderOutput) -> ContextDecoderState:
-        """The encoder's final state seeds the decoder; its top layer is the context."""
-        state = encoder_output.state
+    def init_state(
+        self, encoder_output: EncoderOutput, hidden: RecurrentState | None = None
+    ) -> ContextDecoderState:
+        """Seed the decoder with ``hidden`` (default: the encoder's final state).
+
+        The context is the encoder's final top-layer state with every direction, (B, D·H); a
+        bidirectional encoder's state reaches here through a ``Bridge`` as ``hidden``.
+        """
+        encoder_state = hidden_of(encoder_output.state)  # (L·D, B, H)
+        state = encoder_output.state if hidden is None else hidden
         if hidden_of(state).size(0) != self.num_layers:
             raise ValueError(
-                "ContextDecoder needs an encoder with as many layers and one direction "
-                f"(got a state with {hidden_of(state).size(0)} layer-directions)"
+                f"ContextDecoder has {self.num_layers} layers but got an initial state with "
+                f"{hidden_of(state).size(0)} layer-directions (a bidirectional encoder needs a bridge)"
             )
-        return ContextDecoderState(hidden=state, context=hidden_of(state)[-1])
+        num_directions = encoder_state.size(0) // self.num_layers
+        context = merge_directions(encoder_state, num_directions)[-1]  # (B, D·H)
+        return ContextDecoderState(hidden=state, context=context)
 
     def forward(
         self, tgt_in: Tensor, state: ContextDecoderState

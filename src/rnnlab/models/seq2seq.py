@@ -3,6 +3,13 @@
 ``forward`` serves teacher-forced training; ``start``/``step``/``select_state`` are the step protocol
 shared with every search in ``rnnlab.decoding`` (greedy, beam, sampling), so searches never look
 inside a model.
+
+``build_seq2seq`` assembles the parts a config names::
+
+    Seq2SeqEncoder ─ outputs (B, S, D·H) ───────────────────────────────┐
+                   └ final state (L·D, B, H) ─ Bridge if D = 2 ─ (L, B, H) ─ decoder
+                                                                       │
+    decoder: ContextDecoder (attention: none) | BahdanauDecoder | LuongDecoder (dot, general)
 """
 
 from __future__ import annotations
@@ -12,31 +19,55 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rnnlab.errors import ConfigError
+from rnnlab.models.attention_decoder import AttentionDecoder, BahdanauDecoder, LuongDecoder
+from rnnlab.models.bridge import Bridge
 from rnnlab.models.decoder import ContextDecoder
 from rnnlab.models.encoder import Seq2SeqEncoder
+from rnnlab.nn.factory import has_cell_state
 
 
 class EncoderDecoder(nn.Module):
-    """A composite of an encoder and a decoder; built by ``build_seq2seq``."""
+    """A composite of an encoder, an optional bridge and a decoder; built by ``build_seq2seq``."""
 
-    def __init__(self, *, encoder: Seq2SeqEncoder, decoder: nn.Module) -> None:
+    def __init__(
+        self, *, encoder: Seq2SeqEncoder, decoder: nn.Module, bridge: Bridge | None = None
+    ) -> None:
         super().__init__()
         self.encoder = encoder
+        self.bridge = bridge
         self.decoder = decoder
+
+    @property
+    def has_attention(self) -> bool:
+        return isinstance(self.decoder, AttentionDecoder)
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing: (B, S), (B,), (B, T) → decoder features (B, T, H)."""
-        state = self.decoder.init_state(self.encoder(src, src_lengths))
-        features, _ = self.decoder(tgt_in, state)
+        features, _ = self.decoder(tgt_in, self.start(src, src_lengths))
         return features
 
     def project(self, features: Tensor) -> Tensor:
         return self.decoder.project(features)
 
+    def attention_weights(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
+        """Attention under teacher forcing: (B, S), (B,), (B, T) → weights (B, T, S).
+
+        Row t is the distribution over source positions while predicting the token after
+        ``tgt_in[:, t]``; to inspect a translation ``y``, pass ``[<bos>, *y]`` (the last row is the
+        attention that produced ``<eos>``). Padded source positions have weight exactly 0.
+        """
+        if not isinstance(self.decoder, AttentionDecoder):
+            raise ValueError("this model has no attention (model.attention: none)")
+        _, _, weights = self.decoder.forward_with_attention(tgt_in, self.start(src, src_lengths))
+        return weights
+
     # -- step protocol -------------------------------------------------------------------------
     def start(self, src: Tensor, src_lengths: Tensor) -> Any:
         """Encode once; returns the decoder state the first ``step`` consumes."""
-        return self.decoder.init_state(self.encoder(src, src_lengths))
+        encoded = self.encoder(src, src_lengths)
+        hidden = self.bridge(encoded.state) if self.bridge is not None else encoded.state
+        return self.decoder.init_state(encoded, hidden)
 
     def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
         """One decoding step: tokens (B,) → log-probabilities (B, V) and the next state."""
@@ -62,13 +93,18 @@ def build_seq2seq(
         embed_dropout=cfg.embed_dropout,
         cell=cfg.cell,
         rnn_impl=cfg.rnn_impl,
+        bidirectional=cfg.bidirectional_encoder,
         padding_idx=padding_idx,
     )
-    decoder = ContextDecoder(
+    bridge = (
+        Bridge(hidden_size=cfg.hidden_size, cell_state=has_cell_state(cfg.cell))
+        if cfg.bidirectional_encoder
+        else None
+    )
+    common = dict(
         vocab_size=tgt_vocab_size,
         embed_size=cfg.embed_size,
         hidden_size=cfg.hidden_size,
-        context_size=encoder.output_size,
         num_layers=cfg.num_layers,
         dropout=cfg.dropout,
         embed_dropout=cfg.embed_dropout,
@@ -76,4 +112,25 @@ def build_seq2seq(
         rnn_impl=cfg.rnn_impl,
         padding_idx=padding_idx,
     )
-    return EncoderDecoder(encoder=encoder, decoder=decoder)
+    memory_size = encoder.output_size  # D·H
+    decoder: nn.Module
+    if cfg.attention == "none":
+        decoder = ContextDecoder(context_size=memory_size, **common)
+    elif cfg.attention == "bahdanau":
+        decoder = BahdanauDecoder(memory_size=memory_size, **common)
+    elif cfg.attention in ("luong_dot", "luong_general"):
+        if cfg.attention == "luong_dot" and memory_size != cfg.hidden_size:
+            raise ConfigError(
+                "model.attention=luong_dot scores hidden states against encoder outputs of the "
+                f"same size, but a bidirectional encoder's are {memory_size} wide, not "
+                f"{cfg.hidden_size}; use luong_general or bahdanau"
+            )
+        decoder = LuongDecoder(
+            memory_size=memory_size,
+            method=cfg.attention.removeprefix("luong_"),
+            input_feed=cfg.input_feed,
+            **common,
+        )
+    else:
+        raise ValueError(f"unknown attention {cfg.attention!r}")
+    return EncoderDecoder(encoder=encoder, decoder=decoder, bridge=bridge)

@@ -18,9 +18,10 @@ from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches, truncate_pad
 from rnnlab.data.parallel import SentencePair, read_parallel
 from rnnlab.data.text import preprocess_textbook
-from rnnlab.data.tokenizers import Tokenizer, WordTokenizer
+from rnnlab.data.tokenizers import SentencePieceTokenizer, Tokenizer, WordTokenizer
 from rnnlab.data.vocab import Vocab
 from rnnlab.decoding.greedy import greedy_search
+from rnnlab.errors import RnnlabError
 from rnnlab.metrics.bleu import corpus_bleu, corpus_bleu_with_signature, mean_d2l_bleu
 from rnnlab.metrics.perplexity import perplexity
 from rnnlab.models.seq2seq import EncoderDecoder, build_seq2seq
@@ -46,6 +47,14 @@ class Seq2SeqDataConfig(DataConfig):
     """textbook: d2l normalisation (lower-case, split , . ! ?); punct: the same keeping case."""
     num_steps: int = 0
     """> 0: the textbook's fixed-length mode (truncate/pad every sequence to num_steps)."""
+    tokenizer: Literal["word", "sentencepiece"] = "word"
+    """word: split normalised text on spaces; sentencepiece: subwords trained on the train split."""
+    spm_vocab_size: int = 8000
+    """Sentencepiece pieces per model (an upper bound on tiny corpora)."""
+    spm_model_type: Literal["unigram", "bpe"] = "unigram"
+    """Sentencepiece segmentation algorithm."""
+    spm_joint: bool = False
+    """One sentencepiece model for both languages (spm.model) instead of spm.src/spm.tgt.model."""
 
 
 @dataclass
@@ -55,7 +64,9 @@ class Seq2SeqModelConfig(ModelConfig):
     attention: Literal["none", "bahdanau", "luong_dot", "luong_general"] = "none"
     """Attention over encoder outputs; none = the Cho context decoder."""
     bidirectional_encoder: bool = False
-    """Read the source in both directions."""
+    """Read the source in both directions; a bridge maps the 2·L final states to the decoder's L."""
+    input_feed: bool = True
+    """Luong attention: feed the attentional state into the next step (slower: a per-step loop)."""
 
 
 @dataclass
@@ -91,6 +102,16 @@ class Seq2SeqBatch(Batch):
     """(B, T) target + ``<eos>``."""
     tgt_lengths: Tensor
     """(B,)"""
+
+
+@dataclass
+class AttentionMatrix:
+    src_tokens: list[str]
+    """The source as the encoder saw it (after the vocabulary: ``<unk>`` for unknown words)."""
+    out_tokens: list[str]
+    """The output tokens, ending in ``<eos>`` (whose row is the attention that produced it)."""
+    weights: Tensor
+    """(T_out, S) attention weights; each row sums to 1."""
 
 
 @dataclass
@@ -155,9 +176,49 @@ class Seq2SeqTask(Task):
         limit = self.config.data.max_examples
         return pairs[:limit] if limit > 0 else pairs
 
+    # -- subword models ----------------------------------------------------------------------
+    def _spm_paths(self) -> tuple[Path, Path]:
+        if self.config.data.spm_joint:
+            return self.run_dir / "spm.model", self.run_dir / "spm.model"
+        return self.run_dir / "spm.src.model", self.run_dir / "spm.tgt.model"
+
+    def _train_sentencepiece(self, pairs: list[SentencePair]) -> None:
+        """Train the subword model(s) on the training split only and keep them in the run dir."""
+        data = self.config.data
+        src_path, tgt_path = self._spm_paths()
+        options = dict(
+            vocab_size=data.spm_vocab_size,
+            model_type=data.spm_model_type,
+            preprocess=data.preprocess,
+        )
+        if data.spm_joint:
+            texts = [p.src for p in pairs] + [p.tgt for p in pairs]
+            self.src_tokenizer = SentencePieceTokenizer.train(texts, src_path, **options)
+            self.tgt_tokenizer = self.src_tokenizer
+        else:
+            self.src_tokenizer = SentencePieceTokenizer.train(
+                (p.src for p in pairs), src_path, **options
+            )
+            self.tgt_tokenizer = SentencePieceTokenizer.train(
+                (p.tgt for p in pairs), tgt_path, **options
+            )
+
+    def _load_sentencepiece(self) -> None:
+        src_path, tgt_path = self._spm_paths()
+        preprocess = self.config.data.preprocess
+        self.src_tokenizer = SentencePieceTokenizer(src_path, preprocess)
+        self.tgt_tokenizer = (
+            self.src_tokenizer
+            if self.config.data.spm_joint
+            else SentencePieceTokenizer(tgt_path, preprocess)
+        )
+
     def prepare_training(self) -> None:
         pairs = self._train_pairs()
         min_freq = self.config.data.min_freq
+        if self.config.data.tokenizer == "sentencepiece":
+            self._train_sentencepiece(pairs)
+            min_freq = 1  # every piece was chosen from the training data; keep them all
         self.src_vocab = Vocab.build(
             (self._truncate(self.src_tokenizer.encode(p.src)) for p in pairs), min_freq=min_freq
         )
@@ -169,6 +230,8 @@ class Seq2SeqTask(Task):
         self._encode_training(pairs)
 
     def load_artifacts(self) -> None:
+        if self.config.data.tokenizer == "sentencepiece":
+            self._load_sentencepiece()
         self.src_vocab = Vocab.load(self.run_dir / "vocab.src.json")
         self.tgt_vocab = Vocab.load(self.run_dir / "vocab.tgt.json")
 
@@ -313,6 +376,25 @@ class Seq2SeqTask(Task):
             if progress is not None:
                 progress(len(ids))
         return results
+
+    @torch.no_grad()
+    def attention_matrix(
+        self, model: nn.Module, sentence: str, device: torch.device, **decode: Any
+    ) -> AttentionMatrix:
+        """Translate ``sentence`` (best hypothesis) and return where each output token attended."""
+        assert self.src_vocab is not None and self.tgt_vocab is not None
+        if not getattr(model, "has_attention", False):
+            raise RnnlabError("this model has no attention to plot (model.attention: none)")
+        src = self.encode_source(sentence)
+        hyp = self.translate_ids(model, [src], device, **decode)[0][0]
+        src_ids = torch.tensor([src], device=device)
+        tgt_in = torch.tensor([[self.tgt_vocab.bos_id, *hyp]], device=device)
+        weights = model.attention_weights(src_ids, torch.tensor([len(src)]), tgt_in)[0]
+        return AttentionMatrix(
+            src_tokens=self.src_vocab.decode(src, strip_specials=False),
+            out_tokens=[*self.tgt_vocab.decode(hyp, strip_specials=False), "<eos>"],
+            weights=weights.cpu(),
+        )
 
     def detokenize(self, ids: list[int]) -> str:
         assert self.tgt_vocab is not None

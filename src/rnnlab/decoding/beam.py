@@ -1,0 +1,173 @@
+"""Batched beam search over the step protocol, with the GNMT length penalty (Wu et al. 2016).
+
+All live hypotheses of all sentences form one batch of B·K rows, so every step is one ``model.step``
+call and a handful of tensor operations; Python only touches the hypotheses that end at a step::
+
+    rows:  sentence 0: beams 0..K-1 │ sentence 1: beams 0..K-1 │ …        (B·K rows)
+    step:  log P(y | prefix) (B·K, V) + beam scores ─ view (B, K·V) ─ top 2K candidates per sentence
+           ├─ candidates ending in <eos> among the top K → finished hypotheses of that sentence
+           └─ the best K candidates not ending in <eos>  → next beams (state rows reordered)
+
+Scores are sums of log-probabilities; finished hypotheses are ranked by score / lp(|Y|), with
+lp(|Y|) = ((5 + |Y|) / 6)^α and |Y| counting ``<eos>`` (α = 0: raw log-probability). A sentence is
+done when it has K finished hypotheses and no live beam can still beat the worst of them; a done
+sentence leaves the batch, as in greedy search. At ``max_len`` steps the live beams are finished
+without ``<eos>``. With K = 1 and α = 0 this is exactly greedy search.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rnnlab.decoding.greedy import StepModel
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    tokens: list[int]
+    """Output token ids without ``<bos>``/``<eos>``."""
+    log_prob: float
+    """Sum of the model's log-probabilities of the tokens (and of ``<eos>`` when it ended)."""
+    score: float
+    """``log_prob`` divided by the length penalty: what hypotheses are ranked by."""
+
+
+def length_penalty(length: int, alpha: float) -> float:
+    """GNMT's lp(|Y|) = ((5 + |Y|) / 6)^α."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+@torch.no_grad()
+def beam_search_hypotheses(
+    model: StepModel,
+    state: Any,
+    *,
+    batch_size: int,
+    beam_size: int,
+    bos_id: int,
+    eos_id: int,
+    max_len: int,
+    length_penalty_alpha: float = 0.0,
+    n_best: int | None = None,
+    device: torch.device | str = "cpu",
+) -> list[list[Hypothesis]]:
+    """The ``n_best`` (default ``beam_size``) best hypotheses per sentence, best first."""
+    k = beam_size
+    n_best = k if n_best is None else n_best
+    if k < 1 or not 1 <= n_best <= k:
+        raise ValueError(f"need 1 <= n_best <= beam_size (got {n_best} and {k})")
+    alpha = length_penalty_alpha
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
+    # (B,) score of each sentence's K-th best finished hypothesis; -inf until it has K of them.
+    kth_best = torch.full((batch_size,), float("-inf"), device=device)
+
+    # Expand each sentence's state to K rows: row b·K + j is beam j of sentence b.
+    state = model.select_state(state, torch.arange(batch_size, device=device).repeat_interleave(k))
+    active = torch.arange(batch_size, device=device)  # original sentence of each live block
+    tokens = torch.full((batch_size * k,), bos_id, dtype=torch.long, device=device)
+    history = torch.empty((batch_size * k, 0), dtype=torch.long, device=device)  # (B·K, t)
+    # Only beam 0 is live at the start, so the first step does not pick K copies of one token.
+    scores = torch.full((batch_size, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+
+    for t in range(max_len):
+        log_probs, state = model.step(tokens, state)  # (B_a·K, V)
+        vocab_size = log_probs.size(-1)
+        cand = (scores.unsqueeze(-1) + log_probs.view(-1, k, vocab_size)).view(-1, k * vocab_size)
+        num_cand = min(2 * k, cand.size(1))
+        cand_scores, cand_index = cand.topk(num_cand, dim=-1)  # (B_a, 2K), sorted
+        cand_beam = cand_index // vocab_size  # (B_a, 2K) beam each candidate extends
+        cand_token = cand_index % vocab_size
+        is_eos = cand_token == eos_id
+
+        # Finish <eos> candidates ranked among the top K (fairseq's rule: with K = 1 only a
+        # top-ranked <eos> ends the search, which is what makes beam 1 equal greedy).
+        ended = (is_eos[:, :k] & torch.isfinite(cand_scores[:, :k])).nonzero().tolist()
+        for block, rank in ended:
+            sentence = int(active[block])
+            row = block * k + int(cand_beam[block, rank])
+            raw = float(cand_scores[block, rank])
+            finished[sentence].append(
+                Hypothesis(
+                    tokens=history[row].tolist(),
+                    log_prob=raw,
+                    score=raw / length_penalty(t + 1, alpha),
+                )
+            )
+            if len(finished[sentence]) >= k:
+                kth_best[sentence] = sorted(h.score for h in finished[sentence])[-k]
+
+        # Next beams: the K best candidates that do not end in <eos>.
+        live_scores = cand_scores.masked_fill(is_eos, float("-inf"))
+        scores, pick = live_scores.topk(k, dim=-1)  # (B_a, K)
+        beam = cand_beam.gather(1, pick)
+        tokens_bk = cand_token.gather(1, pick)  # (B_a, K)
+        rows = (torch.arange(active.numel(), device=device).unsqueeze(1) * k + beam).view(-1)
+        history = torch.cat([history.index_select(0, rows), tokens_bk.view(-1, 1)], dim=1)
+        tokens = tokens_bk.view(-1)
+        state = model.select_state(state, rows)
+
+        if t == max_len - 1:
+            break
+        # A sentence is done once K finished hypotheses exist and the best live beam, even if all
+        # its future tokens had probability 1, would score below the worst of the K best (scores
+        # only fall, and dividing a negative score by the largest lp gives its highest value).
+        best_live = scores[:, 0] / length_penalty(max_len, alpha)  # (B_a,)
+        done = (best_live < kth_best[active]) | ~torch.isfinite(best_live)
+        if bool(done.any()):
+            keep_blocks = (~done).nonzero(as_tuple=True)[0]
+            keep_rows = (keep_blocks.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
+            active, scores = active[keep_blocks], scores[keep_blocks]
+            history, tokens = history[keep_rows], tokens[keep_rows]
+            if active.numel() == 0:
+                break
+            state = model.select_state(state, keep_rows)
+
+    # Beams still live after max_len steps end without <eos>.
+    for block, sentence in enumerate(active.tolist()):
+        for j in range(k):
+            raw = float(scores[block, j])
+            if raw != float("-inf"):
+                finished[sentence].append(
+                    Hypothesis(
+                        tokens=history[block * k + j].tolist(),
+                        log_prob=raw,
+                        score=raw / length_penalty(history.size(1), alpha),
+                    )
+                )
+    return [sorted(hyps, key=lambda h: -h.score)[:n_best] for hyps in finished]
+
+
+def beam_search(
+    model: StepModel,
+    state: Any,
+    *,
+    batch_size: int,
+    beam_size: int,
+    n_best: int = 1,
+    bos_id: int,
+    eos_id: int,
+    max_len: int,
+    length_penalty: float = 0.0,
+    device: torch.device | str = "cpu",
+) -> list[list[list[int]]]:
+    """Token ids of the ``n_best`` best hypotheses per sentence, best first (see the module doc)."""
+    hyps = beam_search_hypotheses(
+        model,
+        state,
+        batch_size=batch_size,
+        beam_size=beam_size,
+        bos_id=bos_id,
+        eos_id=eos_id,
+        max_len=max_len,
+        length_penalty_alpha=length_penalty,
+        n_best=n_best,
+        device=device,
+    )
+    return [[h.tokens for h in sentence] for sentence in hyps]
+
+
+__all__ = ["Hypothesis", "beam_search", "beam_search_hypotheses", "length_penalty"]

@@ -1,0 +1,84 @@
+"""Attention over encoder outputs: additive (Bahdanau et al. 2015) and multiplicative (Luong et al. 2015).
+
+Both score a query against every source position, turn the scores into weights with a softmax that
+gives padded positions exactly zero, and return the weighted sum of the encoder outputs (the
+*context*)::
+
+    memory (B, S, C) ── project_keys (once per sentence) ──> keys (B, S, K)
+    query  (B, Q, Hq) ─┐
+                       ├─ score (B, Q, S) ── masked softmax over valid S ──> weights (B, Q, S)
+    keys ──────────────┘                                                       │
+    memory ─────────────────────────────── weights @ memory ──> context (B, Q, C)
+
+The key projection depends only on the source, so a decoder computes it once in ``init_state`` and
+keeps it in its state rather than repeating it at every output step.
+
+* Bahdanau (additive, "concat"): ``score(q, m) = vᵀ tanh(W_q q + W_k m)``.
+* Luong dot: ``score(q, m) = qᵀ m`` (needs ``Hq == C``; no parameters).
+* Luong general: ``score(q, m) = qᵀ W m``; the keys are ``W m``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from rnnlab.nn.masking import masked_softmax
+
+
+class BahdanauAttention(nn.Module):
+    """Additive attention with an ``attention_size``-dimensional hidden layer."""
+
+    def __init__(self, *, query_size: int, memory_size: int, attention_size: int) -> None:
+        super().__init__()
+        self.key_layer = nn.Linear(memory_size, attention_size, bias=False)
+        self.query_layer = nn.Linear(query_size, attention_size, bias=False)
+        self.energy_layer = nn.Linear(attention_size, 1, bias=False)
+
+    def project_keys(self, memory: Tensor) -> Tensor:
+        """Memory (B, S, C) → keys (B, S, A)."""
+        return self.key_layer(memory)
+
+    def forward(
+        self, query: Tensor, keys: Tensor, memory: Tensor, memory_lengths: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Query (B, Q, Hq), keys (B, S, A), memory (B, S, C), lengths (B,) → context (B, Q, C), weights (B, Q, S)."""
+        projected = self.query_layer(query)  # (B, Q, A)
+        # (B, Q, 1, A) + (B, 1, S, A) → (B, Q, S, A) → (B, Q, S)
+        energies = torch.tanh(projected.unsqueeze(2) + keys.unsqueeze(1))
+        scores = self.energy_layer(energies).squeeze(-1)
+        weights = masked_softmax(scores, memory_lengths)  # (B, Q, S)
+        return torch.bmm(weights, memory), weights
+
+
+class LuongAttention(nn.Module):
+    """Multiplicative attention: ``method="dot"`` (no parameters) or ``"general"`` (a bilinear map)."""
+
+    def __init__(self, *, query_size: int, memory_size: int, method: str = "general") -> None:
+        super().__init__()
+        if method not in ("dot", "general"):
+            raise ValueError(f"unknown Luong attention method {method!r}; expected dot or general")
+        if method == "dot" and query_size != memory_size:
+            raise ValueError(
+                f"dot attention needs query and memory of one size (got {query_size} and "
+                f"{memory_size}); use luong_general"
+            )
+        self.method = method
+        self.key_layer = (
+            nn.Linear(memory_size, query_size, bias=False) if method == "general" else None
+        )
+
+    def project_keys(self, memory: Tensor) -> Tensor:
+        """Memory (B, S, C) → keys (B, S, Hq): ``W m`` for general, the memory itself for dot."""
+        return self.key_layer(memory) if self.key_layer is not None else memory
+
+    def forward(
+        self, query: Tensor, keys: Tensor, memory: Tensor, memory_lengths: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Query (B, Q, Hq), keys (B, S, Hq), memory (B, S, C), lengths (B,) → context (B, Q, C), weights (B, Q, S)."""
+        scores = torch.bmm(query, keys.transpose(1, 2))  # (B, Q, S)
+        weights = masked_softmax(scores, memory_lengths)
+        return torch.bmm(weights, memory), weights
+
+
+Attention = BahdanauAttention | LuongAttention

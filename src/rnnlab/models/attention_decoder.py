@@ -1,0 +1,261 @@
+"""Decoders that attend over the encoder outputs (Bahdanau et al. 2015; Luong et al. 2015).
+
+Both keep the encoder outputs (the *memory*), their key projection and the valid source lengths in
+the decoder state, so one ``init_state`` per sentence serves every later step, and ``select`` can
+drop or reorder batch rows for greedy and beam search.
+
+Bahdanau (additive attention): the previous top-layer state s_{t-1} is the query, so attention has
+to run *before* the recurrent step::
+
+    c_t = attend(s_{t-1});  s_t = RNN([e(y_{t-1}) ; c_t], s_{t-1});  o_t = tanh(W_o [s_t ; c_t ; e(y_{t-1})])
+
+Luong (multiplicative attention): the new state h_t is the query; the attentional state h̃_t is
+what predicts the next token, and with *input feeding* it is also fed into the next step::
+
+    h_t = RNN([e(y_{t-1}) ; h̃_{t-1}], h_{t-1});  c_t = attend(h_t);  h̃_t = tanh(W_c [c_t ; h_t])
+
+Speed: Bahdanau's recurrence needs c_t, and Luong's with input feeding needs h̃_{t-1}, so teacher
+forcing runs a Python loop of T single-step RNN calls. Luong *without* input feeding
+(``input_feed=False``) runs the RNN over the whole target in one fused call and attends for all T
+positions with one batched matmul — several times faster per batch, for usually somewhat lower BLEU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from rnnlab.models.attention import BahdanauAttention, LuongAttention
+from rnnlab.models.encoder import EncoderOutput
+from rnnlab.nn.factory import make_rnn
+from rnnlab.nn.state import RecurrentState, hidden_of, select_batch
+
+
+@dataclass
+class AttentionDecoderState:
+    hidden: RecurrentState
+    """(L, B, H), or a pair for LSTMs."""
+    memory: Tensor
+    """(B, S, C) encoder outputs."""
+    keys: Tensor
+    """(B, S, K) the attention's key projection of ``memory``, computed once per sentence."""
+    memory_lengths: Tensor
+    """(B,) valid source lengths; attention gives the positions after them zero weight."""
+    attentional: Tensor | None = None
+    """(B, H) the previous attentional state h̃ (Luong input feeding); None otherwise."""
+
+    def select(self, indices: Tensor) -> AttentionDecoderState:
+        """Keep batch rows ``indices`` (for finished sentences and beam reordering)."""
+        return AttentionDecoderState(
+            hidden=select_batch(self.hidden, indices),
+            memory=self.memory.index_select(0, indices),
+            keys=self.keys.index_select(0, indices),
+            memory_lengths=self.memory_lengths.index_select(0, indices),
+            attentional=(
+                self.attentional.index_select(0, indices) if self.attentional is not None else None
+            ),
+        )
+
+
+class AttentionDecoder(nn.Module):
+    """What the two attention decoders share: embeddings, the output layer, state set-up.
+
+    Subclasses implement ``forward_with_attention``; ``forward`` drops the weights so that the model's
+    teacher-forcing path is the same for every decoder.
+    """
+
+    attention: BahdanauAttention | LuongAttention
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        embed_size: int,
+        hidden_size: int,
+        embed_dropout: float,
+        padding_idx: int,
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_size, padding_idx=padding_idx)
+        self.embed_dropout = nn.Dropout(embed_dropout)
+        self.output_dropout = nn.Dropout(embed_dropout)
+        self.output = nn.Linear(hidden_size, vocab_size)
+        self.hidden_size = hidden_size
+
+    def init_state(
+        self, encoder_output: EncoderOutput, hidden: RecurrentState
+    ) -> AttentionDecoderState:
+        """Start from ``hidden`` (the encoder's final state, bridged if bidirectional)."""
+        memory = encoder_output.outputs  # (B, S, C)
+        return AttentionDecoderState(
+            hidden=hidden,
+            memory=memory,
+            keys=self.attention.project_keys(memory),
+            memory_lengths=encoder_output.lengths.to(memory.device),
+            attentional=self._initial_attentional(memory),
+        )
+
+    def _initial_attentional(self, memory: Tensor) -> Tensor | None:
+        return None
+
+    def forward_with_attention(
+        self, tgt_in: Tensor, state: AttentionDecoderState
+    ) -> tuple[Tensor, AttentionDecoderState, Tensor]:
+        """``tgt_in`` (B, T) → features (B, T, H), the next state, weights (B, T, S)."""
+        raise NotImplementedError
+
+    def forward(
+        self, tgt_in: Tensor, state: AttentionDecoderState
+    ) -> tuple[Tensor, AttentionDecoderState]:
+        """``tgt_in`` (B, T) ids → features (B, T, H) before the vocabulary projection."""
+        features, state, _ = self.forward_with_attention(tgt_in, state)
+        return features, state
+
+    def project(self, features: Tensor) -> Tensor:
+        """Features (…, H) → vocabulary logits (…, V)."""
+        return self.output(features)
+
+
+class BahdanauDecoder(AttentionDecoder):
+    """RNN decoder with additive attention queried by the previous state (Bahdanau et al. 2015)."""
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        embed_size: int,
+        hidden_size: int,
+        memory_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        embed_dropout: float = 0.0,
+        cell: str = "gru",
+        rnn_impl: str = "fused",
+        padding_idx: int = 0,
+    ) -> None:
+        super().__init__(
+            vocab_size=vocab_size,
+            embed_size=embed_size,
+            hidden_size=hidden_size,
+            embed_dropout=embed_dropout,
+            padding_idx=padding_idx,
+        )
+        self.attention = BahdanauAttention(
+            query_size=hidden_size, memory_size=memory_size, attention_size=hidden_size
+        )
+        self.rnn = make_rnn(
+            cell,
+            rnn_impl,
+            input_size=embed_size + memory_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            dropout=dropout,
+        )
+        # "Deep output": the prediction sees the state, the context and the previous word.
+        self.pre_output = nn.Linear(hidden_size + memory_size + embed_size, hidden_size)
+
+    def forward_with_attention(
+        self, tgt_in: Tensor, state: AttentionDecoderState
+    ) -> tuple[Tensor, AttentionDecoderState, Tensor]:
+        embedded = self.embed_dropout(self.embedding(tgt_in))  # (B, T, E)
+        hidden = state.hidden
+        features, weights = [], []
+        for t in range(tgt_in.size(1)):
+            query = hidden_of(hidden)[-1].unsqueeze(1)  # (B, 1, H): s_{t-1}, top layer
+            context, step_weights = self.attention(
+                query, state.keys, state.memory, state.memory_lengths
+            )  # (B, 1, C), (B, 1, S)
+            emb_t = embedded[:, t : t + 1]  # (B, 1, E)
+            output, hidden = self.rnn(torch.cat([emb_t, context], dim=-1), hidden)  # (B, 1, H)
+            features.append(torch.tanh(self.pre_output(torch.cat([output, context, emb_t], -1))))
+            weights.append(step_weights)
+        next_state = AttentionDecoderState(
+            hidden=hidden,
+            memory=state.memory,
+            keys=state.keys,
+            memory_lengths=state.memory_lengths,
+        )
+        return self.output_dropout(torch.cat(features, 1)), next_state, torch.cat(weights, 1)
+
+
+class LuongDecoder(AttentionDecoder):
+    """RNN decoder with dot or general attention queried by the new state (Luong et al. 2015)."""
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        embed_size: int,
+        hidden_size: int,
+        memory_size: int,
+        method: str = "general",
+        input_feed: bool = True,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        embed_dropout: float = 0.0,
+        cell: str = "gru",
+        rnn_impl: str = "fused",
+        padding_idx: int = 0,
+    ) -> None:
+        super().__init__(
+            vocab_size=vocab_size,
+            embed_size=embed_size,
+            hidden_size=hidden_size,
+            embed_dropout=embed_dropout,
+            padding_idx=padding_idx,
+        )
+        self.attention = LuongAttention(
+            query_size=hidden_size, memory_size=memory_size, method=method
+        )
+        self.input_feed = input_feed
+        self.rnn = make_rnn(
+            cell,
+            rnn_impl,
+            input_size=embed_size + (hidden_size if input_feed else 0),
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            dropout=dropout,
+        )
+        self.combine = nn.Linear(memory_size + hidden_size, hidden_size, bias=False)
+
+    def _initial_attentional(self, memory: Tensor) -> Tensor | None:
+        if not self.input_feed:
+            return None
+        return memory.new_zeros(memory.size(0), self.hidden_size)  # h̃_0 = 0
+
+    def _attend(self, outputs: Tensor, state: AttentionDecoderState) -> tuple[Tensor, Tensor]:
+        """RNN outputs (B, T, H) → attentional states h̃ (B, T, H) and weights (B, T, S)."""
+        context, weights = self.attention(outputs, state.keys, state.memory, state.memory_lengths)
+        return torch.tanh(self.combine(torch.cat([context, outputs], dim=-1))), weights
+
+    def forward_with_attention(
+        self, tgt_in: Tensor, state: AttentionDecoderState
+    ) -> tuple[Tensor, AttentionDecoderState, Tensor]:
+        embedded = self.embed_dropout(self.embedding(tgt_in))  # (B, T, E)
+        if not self.input_feed:
+            # One fused RNN call over all T, one batched attention: no Python loop.
+            outputs, hidden = self.rnn(embedded, state.hidden)  # (B, T, H)
+            attentional, weights = self._attend(outputs, state)
+            last = None
+        else:
+            hidden, last = state.hidden, state.attentional
+            assert last is not None
+            steps, weights_list = [], []
+            for t in range(tgt_in.size(1)):
+                rnn_in = torch.cat([embedded[:, t : t + 1], last.unsqueeze(1)], dim=-1)
+                output, hidden = self.rnn(rnn_in, hidden)  # (B, 1, H)
+                step, step_weights = self._attend(output, state)  # (B, 1, H), (B, 1, S)
+                last = step.squeeze(1)
+                steps.append(step)
+                weights_list.append(step_weights)
+            attentional, weights = torch.cat(steps, 1), torch.cat(weights_list, 1)
+        next_state = AttentionDecoderState(
+            hidden=hidden,
+            memory=state.memory,
+            keys=state.keys,
+            memory_lengths=state.memory_lengths,
+            attentional=last,
+        )
+        return self.output_dropout(attentional), next_state, weights

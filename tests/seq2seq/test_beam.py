@@ -1,0 +1,139 @@
+"""Beam search: beam 1 is greedy, scores are the model's log-probabilities, batching is invisible."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+
+import pytest
+import torch
+from reverse_task import BOS, EOS, reverse_batch, tiny_model, train_steps
+
+from rnnlab.decoding.beam import beam_search, beam_search_hypotheses, length_penalty
+from rnnlab.decoding.greedy import greedy_search
+
+DECODERS = ["none", "bahdanau", "luong_general"]
+
+
+@functools.cache
+def trained(attention: str):
+    """Briefly trained, so that outputs are neither degenerate nor perfect (ties are unlikely)."""
+    return train_steps(tiny_model(attention=attention), 60, seed=1)
+
+
+def sources(n: int = 12, seed: int = 5):
+    return reverse_batch(torch.Generator().manual_seed(seed), n, min_len=2, max_len=9)
+
+
+def beam(model, batch, **kwargs):
+    kwargs.setdefault("max_len", 14)
+    return beam_search_hypotheses(
+        model,
+        model.start(batch.src, batch.src_lengths),
+        batch_size=batch.src.size(0),
+        bos_id=BOS,
+        eos_id=EOS,
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("attention", DECODERS)
+@pytest.mark.parametrize("max_len", [14, 4])
+def test_beam_size_one_equals_greedy(attention, max_len):
+    model, batch = trained(attention), sources()
+    with torch.no_grad():
+        greedy = greedy_search(
+            model,
+            model.start(batch.src, batch.src_lengths),
+            batch_size=batch.src.size(0),
+            bos_id=BOS,
+            eos_id=EOS,
+            max_len=max_len,
+        )
+    hyps = beam(model, batch, beam_size=1, max_len=max_len)
+    assert [h[0].tokens for h in hyps] == greedy
+    assert any(len(g) < max_len for g in greedy), "some sentence should end with <eos>"
+
+
+def teacher_forced_log_prob(model, src, src_length, tokens: list[int], ended: bool) -> float:
+    """log P(tokens [+ <eos>] | src) by teacher forcing, one sentence."""
+    target = tokens + [EOS] if ended else tokens
+    tgt_in = torch.tensor([[BOS, *target[:-1]]])
+    with torch.no_grad():
+        features = model(src.unsqueeze(0), src_length.view(1), tgt_in)  # (1, T, H)
+        log_probs = torch.log_softmax(model.project(features), dim=-1)[0]  # (T, V)
+    return float(log_probs.gather(1, torch.tensor(target).unsqueeze(1)).sum())
+
+
+@pytest.mark.parametrize("attention", DECODERS)
+def test_best_score_is_the_teacher_forced_log_probability(attention):
+    model, batch = trained(attention), sources()
+    for row, hyps in enumerate(beam(model, batch, beam_size=4, n_best=4)):
+        for hyp in hyps:
+            ended = len(hyp.tokens) < 14
+            expected = teacher_forced_log_prob(
+                model, batch.src[row], batch.src_lengths[row], hyp.tokens, ended
+            )
+            assert hyp.score == pytest.approx(hyp.log_prob)  # alpha = 0
+            assert hyp.log_prob == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("attention", DECODERS)
+def test_batched_beam_equals_one_sentence_at_a_time(attention):
+    model, batch = trained(attention), sources(8)
+    together = beam(model, batch, beam_size=3, n_best=3, length_penalty_alpha=0.6)
+    for row, hyps in enumerate(together):
+        n = int(batch.src_lengths[row])  # no padding at all when alone
+        one = replace(
+            batch, src=batch.src[row : row + 1, :n], src_lengths=batch.src_lengths[row : row + 1]
+        )
+        alone = beam(model, one, beam_size=3, n_best=3, length_penalty_alpha=0.6)[0]
+        assert [h.tokens for h in alone] == [h.tokens for h in hyps]
+        for a, b in zip(alone, hyps, strict=True):
+            assert a.score == pytest.approx(b.score, abs=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_n_best_are_sorted_distinct_and_scored_with_the_length_penalty(alpha):
+    model, batch = trained("luong_general"), sources()
+    for hyps in beam(model, batch, beam_size=5, n_best=5, length_penalty_alpha=alpha):
+        assert len(hyps) == 5
+        scores = [h.score for h in hyps]
+        assert scores == sorted(scores, reverse=True)
+        assert len({tuple(h.tokens) for h in hyps}) == 5
+        for h in hyps:
+            size = len(h.tokens) + (1 if len(h.tokens) < 14 else 0)  # |Y| counts <eos>
+            assert h.score == pytest.approx(h.log_prob / length_penalty(size, alpha))
+
+
+def test_length_penalty_is_gnmt():
+    assert length_penalty(1, 0.0) == 1.0
+    assert length_penalty(1, 0.6) == 1.0
+    assert length_penalty(7, 1.0) == pytest.approx(2.0)
+    assert length_penalty(13, 0.5) == pytest.approx(3**0.5)
+
+
+def test_beam_search_returns_n_best_token_lists_within_max_len():
+    model, batch = trained("bahdanau"), sources(5)
+    out = beam_search(
+        model,
+        model.start(batch.src, batch.src_lengths),
+        batch_size=5,
+        beam_size=4,
+        n_best=2,
+        bos_id=BOS,
+        eos_id=EOS,
+        max_len=3,
+    )
+    assert len(out) == 5 and all(len(h) == 2 for h in out)
+    assert all(len(tokens) <= 3 and EOS not in tokens for h in out for tokens in h)
+
+
+def test_wider_beam_never_scores_worse_on_a_trained_model():
+    """Not a theorem for beam search, but on this tiny model wider beams find likelier outputs."""
+    model, batch = trained("none"), sources()
+    narrow = beam(model, batch, beam_size=1)
+    wide = beam(model, batch, beam_size=6)
+    better = [w[0].score >= n[0].score - 1e-6 for w, n in zip(wide, narrow, strict=True)]
+    assert all(better)
+    assert any(w[0].score > n[0].score + 1e-4 for w, n in zip(wide, narrow, strict=True))
