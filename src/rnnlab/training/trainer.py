@@ -50,6 +50,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def make_adam(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam with the fused kernel where PyTorch has one for the device (CPU and CUDA since 2.4).
+
+    The default for-loop Adam makes about ten passes over every parameter per step; the fused
+    kernel makes one. The saved state is the same, so checkpoints resume with either.
+    """
+    params = list(model.parameters())
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
 class MetricsLog:
     """``metrics.jsonl``: one JSON object per line, truncated to the checkpoint on resume."""
 
@@ -104,9 +117,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.device = device
         self.reporter = reporter or SilentReporter()
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
+        self.optimizer = make_adam(self.model, lr=config.lr, weight_decay=config.weight_decay)
         self.state = TrainerState()
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.carry: Any = None
