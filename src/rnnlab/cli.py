@@ -231,9 +231,42 @@ def _stdin_blocks(size: int) -> Iterator[list[str]]:
         yield block
 
 
-def cmd_translate(args: argparse.Namespace) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
+    from rnnlab.export.onnx import export_seq2seq
     from rnnlab.rundir import open_run
 
+    run = open_run(args.run, which=args.which, device="cpu", overrides=args.set)
+    if run.task.name != "seq2seq":
+        raise RnnlabError(
+            f"{args.run}: export supports seq2seq runs, this is a {run.task.name} run"
+        )
+    out = Path(args.out) if args.out else Path(args.run) / "export" / args.format
+    export_seq2seq(run.task, run.model, out)
+    print(out)
+    return 0
+
+
+def _translate_exported(args: argparse.Namespace) -> int:
+    """``rnnlab translate EXPORT_DIR``: ONNX Runtime, no model code (greedy only)."""
+    from rnnlab.export.runtime import OnnxTranslator
+
+    if (args.beam or 1) > 1 or args.n_best > 1:
+        raise RnnlabError(f"{args.run}: an exported model translates greedily (no --beam/--n-best)")
+    translator = OnnxTranslator(args.run)
+    size = max(args.batch_size or translator.batch_size, 1)
+    for block in _stdin_blocks(size * 8):
+        for text in translator.translate(block, max_len=args.max_len, batch_size=size):
+            print(text)
+        sys.stdout.flush()
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from rnnlab.export.onnx import is_export_dir
+    from rnnlab.rundir import open_run
+
+    if is_export_dir(args.run):
+        return _translate_exported(args)
     run = open_run(args.run, device=args.device, overrides=args.set)
     task = run.task
     if task.name != "seq2seq":
@@ -304,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     translate = sub.add_parser("translate", help="translate stdin to stdout, one line per line")
-    translate.add_argument("run")
+    translate.add_argument("run", help="a run directory, or a folder written by rnnlab export")
     translate.add_argument("--batch-size", type=int, default=None)
     translate.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy)")
     translate.add_argument(
@@ -314,6 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--device", default="auto")
     translate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     translate.set_defaults(func=cmd_translate)
+
+    export = sub.add_parser(
+        "export", help="export a trained translator for inference outside rnnlab"
+    )
+    export.add_argument("run")
+    export.add_argument("--format", choices=["onnx"], default="onnx")
+    export.add_argument("--out", help="output folder (default RUN/export/FORMAT)")
+    export.add_argument("--which", choices=["best", "last"], default="best")
+    export.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    export.set_defaults(func=cmd_export)
     return parser
 
 
