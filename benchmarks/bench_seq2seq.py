@@ -12,6 +12,7 @@ shared machine.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
 import itertools
 import json
@@ -88,7 +89,7 @@ CONFIGS: dict[str, BenchConfig] = {
         num_steps=10,
         pairs=20_000,
         lr=0.001,
-        window_steps=6,
+        window_steps=4,
     ),
 }
 QUICK = dict(
@@ -209,7 +210,9 @@ def train_figures(systems: Systems, peak_gflops: float) -> dict[str, Any]:
             tgt += systems.trainer._train_step(batch)
         seconds = time.perf_counter() - started
         if record:
-            counted["rnnlab"] = [a + b for a, b in zip(counted["rnnlab"], (src, tgt, seconds))]
+            counted["rnnlab"] = [
+                a + b for a, b in zip(counted["rnnlab"], (src, tgt, seconds), strict=True)
+            ]
         return tgt, seconds
 
     def textbook_window(steps: int, record: bool = True) -> tuple[float, float]:
@@ -221,7 +224,9 @@ def train_figures(systems: Systems, peak_gflops: float) -> dict[str, Any]:
             tgt += systems.textbook.step(batch)
         seconds = time.perf_counter() - started
         if record:
-            counted["textbook"] = [a + b for a, b in zip(counted["textbook"], (src, tgt, seconds))]
+            counted["textbook"] = [
+                a + b for a, b in zip(counted["textbook"], (src, tgt, seconds), strict=True)
+            ]
         return tgt, seconds
 
     rnnlab_window(spec.warmup_steps, record=False)
@@ -353,6 +358,10 @@ def memory_figure(name: str, system: str, quick: bool, data: str) -> dict[str, A
     spec = config_for(name, quick)
     with tempfile.TemporaryDirectory() as workdir:
         systems = build_systems(spec, Path(workdir), data=data)
+        # Both systems are built (they share the data pipeline); only the measured one runs.
+        gc.collect()
+        setup_rss = harness.phase_peak_rss_mb()
+        harness.reset_peak_rss()
         steps = 5
         if system == "rnnlab":
             batches = rnnlab_batches(systems.task)
@@ -376,7 +385,14 @@ def memory_figure(name: str, system: str, quick: bool, data: str) -> dict[str, A
                     bos_id=task.tgt_vocab.bos_id,
                     eos_id=task.tgt_vocab.eos_id,
                 )
-    return {"system": system, "config": name, "peak_rss_mb": harness.peak_rss_mb()}
+        phase = harness.phase_peak_rss_mb()
+    return {
+        "system": system,
+        "config": name,
+        "peak_rss_mb": phase,
+        "setup_peak_rss_mb": setup_rss,
+        "process_peak_rss_mb": harness.peak_rss_mb(),
+    }
 
 
 def run_config(name: str, *, quick: bool, data: str) -> dict[str, Any]:

@@ -46,6 +46,28 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def reset_peak_rss() -> bool:
+    """Start a new peak-RSS measurement (Linux: writing 5 to clear_refs resets VmHWM)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def phase_peak_rss_mb() -> float:
+    """Peak resident memory since ``reset_peak_rss`` (VmHWM), else since the process started."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return peak_rss_mb()
+
+
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
     """Median float32 GFLOP/s of a large ``torch.matmul`` at the current thread count."""
     a = torch.randn(size, size)

@@ -111,7 +111,9 @@ def test_greedy_translations_identical(trained):
     task, model, export = trained
     sentences = [line.split("\t")[0] for line in reverse_pairs(60, 2)]
     eager = task.translate(model, sentences, CPU, beam_size=1)
-    assert sum(e == " ".join(reversed(s.split())) for e, s in zip(eager, sentences)) > 20
+    assert (
+        sum(e == " ".join(reversed(s.split())) for e, s in zip(eager, sentences, strict=True)) > 20
+    )
     assert OnnxTranslator(export).translate(sentences) == eager
 
 

@@ -97,11 +97,13 @@ class OnnxTranslator:
             if active.size == 0:
                 break
             feed = {"tokens": tokens}
-            feed.update({spec["input"]: value for spec, value in zip(self.state, state)})
+            feed.update(
+                {spec["input"]: value for spec, value in zip(self.state, state, strict=True)}
+            )
             log_probs, *state = self.step.run(None, feed)
             tokens = log_probs.argmax(axis=-1).astype(np.int64)
             finished = tokens == self.eos_id
-            for row, token in zip(active.tolist(), tokens.tolist()):
+            for row, token in zip(active.tolist(), tokens.tolist(), strict=True):
                 if token != self.eos_id:
                     outputs[row].append(token)
             if finished.any():
@@ -109,7 +111,7 @@ class OnnxTranslator:
                 active, tokens = active[keep], tokens[keep]
                 state = [
                     np.take(value, keep, axis=spec["batch_axis"])
-                    for spec, value in zip(self.state, state)
+                    for spec, value in zip(self.state, state, strict=True)
                 ]
         return outputs
 
@@ -123,7 +125,9 @@ class OnnxTranslator:
         results: list[list[int]] = [[] for _ in sources]
         for start in range(0, len(order), batch_size):
             ids = order[start : start + batch_size]
-            for i, hyp in zip(ids, self.greedy_batch([sources[i] for i in ids], max_len)):
+            for i, hyp in zip(
+                ids, self.greedy_batch([sources[i] for i in ids], max_len), strict=True
+            ):
                 results[i] = hyp
         return results
 
@@ -132,7 +136,7 @@ class OnnxTranslator:
         keep = [i for i, s in enumerate(sentences) if s.strip()]
         decoded = self.translate_ids([self.encode_source(sentences[i]) for i in keep], **kwargs)
         out = [""] * len(sentences)
-        for i, ids in zip(keep, decoded):
+        for i, ids in zip(keep, decoded, strict=True):
             out[i] = self.detokenize(ids)
         return out
 
