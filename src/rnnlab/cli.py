@@ -67,7 +67,60 @@ def _set_threads(config: Any) -> None:
         torch.set_num_threads(config.train.num_threads)
 
 
+def _relaunch_with_torchrun(argv: list[str], nproc: int) -> int:
+    """``rnnlab train --nproc N …`` is ``torchrun --standalone --nproc_per_node N -m rnnlab train …``."""
+    import subprocess
+
+    kept: list[str] = []
+    skip = False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            kept.append(item)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node", str(nproc), "-m", "rnnlab", *kept]
+    return subprocess.call(command)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    from rnnlab.training.distributed import init_from_env, launched_by_torchrun, shutdown
+
+    if args.nproc > 1 and not launched_by_torchrun():
+        return _relaunch_with_torchrun(args.argv, args.nproc)
+    config_device = _peek_device(args)
+    distributed = init_from_env(config_device)
+    try:
+        return _train(args, distributed)
+    finally:
+        shutdown(distributed)
+
+
+def _peek_device(args: argparse.Namespace) -> str:
+    """The device type a run will use, needed to pick the process-group backend before anything."""
+    import torch
+
+    from rnnlab.config import apply_overrides, read_yaml
+
+    data: dict[str, Any] = {}
+    if args.resume:
+        data = read_yaml(Path(args.resume) / "config.yaml")
+    elif args.config:
+        data = read_yaml(args.config)
+    data = apply_overrides(data, list(args.set))
+    name = str((data.get("train") or {}).get("device", "auto"))
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name).type
+
+
+def _train(args: argparse.Namespace, distributed: Any) -> int:
+    import atexit
+    import shutil
+    import tempfile
+
     import torch
 
     from rnnlab.config import load_config
@@ -77,10 +130,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     reporter = ConsoleReporter()
     if args.resume:
+        # Every rank reads the run directory (on several machines: a shared filesystem).
         run_dir = Path(args.resume)
         config = read_run_config(run_dir, args.set)
         task = task_class(config.task)(config, run_dir)
         task.prepare_resume()
+    elif not distributed.is_main:
+        # Other ranks build the same vocabularies from the same data, in a private directory:
+        # only rank 0 writes the run directory.
+        config = load_config(task_class(args.task).config_class, args.config, args.set)
+        run_dir = Path(tempfile.mkdtemp(prefix=f"rnnlab-rank{distributed.rank}-"))
+        atexit.register(shutil.rmtree, run_dir, ignore_errors=True)
+        task = task_class(config.task)(config, run_dir)
+        task.prepare_training()
     else:
         if not args.task or not args.out:
             raise RnnlabError("train needs a TASK and --out RUN (or --resume RUN)")
@@ -96,8 +158,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     _set_threads(config)
     torch.manual_seed(config.seed)
     model = task.build_model()
-    reporter.message(describe(model))
     device = resolve_device(config.train.device)
+    if distributed.enabled and device.type == "cuda":
+        device = torch.device("cuda", distributed.local_rank)
+    if distributed.is_main:
+        reporter.message(describe(model))
+        if distributed.enabled:
+            reporter.message(f"{distributed.world_size} processes, global batch split across them")
     trainer = Trainer(
         task=task,
         model=model,
@@ -105,11 +172,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir=run_dir,
         device=device,
         reporter=reporter,
+        distributed=distributed,
     )
     if args.resume:
         trainer.load_checkpoint()
         reporter.message(f"resuming {run_dir} at step {trainer.state.step}")
     state = trainer.fit()
+    if not distributed.is_main:
+        return 0
     best = state.best_metric
     reporter.message(
         f"done: {state.step} steps, best {task.primary_metric}="
@@ -178,9 +248,42 @@ def _stdin_blocks(size: int) -> Iterator[list[str]]:
         yield block
 
 
-def cmd_translate(args: argparse.Namespace) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
+    from rnnlab.export.onnx import export_seq2seq
     from rnnlab.rundir import open_run
 
+    run = open_run(args.run, which=args.which, device="cpu", overrides=args.set)
+    if run.task.name != "seq2seq":
+        raise RnnlabError(
+            f"{args.run}: export supports seq2seq runs, this is a {run.task.name} run"
+        )
+    out = Path(args.out) if args.out else Path(args.run) / "export" / args.format
+    export_seq2seq(run.task, run.model, out)
+    print(out)
+    return 0
+
+
+def _translate_exported(args: argparse.Namespace) -> int:
+    """``rnnlab translate EXPORT_DIR``: ONNX Runtime, no model code (greedy only)."""
+    from rnnlab.export.runtime import OnnxTranslator
+
+    if (args.beam or 1) > 1 or args.n_best > 1:
+        raise RnnlabError(f"{args.run}: an exported model translates greedily (no --beam/--n-best)")
+    translator = OnnxTranslator(args.run)
+    size = max(args.batch_size or translator.batch_size, 1)
+    for block in _stdin_blocks(size * 8):
+        for text in translator.translate(block, max_len=args.max_len, batch_size=size):
+            print(text)
+        sys.stdout.flush()
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from rnnlab.export.onnx import is_export_dir
+    from rnnlab.rundir import open_run
+
+    if is_export_dir(args.run):
+        return _translate_exported(args)
     run = open_run(args.run, device=args.device, overrides=args.set)
     task = run.task
     if task.name != "seq2seq":
@@ -324,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN", help="continue training a run directory")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     train.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="data-parallel processes on this machine (re-launches through torchrun)",
+    )
+    train.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
     )
     train.set_defaults(func=cmd_train)
@@ -343,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     translate = sub.add_parser("translate", help="translate stdin to stdout, one line per line")
-    translate.add_argument("run")
+    translate.add_argument("run", help="a run directory, or a folder written by rnnlab export")
     translate.add_argument("--batch-size", type=int, default=None)
     translate.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy)")
     translate.add_argument(
@@ -393,12 +503,23 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--device", default="auto")
     tag.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     tag.set_defaults(func=cmd_tag)
+
+    export = sub.add_parser(
+        "export", help="export a trained translator for inference outside rnnlab"
+    )
+    export.add_argument("run")
+    export.add_argument("--format", choices=["onnx"], default="onnx")
+    export.add_argument("--out", help="output folder (default RUN/export/FORMAT)")
+    export.add_argument("--which", choices=["best", "last"], default="best")
+    export.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    export.set_defaults(func=cmd_export)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         return int(args.func(args) or 0)
     except RnnlabError as exc:

@@ -27,6 +27,7 @@ from torch import nn
 from rnnlab.config import TrainConfig
 from rnnlab.tasks.base import Task
 from rnnlab.training import checkpoint as ckpt
+from rnnlab.training.distributed import SINGLE, DistributedContext, wrap_loss
 from rnnlab.training.reporting import Reporter, SilentReporter
 
 
@@ -48,6 +49,19 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def make_adam(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam with the fused kernel where PyTorch has one for the device (CPU and CUDA since 2.4).
+
+    The default for-loop Adam makes about ten passes over every parameter per step; the fused
+    kernel makes one. The saved state is the same, so checkpoints resume with either.
+    """
+    params = list(model.parameters())
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
 class MetricsLog:
@@ -97,16 +111,18 @@ class Trainer:
         run_dir: Path,
         device: torch.device,
         reporter: Reporter | None = None,
+        distributed: DistributedContext = SINGLE,
     ) -> None:
         self.task = task
         self.model = model.to(device)
         self.config = config
         self.run_dir = Path(run_dir)
         self.device = device
-        self.reporter = reporter or SilentReporter()
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
+        self.distributed = distributed
+        # Only rank 0 speaks; the others train silently (see rnnlab.training.distributed).
+        self.reporter = (reporter or SilentReporter()) if distributed.is_main else SilentReporter()
+        self.loss_fn = wrap_loss(task, self.model, distributed, device)
+        self.optimizer = make_adam(self.model, lr=config.lr, weight_decay=config.weight_decay)
         self.state = TrainerState()
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.carry: Any = None
@@ -130,6 +146,8 @@ class Trainer:
         return meta, tensors
 
     def save_checkpoint(self) -> None:
+        if not self.distributed.is_main:
+            return
         meta, tensors = self._trainer_tensors()
         model_meta = {**self.task.model_meta(), "step": self.state.step}
         ckpt.save_last(self.run_dir, self.model, model_meta, meta, tensors)
@@ -156,26 +174,67 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def _record(self, record: dict[str, Any]) -> None:
+        if not self.distributed.is_main:
+            return
         self.metrics.append(record)
         self.reporter.record(record)
 
     def _train_step(self, batch: Any) -> int:
+        """One optimizer step on a global batch; returns its number of valid tokens."""
         self.model.train()
-        out = self.task.batch_loss(self.model, batch.to(self.device), self.carry)
+        dist = self.distributed
+        local, has_rows = dist.shard(batch)
+        out = self.loss_fn(local.to(self.device), self.carry)
         self.carry = out.carry
-        loss = out.loss_sum / max(out.num_tokens, 1)
+        loss_sum, num_tokens = out.loss_sum, out.num_tokens
+        if dist.enabled:
+            if not has_rows:
+                loss_sum, num_tokens = loss_sum * 0.0, 0
+            totals = torch.tensor(
+                [float(loss_sum.detach()), float(num_tokens)], dtype=torch.float64
+            )
+            global_loss, global_tokens = dist.all_reduce_sum(totals.to(self.device)).tolist()
+            num_tokens = int(global_tokens)
+            # DDP averages gradients over ranks; × world_size turns that into the global sum.
+            loss = loss_sum * (dist.world_size / max(num_tokens, 1))
+        else:
+            global_loss = float(loss_sum.detach())
+            loss = loss_sum / max(num_tokens, 1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.clip_norm > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
         self.optimizer.step()
         self.state.step += 1
-        self.state.window_loss += float(out.loss_sum.detach())
-        self.state.window_tokens += out.num_tokens
-        return out.num_tokens
+        self.state.window_loss += global_loss
+        self.state.window_tokens += num_tokens
+        return num_tokens
+
+    def _out_of_time(self) -> bool:
+        over = (
+            self.config.max_minutes > 0 and self.state.train_seconds >= self.config.max_minutes * 60
+        )
+        if self.distributed.enabled:
+            # Ranks' clocks differ; all must stop at the same step or the next all-reduce hangs.
+            flag = torch.tensor([1.0 if over else 0.0], device=self.device)
+            over = bool(self.distributed.all_reduce_max(flag).item() > 0)
+        return over
 
     def _validate_and_checkpoint(self, epoch: float) -> bool:
-        """Validate, keep the best weights, adjust the schedule; True when training should stop."""
+        """Validate, keep the best weights, adjust the schedule; True when training should stop.
+
+        In a distributed run rank 0 does all of it while the others wait, then shares its decisions.
+        """
+        dist = self.distributed
+        stop = self._validate_on_main(epoch) if dist.is_main else False
+        if dist.enabled:
+            dist.barrier()
+            stop, lr = dist.broadcast((stop, self.optimizer.param_groups[0]["lr"]))
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        return stop
+
+    def _validate_on_main(self, epoch: float) -> bool:
         metrics: dict[str, float] = {}
         if self.task.has_validation():
             metrics = self.task.validate(self.model, self.device)
@@ -255,7 +314,7 @@ class Trainer:
                         stop = self._validate_and_checkpoint(epoch_pos)
                     if cfg.max_steps > 0 and self.state.step >= cfg.max_steps:
                         stop = True
-                    if cfg.max_minutes > 0 and self.state.train_seconds >= cfg.max_minutes * 60:
+                    if self._out_of_time():
                         # A time budget ends the run for good: validate so best/ reflects it.
                         self._validate_and_checkpoint(epoch_pos)
                         stop = True
@@ -268,7 +327,7 @@ class Trainer:
                     self.carry = None
                     if cfg.valid_every == 0:
                         stop = self._validate_and_checkpoint(float(self.state.epoch)) or stop
-            if not (self.run_dir / "best").exists():
+            if self.distributed.is_main and not (self.run_dir / "best").exists():
                 ckpt.save_model(
                     self.run_dir / "best",
                     self.model,

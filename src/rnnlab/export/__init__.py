@@ -1,0 +1,1 @@
+"""Inference outside the training code: ONNX export and a torch-free runtime."""

@@ -1,0 +1,157 @@
+"""Data-parallel training over several processes (``torchrun`` or ``rnnlab train --nproc N``).
+
+Every process builds the same model and the same *global* batches (a pure function of the seed and
+the epoch) and trains on its shard of each one, so the global batch size stays ``train.batch_size``
+whatever the number of processes::
+
+    global batch b (rows sorted by length within a bucket)
+        rows 0 2 4 …  → rank 0          (strided, so both shards get similar lengths)
+        rows 1 3 5 …  → rank 1
+
+The loss is normalised by the *global* number of valid target tokens (one all-reduce of the count per
+step), and DistributedDataParallel averages gradients over the W processes, so multiplying each
+process's loss by W gives exactly the single-process gradient of the per-token mean:
+
+    Σ_r ∇ (W · loss_sum_r / N_global) / W  =  ∇ (Σ_r loss_sum_r) / N_global
+
+Only rank 0 writes checkpoints, metrics and logs and runs validation; the others wait at a barrier and
+then receive its decisions (stop, learning rate). Checkpoints count global batches, so a run resumes
+with the same or a different number of processes. Backends: gloo on CPU, NCCL on CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process stands in a (possibly one-process) training job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # -- collectives (no-ops in a single process) ----------------------------------------------
+    def all_reduce_sum(self, values: Tensor) -> Tensor:
+        if self.enabled:
+            dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return values
+
+    def all_reduce_max(self, values: Tensor) -> Tensor:
+        if self.enabled:
+            dist.all_reduce(values, op=dist.ReduceOp.MAX)
+        return values
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` on every rank (any picklable object)."""
+        if not self.enabled:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    # -- data --------------------------------------------------------------------------------------
+    def shard(self, batch: Any) -> tuple[Any, bool]:
+        """This rank's rows of a global batch, and whether it has any.
+
+        A batch smaller than the world leaves some ranks without rows; they still run a step (DDP
+        needs every rank in every all-reduce) on row 0 with their loss weighted by zero.
+        """
+        if not self.enabled:
+            return batch, True
+        rows = _batch_rows(batch)
+        if self.rank >= rows:
+            return _take_rows(batch, slice(0, 1)), False
+        return _take_rows(batch, slice(self.rank, None, self.world_size)), True
+
+
+SINGLE = DistributedContext()
+
+
+def _batch_rows(batch: Any) -> int:
+    for f in fields(batch):
+        value = getattr(batch, f.name)
+        if isinstance(value, Tensor) and value.dim() > 0:
+            return int(value.size(0))
+    raise ValueError(f"{type(batch).__name__} has no batch-major tensor to shard")
+
+
+def _take_rows(batch: Any, rows: slice) -> Any:
+    """Slice dim 0 of every tensor field (every rnnlab batch is batch-major)."""
+    if hasattr(batch, "shard_rows"):
+        return batch.shard_rows(rows)
+    values = {}
+    for f in fields(batch):
+        value = getattr(batch, f.name)
+        values[f.name] = value[rows] if isinstance(value, Tensor) and value.dim() > 0 else value
+    return type(batch)(**values)
+
+
+def launched_by_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_from_env(device_type: str) -> DistributedContext:
+    """Join the process group described by torchrun's environment (a no-op without one)."""
+    if not launched_by_torchrun():
+        return SINGLE
+    rank = int(os.environ["RANK"])
+    world_size = int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def shutdown(context: DistributedContext) -> None:
+    if context.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class TaskLoss(nn.Module):
+    """``task.batch_loss`` as a module, so that DDP's forward covers the whole loss computation.
+
+    Tasks call model methods other than ``forward`` (``project``); wrapping the model itself in DDP
+    would hide them, wrapping the loss keeps every task unchanged.
+    """
+
+    def __init__(self, task: Any, model: nn.Module) -> None:
+        super().__init__()
+        self.task = task
+        self.model = model
+
+    def forward(self, batch: Any, carry: Any = None) -> Any:
+        return self.task.batch_loss(self.model, batch, carry)
+
+
+def wrap_loss(task: Any, model: nn.Module, context: DistributedContext, device: torch.device):
+    """A callable ``(batch, carry) → LossOutput`` that synchronises gradients across ranks."""
+    loss = TaskLoss(task, model)
+    if not context.enabled:
+        return loss
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(loss, device_ids=device_ids)

@@ -1,0 +1,66 @@
+"""Training and decoding on CUDA (``pytest -m gpu``; skipped where no GPU is present)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from rnnlab.config import from_dict
+from rnnlab.tasks.seq2seq import Seq2SeqConfig, Seq2SeqTask
+from rnnlab.training.trainer import Trainer
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+]
+
+
+def _task(tmp_path, cell: str) -> Seq2SeqTask:
+    rng = random.Random(0)
+    lines = []
+    for _ in range(256):
+        words = [rng.choice("abcdefgh") for _ in range(rng.randint(1, 6))]
+        lines.append(" ".join(words) + "\t" + " ".join(reversed(words)))
+    (tmp_path / "train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = from_dict(
+        Seq2SeqConfig,
+        {
+            "task": "seq2seq",
+            "data": {
+                "train": str(tmp_path / "train.tsv"),
+                "valid": "",
+                "min_freq": 1,
+                "preprocess": "none",
+            },
+            "model": {"cell": cell, "embed_size": 16, "hidden_size": 32, "dropout": 0.0},
+            "train": {
+                "epochs": 50,
+                "max_steps": 40,
+                "batch_size": 32,
+                "lr": 0.01,
+                "device": "cuda",
+            },
+        },
+    )
+    task = Seq2SeqTask(config, tmp_path)
+    task.prepare_training()
+    return task
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_training_and_greedy_decoding_on_cuda_match_cpu(tmp_path, cell):
+    task = _task(tmp_path, cell)
+    torch.manual_seed(0)
+    model = task.build_model()
+    cuda = torch.device("cuda")
+    state = Trainer(
+        task=task, model=model, config=task.config.train, run_dir=tmp_path, device=cuda
+    ).fit()
+    assert state.step == 40
+    assert next(model.parameters()).is_cuda
+    sentences = ["a b c", "h g f e", "d"]
+    on_gpu = task.translate(model, sentences, cuda, beam_size=1)
+    on_cpu = task.translate(model.to("cpu"), sentences, torch.device("cpu"), beam_size=1)
+    assert on_gpu == on_cpu
