@@ -31,4 +31,6 @@ def describe(module: nn.Module) -> str:
 
     rule = "-" * (name_w + shape_w + count_w + 4)
     body = [line(*c) for c in cells]
-    return "\n".join([type(module).__name__, line(*header), rule, *body, rule, line("total", "", total)])
+    return "\n".join(
+        [type(module).__name__, line(*header), rule, *body, rule, line("total", "", total)]
+    )

@@ -89,7 +89,9 @@ class _RecurrentStack(nn.Module):
                     if shape is None:
                         names.append(None)
                         continue
-                    self.register_parameter(stem + suffix, nn.Parameter(torch.empty(shape, **factory)))
+                    self.register_parameter(
+                        stem + suffix, nn.Parameter(torch.empty(shape, **factory))
+                    )
                     names.append(stem + suffix)
                 self._direction_names.append(names)
         self.reset_parameters()
@@ -136,7 +138,9 @@ class _RecurrentStack(nn.Module):
         ]
 
     def _params(self, index: int) -> list[Tensor | None]:
-        return [None if name is None else getattr(self, name) for name in self._direction_names[index]]
+        return [
+            None if name is None else getattr(self, name) for name in self._direction_names[index]
+        ]
 
     def _state_sizes(self) -> list[int]:
         sizes = [self.output_size]

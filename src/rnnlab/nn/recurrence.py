@@ -143,7 +143,9 @@ class _PeepholeLSTM(Function):
         out, h_n, c_n, h_prev, c_prev, cells, tanh_cells = lstm_loops.PEEPHOLE_FORWARD(
             xw, h0, c0, w_hh.t(), w_ci, w_cf, w_co, s.batch_sizes, s.offsets, s.reverse
         )
-        ctx.save_for_backward(x, w_ih, w_hh, w_ci, w_cf, w_co, xw, h_prev, c_prev, cells, tanh_cells)
+        ctx.save_for_backward(
+            x, w_ih, w_hh, w_ci, w_cf, w_co, xw, h_prev, c_prev, cells, tanh_cells
+        )
         ctx.schedule = schedule
         return out, h_n, c_n
 
