@@ -23,13 +23,15 @@ def test_rows_match_named_parameters(module):
     assert [(name, shape) for name, shape, _ in rows] == [
         (name, tuple(p.shape)) for name, p in module.named_parameters()
     ]
-    assert all(count == p.numel() for (_, _, count), p in zip(rows, module.parameters(), strict=True))
+    assert all(
+        count == p.numel() for (_, _, count), p in zip(rows, module.parameters(), strict=True)
+    )
     total = sum(p.numel() for p in module.parameters())
     text = rl.describe(module)
     lines = text.splitlines()
     assert lines[-1].split()[0] == "total"
     assert int(lines[-1].split()[-1].replace(",", "")) == total
-    for name, shape, count in rows:
+    for name, _, count in rows:
         assert any(line.split()[0] == name and f"{count:,}" in line for line in lines)
 
 

@@ -93,7 +93,9 @@ def assert_same(reference_run, ours_run, tol: float) -> None:
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_layer_matches_torch(kind, num_layers, bidirectional, batch_first, with_state, layout, dtype):
+def test_layer_matches_torch(
+    kind, num_layers, bidirectional, batch_first, with_state, layout, dtype
+):
     reference, ours = make_pair(
         kind, dtype, num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first
     )
@@ -213,7 +215,9 @@ def test_default_init_is_uniform_like_torch(kind):
     for p in ours.parameters():
         assert p.abs().max() <= bound
     values = torch.cat([p.detach().flatten() for p in ours.parameters()])
-    torch.testing.assert_close(values.std(), torch.tensor(bound / 3**0.5), atol=0.02 * bound, rtol=0)
+    torch.testing.assert_close(
+        values.std(), torch.tensor(bound / 3**0.5), atol=0.02 * bound, rtol=0
+    )
     assert abs(values.mean()) < 0.02 * bound
 
 

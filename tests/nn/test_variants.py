@@ -38,7 +38,9 @@ def test_layer_gradcheck(variant):
 
     def run(x, h0, c0, *params):
         packed = pack_padded_sequence(x, torch.tensor(LENGTHS), enforce_sorted=False)
-        out, (h_n, c_n) = functional_call(module, dict(zip(names, params)), (packed, (h0, c0)))
+        out, (h_n, c_n) = functional_call(
+            module, dict(zip(names, params, strict=True)), (packed, (h0, c0))
+        )
         return out.data, h_n, c_n
 
     assert torch.autograd.gradcheck(run, (x, h0, c0, *params))
@@ -54,7 +56,7 @@ def test_cell_gradcheck(variant):
     params = [p.detach().clone().requires_grad_() for p in cell.parameters()]
 
     def run(x, h, c, *params):
-        return functional_call(cell, dict(zip(names, params)), (x, (h, c)))
+        return functional_call(cell, dict(zip(names, params, strict=True)), (x, (h, c)))
 
     assert torch.autograd.gradcheck(run, (x, h, c, *params))
 
@@ -73,7 +75,9 @@ def test_coupled_step_by_hand():
                 torch.tensor([[0.5], [-1.0], [0.0], [2.0], [0.0], [0.0]], dtype=F64)
             )  # blocks f, g, o
             getattr(module, "weight_hh" + suffix).zero_()
-            getattr(module, "bias_ih" + suffix).copy_(torch.tensor([0.3, -0.2, 0.7, 0.1, 1.5, -0.4], dtype=F64))
+            getattr(module, "bias_ih" + suffix).copy_(
+                torch.tensor([0.3, -0.2, 0.7, 0.1, 1.5, -0.4], dtype=F64)
+            )
             getattr(module, "bias_hh" + suffix).zero_()
     x, c0 = 0.8, [0.6, -1.1]
     f = [_sigmoid(0.5 * x + 0.3), _sigmoid(-1.0 * x - 0.2)]
@@ -182,7 +186,9 @@ def test_packed_layer_equals_unrolled_cells(variant, bidirectional):
     layer = layer_cls(INPUT, HIDDEN, num_layers=2, bidirectional=bidirectional).to(F64)
     x = torch.randn(max(LENGTHS), len(LENGTHS), INPUT, dtype=F64, requires_grad=True)
     h0, c0 = _states(layer, len(LENGTHS), seed=5)
-    out, (h_n, c_n) = layer(pack_padded_sequence(x, torch.tensor(LENGTHS), enforce_sorted=False), (h0, c0))
+    out, (h_n, c_n) = layer(
+        pack_padded_sequence(x, torch.tensor(LENGTHS), enforce_sorted=False), (h0, c0)
+    )
     padded, _ = pad_packed_sequence(out)  # (T, B, D·H)
     expected_out, expected_h, expected_c = _unrolled(layer, x, LENGTHS, h0, c0)
     for b, length in enumerate(LENGTHS):
@@ -203,7 +209,11 @@ def test_variant_shapes():
     coupled = rl.CoupledLSTM(4, 8, num_layers=2, bidirectional=True)
     assert coupled.weight_ih_l0.shape == (24, 4) and coupled.weight_hh_l1_reverse.shape == (24, 8)
     peephole = rl.PeepholeLSTM(4, 8)
-    assert {n for n, _ in peephole.named_parameters()} >= {"weight_ci_l0", "weight_cf_l0", "weight_co_l0"}
+    assert {n for n, _ in peephole.named_parameters()} >= {
+        "weight_ci_l0",
+        "weight_cf_l0",
+        "weight_co_l0",
+    }
     assert peephole.weight_co_l0.shape == (8,)
     with pytest.raises(ValueError, match="proj_size"):
         rl.PeepholeLSTM(4, 8, proj_size=2)

@@ -111,20 +111,21 @@ class _LSTM(Function):
         xw = _project(x, w_ih, _folded_bias(b_ih, b_hh))
         s = schedule
         w_hr_t = None if w_hr is None else w_hr.t()
-        out, h_n, c_n, h_prev, c_prev, tanh_cells, unprojected = lstm_loops.LSTM_FORWARD(
-            xw, h0, c0, w_hh.t(), w_hr_t, s.batch_sizes, s.offsets, s.reverse
+        keep = any(ctx.needs_input_grad)
+        out, h_n, c_n, h_prev, local, unprojected = lstm_loops.LSTM_FORWARD(
+            xw, h0, c0, w_hh.t(), w_hr_t, s.batch_sizes, s.offsets, s.reverse, keep
         )
-        ctx.save_for_backward(x, w_ih, w_hh, w_hr, xw, h_prev, c_prev, tanh_cells, unprojected)
+        ctx.save_for_backward(x, w_ih, w_hh, w_hr, xw, h_prev, local, unprojected)
         ctx.schedule = schedule
         return out, h_n, c_n
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out, grad_h_n, grad_c_n):
-        x, w_ih, w_hh, w_hr, gates, h_prev, c_prev, tanh_cells, unprojected = ctx.saved_tensors
+        x, w_ih, w_hh, w_hr, gates, h_prev, local, unprojected = ctx.saved_tensors
         s, needs = ctx.schedule, ctx.needs_input_grad
         d_gates, grad_h0, grad_c0, d_out_total = lstm_loops.LSTM_BACKWARD(
-            grad_out, grad_h_n, grad_c_n, gates, c_prev, tanh_cells, w_hh, w_hr,
+            grad_out, grad_h_n, grad_c_n, gates, local, w_hh, w_hr,
             s.batch_sizes, s.offsets, s.reverse,
         )  # fmt: skip
         grad_x, grad_w_ih = _input_grads((needs[0], needs[3]), d_gates, x, w_ih)
