@@ -12,12 +12,15 @@ from rnnlab.models.crf import LinearChainCRF
 
 @torch.no_grad()
 def brute_force(crf: LinearChainCRF, emissions: torch.Tensor, length: int):
-    """log Z and the best sequence of one sentence (emissions (T, K)) by enumeration."""
+    """log Z and the best sequence of one sentence (emissions (T, K), padded) by enumeration.
+
+    Each candidate is scored on the unpadded emissions, with ``hand_score``'s definition.
+    """
     num_tags = emissions.size(1)
-    scores = {}
-    for seq in itertools.product(range(num_tags), repeat=length):
-        tags = torch.tensor([list(seq) + [0] * (emissions.size(0) - length)])
-        scores[seq] = crf.score(emissions.unsqueeze(0), tags, torch.tensor([length]))[0]
+    scores = {
+        seq: hand_score(crf, emissions[:length], list(seq))
+        for seq in itertools.product(range(num_tags), repeat=length)
+    }
     log_z = torch.logsumexp(torch.stack(list(scores.values())), dim=0)
     best = max(scores, key=lambda s: float(scores[s]))
     return log_z, list(best), scores
@@ -69,6 +72,24 @@ def test_viterbi_equals_brute_force_argmax(crf_case):
         _, expected, _ = brute_force(crf, emissions[b], n)
         assert best[b, :n].tolist() == expected
         assert best[b, n:].tolist() == [0] * (emissions.size(1) - n)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_padded_batches_match_enumeration(seed):
+    torch.manual_seed(seed)
+    crf = LinearChainCRF(3)
+    with torch.no_grad():
+        for p in crf.parameters():
+            p.normal_(std=2.0)
+    lengths = torch.randint(1, 6, (6,))
+    lengths[0] = 5
+    emissions = torch.randn(6, 5, 3)
+    log_z = crf.log_partition(emissions, lengths)
+    best = crf.viterbi(emissions, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        expected_z, expected_best, _ = brute_force(crf, emissions[b], n)
+        assert torch.allclose(log_z[b], expected_z, atol=1e-5)
+        assert best[b, :n].tolist() == expected_best
 
 
 def test_padding_values_change_nothing(crf_case):

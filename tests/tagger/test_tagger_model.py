@@ -71,18 +71,21 @@ def test_padding_never_reaches_loss_gradients_or_predictions(make_task, tmp_path
     assert task.batch_loss(model, batch).num_tokens == sum(len(s) for s in data.words)
 
 
-def test_tag_id_zero_is_a_real_target(make_task, tmp_path, data_dir):
+def test_loss_counts_every_valid_token_including_tag_id_zero(make_task, tmp_path, data_dir):
     """The recipe's bug: masking by "tag id > 0" would drop the most frequent tag from the loss."""
     torch.manual_seed(0)
     task = make_task(tmp_path, data_dir / "toy.txt")
     model = task.build_model().eval()
     batch = task.make_batch(task.train_data.words, task.train_data.tag_ids)
     assert (batch.tags == 0).any()
-    shifted = task.make_batch(task.train_data.words, task.train_data.tag_ids)
-    shifted.tags = torch.where(shifted.tags == 0, 1, shifted.tags)
-    assert not torch.allclose(
-        task.batch_loss(model, batch).loss_sum, task.batch_loss(model, shifted).loss_sum
+    emissions = model(batch.words, batch.lengths, batch.chars, batch.char_lengths, batch.word_types)
+    log_probs = emissions.log_softmax(dim=2)
+    expected = -sum(
+        log_probs[b, t, batch.tags[b, t]]
+        for b, n in enumerate(batch.lengths.tolist())
+        for t in range(n)
     )
+    assert torch.allclose(model.loss_sum(emissions, batch.tags, batch.lengths), expected, atol=1e-5)
 
 
 def test_batch_of_one_equals_big_batch_and_order_is_kept(make_task, tmp_path, sample_dir):

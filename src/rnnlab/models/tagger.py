@@ -119,9 +119,8 @@ class RNNTagger(nn.Module):
             return self.crf.nll(emissions, tags, lengths).sum()
         # The mask comes from the lengths, never from tag ids: every tag id is a real tag.
         mask = length_mask(lengths.to(emissions.device), emissions.size(1))  # (B, T)
-        return F.cross_entropy(
-            emissions[mask], tags[mask], reduction="sum"
-        )  # over (N, K), N = Σ lengths
+        logits = emissions[mask]  # (N, K), N = Σ lengths
+        return F.cross_entropy(logits, tags[mask], reduction="sum")
 
     @torch.no_grad()
     def decode(self, emissions: Tensor, lengths: Tensor) -> Tensor:
