@@ -182,8 +182,8 @@ def _train(args: argparse.Namespace, distributed: Any) -> int:
         return 0
     best = state.best_metric
     reporter.message(
-        f"done: {state.step} steps, best {task.primary_metric}="
-        + (f"{best:.4g}" if best is not None else "n/a")
+        f"done: {state.step} steps, "
+        + (f"best {task.primary_metric}={best:.4g}" if best is not None else "no validation yet")
         + f"; run directory {run_dir}"
     )
     test_path = getattr(config.data, "test", "")

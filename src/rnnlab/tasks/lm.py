@@ -34,7 +34,7 @@ from rnnlab.decoding.sampling import sample
 from rnnlab.errors import ConfigError, DataError, RnnlabError
 from rnnlab.metrics.perplexity import perplexity
 from rnnlab.models.language_model import RNNLanguageModel, build_language_model
-from rnnlab.nn.state import detach_state
+from rnnlab.nn.state import detach_state, hidden_of
 from rnnlab.tasks.base import Batch, LossOutput, Task
 
 EVAL_CHUNK = 256
@@ -198,6 +198,10 @@ class LanguageModelTask(Task):
     def batch_loss(self, model: nn.Module, batch: LMBatch, carry: Any = None) -> LossOutput:
         """Summed NLL of a (B, T) batch; under sequential batching the final state is carried."""
         sequential = self.config.data.batching == "sequential"
+        if carry is not None and hidden_of(carry).size(1) != batch.inputs.size(0):
+            # The streams were cut differently (a run resumed with another train.batch_size):
+            # a carried state belongs to streams that no longer exist, so start afresh.
+            carry = None
         features, state = model(batch.inputs, carry if sequential else None)  # (B, T, H)
         logits = model.project(features)  # (B, T, V)
         smoothing = self.config.train.label_smoothing if model.training else 0.0
