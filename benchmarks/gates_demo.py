@@ -87,7 +87,9 @@ def train(cell: str, args: argparse.Namespace, test: tuple[Tensor, Tensor]) -> d
         if step % args.eval_every == 0:
             with torch.no_grad():
                 curve.append((step, nn.functional.mse_loss(model(test[0]), test[1]).item()))
-            print(f"  {cell.upper():<4} step {step:>5}  held-out MSE {curve[-1][1]:.4f}", flush=True)
+            print(
+                f"  {cell.upper():<4} step {step:>5}  held-out MSE {curve[-1][1]:.4f}", flush=True
+            )
     return {
         "cell": cell,
         "curve": curve,

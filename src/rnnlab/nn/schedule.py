@@ -55,10 +55,11 @@ class Schedule:
 def script_or_eager(fn: F) -> F:
     """Compile a time loop with TorchScript, or return it unchanged if that fails.
 
-    TorchScript runs the loop without the Python interpreter between the per-step kernels, which is
-    what a from-scratch RNN loses most time to on CPU. Measured here (torch 2.x CPU), ``torch.compile``
-    unrolls the loop per sequence length and recompiles for every new length, so TorchScript is the
-    better fit. The loops are plain Python as well, so a torch build without TorchScript still works.
+    TorchScript runs the loop without the Python interpreter between the per-step kernels and keeps
+    the loop a loop, whatever the number of steps. ``torch.compile`` traces the Python loop instead:
+    it unrolls it and guards on the ``batch_sizes`` list, so every new sequence length or packed
+    layout means a new compilation -- in a training run, nearly every batch. The loops are plain
+    Python as well, so a torch build without TorchScript runs them eagerly, with the same results.
     """
     try:
         with warnings.catch_warnings():
