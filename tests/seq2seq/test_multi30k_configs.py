@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rnnlab.config import load_config
-from rnnlab.models.attention_decoder import LuongDecoder
+from rnnlab.models.attention_decoder import BahdanauDecoder
 from rnnlab.models.decoder import ContextDecoder
 from rnnlab.models.seq2seq import build_seq2seq
 from rnnlab.tasks.seq2seq import Seq2SeqConfig
@@ -18,7 +18,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "seq2seq"
 @pytest.mark.parametrize(
     ("name", "decoder", "bridged"),
     [
-        ("multi30k-de-en-attention.yaml", LuongDecoder, True),
+        ("multi30k-de-en-attention.yaml", BahdanauDecoder, True),
         ("multi30k-de-en-gru.yaml", ContextDecoder, False),
     ],
 )
