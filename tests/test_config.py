@@ -53,8 +53,9 @@ def test_errors_in_files_name_the_file(tmp_path):
         load_config(Seq2SeqConfig, path)
 
 
-def test_integers_are_accepted_for_floats():
+def test_integers_and_exponent_strings_are_accepted_for_floats():
     assert load_config(Seq2SeqConfig, None, ["train.lr=1"]).train.lr == 1.0
+    assert load_config(Seq2SeqConfig, None, ["train.lr=1e-4"]).train.lr == 1e-4
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.yaml")), ids=lambda p: p.name)

@@ -24,8 +24,8 @@ EXIT_USER_ERROR = 2
 class ConsoleReporter:
     """tqdm bars on a terminal; plain log lines (no carriage returns) when output is a file or CI."""
 
-    def __init__(self, stream: Any = sys.stderr) -> None:
-        self.stream = stream
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
         self.interactive = bool(getattr(stream, "isatty", lambda: False)())
 
     def record(self, record: dict[str, Any]) -> None:
