@@ -84,8 +84,8 @@ def build_seq2seq(
 ) -> EncoderDecoder:
     """Assemble the model named by a ``Seq2SeqModelConfig``."""
     cfg = model_config
-    encoder = Seq2SeqEncoder(
-        vocab_size=src_vocab_size,
+    # Encoder and decoder share every size and cell setting; only their vocabularies differ.
+    shared = dict(
         embed_size=cfg.embed_size,
         hidden_size=cfg.hidden_size,
         num_layers=cfg.num_layers,
@@ -93,25 +93,17 @@ def build_seq2seq(
         embed_dropout=cfg.embed_dropout,
         cell=cfg.cell,
         rnn_impl=cfg.rnn_impl,
-        bidirectional=cfg.bidirectional_encoder,
         padding_idx=padding_idx,
+    )
+    encoder = Seq2SeqEncoder(
+        vocab_size=src_vocab_size, bidirectional=cfg.bidirectional_encoder, **shared
     )
     bridge = (
         Bridge(hidden_size=cfg.hidden_size, cell_state=has_cell_state(cfg.cell))
         if cfg.bidirectional_encoder
         else None
     )
-    common = dict(
-        vocab_size=tgt_vocab_size,
-        embed_size=cfg.embed_size,
-        hidden_size=cfg.hidden_size,
-        num_layers=cfg.num_layers,
-        dropout=cfg.dropout,
-        embed_dropout=cfg.embed_dropout,
-        cell=cfg.cell,
-        rnn_impl=cfg.rnn_impl,
-        padding_idx=padding_idx,
-    )
+    common = dict(vocab_size=tgt_vocab_size, **shared)
     memory_size = encoder.output_size  # D·H
     decoder: nn.Module
     if cfg.attention == "none":
