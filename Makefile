@@ -11,7 +11,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,export]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,export,serve,embeddings,tune]"
 	touch $(STAMP)
 
 demo: $(STAMP)
