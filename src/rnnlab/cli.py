@@ -26,7 +26,7 @@ class ConsoleReporter:
 
     def __init__(self, stream: Any = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.interactive = bool(getattr(stream, "isatty", lambda: False)())
+        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
 
     def record(self, record: dict[str, Any]) -> None:
         if self.interactive and "valid_loss" not in record and "train_loss" in record:
@@ -43,10 +43,11 @@ class ConsoleReporter:
             print(text, file=self.stream, flush=True)
 
     def progress(self, total: int, desc: str, initial: int = 0) -> Any:
+        """A bar over ``total`` items; ``total`` 0 counts items of unknown number (a stream)."""
         from tqdm import tqdm
 
         return tqdm(
-            total=total,
+            total=total or None,
             desc=desc,
             initial=initial,
             file=self.stream,
@@ -123,9 +124,8 @@ def _train(args: argparse.Namespace, distributed: Any) -> int:
 
     import torch
 
-    from rnnlab.config import load_config
     from rnnlab.nn.describe import describe
-    from rnnlab.rundir import create_run_dir, read_run_config, task_class
+    from rnnlab.rundir import create_run_dir, load_task_config, read_run_config, task_class
     from rnnlab.training.trainer import Trainer, resolve_device
 
     reporter = ConsoleReporter()
@@ -138,7 +138,7 @@ def _train(args: argparse.Namespace, distributed: Any) -> int:
     elif not distributed.is_main:
         # Other ranks build the same vocabularies from the same data, in a private directory:
         # only rank 0 writes the run directory.
-        config = load_config(task_class(args.task).config_class, args.config, args.set)
+        config = load_task_config(args.task, args.config, args.set)
         run_dir = Path(tempfile.mkdtemp(prefix=f"rnnlab-rank{distributed.rank}-"))
         atexit.register(shutil.rmtree, run_dir, ignore_errors=True)
         task = task_class(config.task)(config, run_dir)
@@ -146,11 +146,7 @@ def _train(args: argparse.Namespace, distributed: Any) -> int:
     else:
         if not args.task or not args.out:
             raise RnnlabError("train needs a TASK and --out RUN (or --resume RUN)")
-        config = load_config(task_class(args.task).config_class, args.config, args.set)
-        if config.task != args.task:
-            raise RnnlabError(
-                f"{args.config}: config is for task {config.task!r}, not {args.task!r}"
-            )
+        config = load_task_config(args.task, args.config, args.set)
         run_dir = Path(args.out)
         create_run_dir(run_dir, config, overwrite=args.overwrite)
         task = task_class(config.task)(config, run_dir)
@@ -163,6 +159,10 @@ def _train(args: argparse.Namespace, distributed: Any) -> int:
         device = torch.device("cuda", distributed.local_rank)
     if distributed.is_main:
         reporter.message(describe(model))
+        if not task.has_validation():
+            reporter.message(
+                "no data.valid: training without validation; best/ will be the last checkpoint"
+            )
         if distributed.enabled:
             reporter.message(f"{distributed.world_size} processes, global batch split across them")
     trainer = Trainer(
@@ -297,6 +297,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
             f"(this run has model.attention: {task.config.model.attention})"
         )
     plotted = False
+    bar = ConsoleReporter().progress(0, "translating")
     for block in _stdin_blocks(max(args.batch_size or task.config.decode.batch_size, 1) * 8):
         keep = [i for i, s in enumerate(block) if s.strip()]
         sources = [task.encode_source(block[i]) for i in keep]
@@ -307,6 +308,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
             beam_size=args.beam,
             n_best=args.n_best,
             max_len=args.max_len,
+            progress=bar.update,
         )
         out: list[list[str]] = [[""] for _ in block]
         for i, hyps in zip(keep, decoded, strict=True):
@@ -320,6 +322,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
         if args.attention_plot and keep and not plotted:
             _plot_attention(args, run, block[keep[0]])
             plotted = True
+    bar.close()
     if args.attention_plot and not plotted:
         raise RnnlabError("--attention-plot: no input sentence to plot")
     return 0
@@ -377,6 +380,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
         raise RnnlabError(f"{args.run}: tag needs a tagger run, this is a {task.name} run")
     _set_threads(task.config)
     batch_size = max(args.batch_size or task.config.decode.batch_size, 1)
+    bar = ConsoleReporter().progress(0, "tagging")
     if args.format == "conllu":
         column = task.config.data.tag_column
         for sentences in _stdin_conllu_blocks(batch_size * 8):
@@ -386,6 +390,8 @@ def cmd_tag(args: argparse.Namespace) -> int:
             for sentence, sentence_tags in zip(sentences, tags, strict=True):
                 sys.stdout.write(sentence.with_tags(column, sentence_tags))
             sys.stdout.flush()
+            bar.update(len(sentences))
+        bar.close()
         return 0
     for block in _stdin_blocks(batch_size * 8):
         sentences = [line.split() for line in block]
@@ -393,6 +399,8 @@ def cmd_tag(args: argparse.Namespace) -> int:
         for words, sentence_tags in zip(sentences, tags, strict=True):
             print(" ".join(f"{w}/{t}" for w, t in zip(words, sentence_tags, strict=True)))
         sys.stdout.flush()
+        bar.update(len(sentences))
+    bar.close()
     return 0
 
 

@@ -28,7 +28,7 @@ class DataConfig:
     train: str = ""
     """Training data file (or file prefix for aligned parallel files)."""
     valid: str = ""
-    """Validation data; empty to skip validation."""
+    """Validation data; empty to skip validation. Not inherited: naming data.train alone means none."""
     min_freq: int = 2
     """Tokens seen fewer times in training map to <unk>."""
     max_len: int = 50
@@ -235,12 +235,25 @@ def load_config(
     """Load ``cls`` from an optional YAML file plus overrides; errors name the file."""
     data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, list(overrides or []))
+    _validate_only_named_data(data)
     try:
         return from_dict(cls, data)
     except ConfigError as exc:
         if path is not None:
             raise ConfigError(f"{path}: {exc}") from None
         raise
+
+
+def _validate_only_named_data(data: dict[str, Any]) -> None:
+    """Training data named without validation data means no validation, never the default's.
+
+    The built-in ``data.valid`` belongs to the built-in training corpus: a German→English model
+    retargeted with ``--set data.train=…`` must not be validated, and its best checkpoint chosen, on
+    English→French sentences.
+    """
+    section = data.get("data")
+    if isinstance(section, dict) and "train" in section and "valid" not in section:
+        section["valid"] = ""
 
 
 def save_config(config: Any, path: str | Path) -> None:

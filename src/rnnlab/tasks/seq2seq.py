@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches, truncate_pad
+from rnnlab.data.bundled import bundled_path
 from rnnlab.data.parallel import SentencePair, read_parallel
 from rnnlab.data.text import preprocess_textbook
 from rnnlab.data.tokenizers import SentencePieceTokenizer, Tokenizer, WordTokenizer
@@ -31,8 +32,8 @@ from rnnlab.training.losses import masked_token_nll, select_valid
 
 @dataclass
 class Seq2SeqDataConfig(DataConfig):
-    train: str = "data/fra-eng/train.tsv.gz"
-    valid: str = "data/fra-eng/valid.tsv"
+    train: str = field(default_factory=lambda: bundled_path("fra-eng/train.tsv.gz"))
+    valid: str = field(default_factory=lambda: bundled_path("fra-eng/valid.tsv"))
     test: str = ""
     """Optional test data, evaluated at the end of training."""
     src_lang: str = "en"

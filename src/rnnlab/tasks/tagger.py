@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches
+from rnnlab.data.bundled import bundled_path
 from rnnlab.data.conllu_io import TagColumn
 from rnnlab.data.tagged import TaggedFormat, TaggedSentence, read_tagged
 from rnnlab.data.tagset import TagSet
@@ -36,8 +37,8 @@ from rnnlab.tasks.base import Batch, LossOutput, Task
 
 @dataclass
 class TaggerDataConfig(DataConfig):
-    train: str = "data/ud-ewt-sample/train.conllu"
-    valid: str = "data/ud-ewt-sample/dev.conllu"
+    train: str = field(default_factory=lambda: bundled_path("ud-ewt-sample/train.conllu"))
+    valid: str = field(default_factory=lambda: bundled_path("ud-ewt-sample/dev.conllu"))
     test: str = ""
     """Optional test data, evaluated at the end of training."""
     format: TaggedFormat = "auto"
