@@ -18,6 +18,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -68,7 +69,7 @@ class CompiledLoop:
         self.__doc__ = fn.__doc__
         self._compiled: Callable | None = None
 
-    def __call__(self, *args: object) -> object:
+    def __call__(self, *args: Any) -> Any:
         if self._compiled is None:
             self._compiled = self._compile()
         return self._compiled(*args)
