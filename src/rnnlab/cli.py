@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from rnnlab.errors import RnnlabError
 
 EXIT_USER_ERROR = 2
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -67,8 +71,27 @@ def _set_threads(config: Any) -> None:
         torch.set_num_threads(config.train.num_threads)
 
 
+@contextmanager
+def _stop_on_sigterm() -> Iterator[Callable[[], bool]]:
+    """SIGTERM — what Slurm, Kubernetes and torchrun send before killing — asks for a clean stop.
+
+    The handler only sets a flag; the trainer polls it after each step, so every rank stops after
+    the same step and the checkpoint holds a whole step, never half of one.
+    """
+    requested = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: requested.set())
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _relaunch_with_torchrun(argv: list[str], nproc: int) -> int:
-    """``rnnlab train --nproc N …`` is ``torchrun --standalone --nproc_per_node N -m rnnlab train …``."""
+    """``rnnlab train --nproc N …`` is ``torchrun --standalone --nproc_per_node N -m rnnlab train …``.
+
+    SIGTERM to this process is passed on to torchrun, which passes it to its workers; Ctrl-C in a
+    terminal reaches them all directly. Either way this process waits for the workers to save.
+    """
     import subprocess
 
     kept: list[str] = []
@@ -82,7 +105,24 @@ def _relaunch_with_torchrun(argv: list[str], nproc: int) -> int:
             kept.append(item)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += ["--nproc_per_node", str(nproc), "-m", "rnnlab", *kept]
-    return subprocess.call(command)
+    process = subprocess.Popen(command)
+    terminated = threading.Event()
+
+    def forward(signum: int, frame: Any) -> None:
+        terminated.set()
+        process.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                code = process.wait()
+                break
+            except KeyboardInterrupt:
+                continue  # the workers got the same SIGINT and are saving a checkpoint
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return EXIT_TERMINATED if terminated.is_set() else code
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -90,10 +130,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.nproc > 1 and not launched_by_torchrun():
         return _relaunch_with_torchrun(args.argv, args.nproc)
+    from rnnlab.training.trainer import TrainingStopped
+
     config_device = _peek_device(args)
     distributed = init_from_env(config_device)
     try:
-        return _train(args, distributed)
+        with ExitStack() as cleanup:
+            should_stop = cleanup.enter_context(_stop_on_sigterm())
+            try:
+                return _train(args, distributed, cleanup, should_stop)
+            except TrainingStopped:
+                print("rnnlab: terminated", file=sys.stderr)
+                return EXIT_TERMINATED
     finally:
         shutdown(distributed)
 
@@ -116,23 +164,39 @@ def _peek_device(args: argparse.Namespace) -> str:
     return torch.device(name).type
 
 
-def _train(args: argparse.Namespace, distributed: Any) -> int:
+def _train(
+    args: argparse.Namespace,
+    distributed: Any,
+    cleanup: ExitStack,
+    should_stop: Callable[[], bool],
+) -> int:
     import atexit
     import shutil
     import tempfile
 
     import torch
 
+    from rnnlab.atomic import reported_as
     from rnnlab.config import load_config
     from rnnlab.nn.describe import describe
     from rnnlab.rundir import create_run_dir, read_run_config, task_class
+    from rnnlab.training.run_lock import RunLock
     from rnnlab.training.trainer import Trainer, resolve_device
 
     reporter = ConsoleReporter()
+
+    def lock(run_dir: Path) -> None:
+        """Only rank 0 writes the run directory, so only rank 0 holds its lock."""
+        if distributed.is_main:
+            held = cleanup.enter_context(RunLock.acquire(run_dir))
+            if held.notice:
+                reporter.message(held.notice)
+
     if args.resume:
         # Every rank reads the run directory (on several machines: a shared filesystem).
         run_dir = Path(args.resume)
         config = read_run_config(run_dir, args.set)
+        lock(run_dir)
         task = task_class(config.task)(config, run_dir)
         task.prepare_resume()
     elif not distributed.is_main:
@@ -152,6 +216,9 @@ def _train(args: argparse.Namespace, distributed: Any) -> int:
                 f"{args.config}: config is for task {config.task!r}, not {args.task!r}"
             )
         run_dir = Path(args.out)
+        with reported_as(run_dir):
+            run_dir.mkdir(parents=True, exist_ok=True)
+        lock(run_dir)  # before --overwrite may clear the directory
         create_run_dir(run_dir, config, overwrite=args.overwrite)
         task = task_class(config.task)(config, run_dir)
         task.prepare_training()
@@ -173,6 +240,7 @@ def _train(args: argparse.Namespace, distributed: Any) -> int:
         device=device,
         reporter=reporter,
         distributed=distributed,
+        should_stop=should_stop,
     )
     if args.resume:
         trainer.load_checkpoint()
@@ -236,11 +304,25 @@ def _flatten(metrics: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, A
             yield f"{prefix}{key}", value
 
 
+def _notice(text: str) -> None:
+    print(f"rnnlab: notice: {text}", file=sys.stderr, flush=True)
+
+
+def _stdin_lines() -> Iterator[tuple[int, str]]:
+    """Numbered lines of stdin, each cut to the input line limit (with a notice when it is)."""
+    from rnnlab.data.limits import read_limited_lines
+
+    for number, line in enumerate(read_limited_lines(sys.stdin), start=1):
+        if line.cut:
+            _notice(line.notice(f"<stdin>:{number}"))
+        yield number, line.text
+
+
 def _stdin_blocks(size: int) -> Iterator[list[str]]:
     """Lines of stdin in blocks, so output streams while a long input is still being read."""
     block: list[str] = []
-    for line in sys.stdin:
-        block.append(line.rstrip("\r\n"))
+    for _, line in _stdin_lines():
+        block.append(line)
         if len(block) >= size:
             yield block
             block = []
@@ -335,6 +417,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise RnnlabError(f"--temperature must be positive, got {args.temperature}")
     if args.top_k is not None and args.top_k < 0:
         raise RnnlabError(f"--top-k must be 0 (no limit) or more, got {args.top_k}")
+    from rnnlab.data.limits import cut_line
+
+    prefix = cut_line(args.prefix)
+    if prefix.cut:
+        _notice(prefix.notice("--prefix"))
     run = open_run(args.run, device=args.device, overrides=args.set)
     task = run.task
     if task.name != "lm":
@@ -342,7 +429,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     _set_threads(task.config)
     texts = task.generate(  # type: ignore[attr-defined]
         run.model,
-        args.prefix,
+        prefix.text,
         run.device,
         length=args.length,
         greedy=args.temperature is None and args.top_k is None,
@@ -359,7 +446,7 @@ def _stdin_conllu_blocks(size: int) -> Iterator[list[Any]]:
     from rnnlab.data.conllu_io import parse_conllu
 
     block: list[Any] = []
-    for sentence in parse_conllu(enumerate(sys.stdin, start=1), "<stdin>"):
+    for sentence in parse_conllu(_stdin_lines(), "<stdin>"):
         block.append(sentence)
         if len(block) >= size:
             yield block

@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
+from rnnlab.atomic import atomic_write_text
 from rnnlab.errors import ConfigError
 
 C = TypeVar("C")
@@ -245,7 +246,7 @@ def load_config(
 
 def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (keys in schema order)."""
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+    atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def field_docs(cls: type) -> dict[str, str]:

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from rnnlab.atomic import atomic_write_text
 from rnnlab.errors import DataError
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
@@ -67,7 +68,7 @@ class Vocab:
 
     def save(self, path: str | Path) -> None:
         data = {"tokens": self.itos, "min_freq": self.min_freq}
-        Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=0), encoding="utf-8")
+        atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=0))
 
     @classmethod
     def load(cls, path: str | Path) -> Vocab:

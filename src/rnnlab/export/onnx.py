@@ -27,6 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rnnlab.atomic import building_dir, reported_as
+from rnnlab.errors import RnnlabError
+
 MANIFEST = "rnnlab-export.json"
 FORMAT_VERSION = 1
 OPSET = 17
@@ -146,11 +149,24 @@ def _export(module: nn.Module, args: tuple[Any, ...], path: Path, **kwargs: Any)
         torch.onnx.export(module, args, str(path), opset_version=OPSET, dynamo=False, **kwargs)
 
 
-@torch.no_grad()
 def export_seq2seq(task: Any, model: nn.Module, out_dir: str | Path) -> Path:
-    """Write ``start.onnx``, ``step.onnx``, the manifest and ``runtime.py`` into ``out_dir``."""
+    """Write ``start.onnx``, ``step.onnx``, the manifest and ``runtime.py`` into ``out_dir``.
+
+    The folder is assembled beside ``out_dir`` and swapped in whole, so a failed export (a full
+    disk: ``WriteFailed`` naming ``out_dir``) leaves a previous export there usable.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not is_export_dir(out):
+        raise RnnlabError(f"{out}: exists and is not an rnnlab export; refusing to replace it")
+    with reported_as(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    with building_dir(out) as build:
+        _write_export(task, model, build)
+    return out
+
+
+@torch.no_grad()
+def _write_export(task: Any, model: nn.Module, out: Path) -> None:
     model = model.to("cpu").eval()
     src_vocab, tgt_vocab = task.src_vocab, task.tgt_vocab
     # Example inputs: two sentences of different lengths so the packed path is traced.
@@ -221,7 +237,6 @@ def export_seq2seq(task: Any, model: nn.Module, out_dir: str | Path) -> Path:
         json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8"
     )
     shutil.copyfile(Path(__file__).with_name("runtime.py"), out / "runtime.py")
-    return out
 
 
 def is_export_dir(path: str | Path) -> bool:
