@@ -89,10 +89,13 @@ def _stop_on_sigterm() -> Iterator[Callable[[], bool]]:
 def _relaunch_with_torchrun(argv: list[str], nproc: int) -> int:
     """``rnnlab train --nproc N …`` is ``torchrun --standalone --nproc_per_node N -m rnnlab train …``.
 
-    SIGTERM to this process is passed on to torchrun, which passes it to its workers; Ctrl-C in a
-    terminal reaches them all directly. Either way this process waits for the workers to save.
+    torchrun runs in this process. On SIGTERM (or Ctrl-C) it passes the signal to its workers and
+    waits for them; they stop after the same step and rank 0 saves a checkpoint. A worker's user
+    error has already been reported in one line by that worker; its exit status is returned.
     """
-    import subprocess
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
 
     kept: list[str] = []
     skip = False
@@ -103,26 +106,14 @@ def _relaunch_with_torchrun(argv: list[str], nproc: int) -> int:
             skip = True
         elif not item.startswith("--nproc="):
             kept.append(item)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += ["--nproc_per_node", str(nproc), "-m", "rnnlab", *kept]
-    process = subprocess.Popen(command)
-    terminated = threading.Event()
-
-    def forward(signum: int, frame: Any) -> None:
-        terminated.set()
-        process.send_signal(signum)
-
-    previous = signal.signal(signal.SIGTERM, forward)
     try:
-        while True:
-            try:
-                code = process.wait()
-                break
-            except KeyboardInterrupt:
-                continue  # the workers got the same SIGINT and are saving a checkpoint
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return EXIT_TERMINATED if terminated.is_set() else code
+        torchrun(["--standalone", "--nproc_per_node", str(nproc), "-m", "rnnlab", *kept])
+    except SignalException as exc:
+        return 128 + int(exc.sigval)
+    except ChildFailedError as exc:
+        _, first = exc.get_first_failure()
+        return first.exitcode if first.exitcode > 0 else 1
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -140,8 +131,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             try:
                 return _train(args, distributed, cleanup, should_stop)
             except TrainingStopped:
-                print("rnnlab: terminated", file=sys.stderr)
-                return EXIT_TERMINATED
+                if distributed.is_main:
+                    print("rnnlab: terminated", file=sys.stderr)
+                # Under torchrun an orderly stop is a success, or torchrun reports a failed job.
+                return 0 if distributed.enabled else EXIT_TERMINATED
     finally:
         shutdown(distributed)
 
