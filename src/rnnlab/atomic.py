@@ -79,18 +79,20 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def append_text(path: str | Path, text: str) -> None:
     """Append ``text``; a write that fails half-way is cut back so no partial line remains."""
     path = Path(path)
-    data = text.encode("utf-8")
-    with reported_as(path), path.open("ab", buffering=0) as handle:
-        start = handle.seek(0, os.SEEK_END)
+    data = memoryview(text.encode("utf-8"))
+    with reported_as(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                written = handle.write(view)
-                view = view[written or 0 :]
-        except OSError:
-            with suppress(OSError):
-                os.ftruncate(handle.fileno(), start)
-            raise
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                while data:
+                    data = data[os.write(fd, data) :]
+            except OSError:
+                with suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
+        finally:
+            os.close(fd)
 
 
 def fresh_build_dir(target: Path) -> Path:
