@@ -208,6 +208,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
+    """One line naming the file and line of a YAML error (PyYAML's own messages span lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        line, problem = mark.line + 1, getattr(exc, "problem", None) or exc
+    elif isinstance(exc, yaml.reader.ReaderError):
+        # A character YAML does not allow (control characters, NUL): located by its position.
+        line = text.count("\n", 0, exc.position) + 1
+        problem = f"character {exc.character!r} is not allowed"
+    else:
+        return f"{path}: invalid YAML ({' '.join(str(exc).split())})"
+    return f"{path}:{line}: invalid YAML ({' '.join(str(problem).split())})"
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, turning every failure into a one-line ``ConfigError``."""
     path = Path(path)
@@ -220,9 +234,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise ConfigError(_yaml_error(path, text, exc)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -63,9 +63,8 @@ def read_run_config(path: Path, overrides: list[str] | None = None) -> Any:
     if not (path / CONFIG_FILE).is_file():
         raise RnnlabError(f"{path}: not an rnnlab run directory (no {CONFIG_FILE})")
     data = apply_overrides(read_yaml(path / CONFIG_FILE), list(overrides or []))
-    cls = task_class(str(data.get("task", ""))).config_class
     try:
-        return from_dict(cls, data)
+        return from_dict(task_class(str(data.get("task", ""))).config_class, data)
     except ConfigError as exc:
         raise ConfigError(f"{path / CONFIG_FILE}: {exc}") from None
 
