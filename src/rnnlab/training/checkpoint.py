@@ -92,6 +92,8 @@ class Checkpoint:
     model_meta: dict[str, Any]
     trainer_meta: dict[str, Any]
     trainer_tensors: dict[str, torch.Tensor]
+    directory: Path
+    """Where it was read from (``RUN/last``, or ``RUN/.last.old``), for messages."""
 
 
 def save_last(
@@ -141,6 +143,8 @@ def load_model_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         meta = json.loads(metadata.get("rnnlab", "{}"))
     except json.JSONDecodeError:
         raise RnnlabError(f"{path}: checkpoint metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise RnnlabError(f"{path}: checkpoint metadata is not a JSON object")
     return tensors, meta
 
 
@@ -165,4 +169,6 @@ def load_last(run_dir: Path) -> Checkpoint:
         trainer_meta = json.loads(metadata["trainer"])
     except (KeyError, json.JSONDecodeError):
         raise RnnlabError(f"{found / STATE_FILE}: trainer state metadata is missing") from None
-    return Checkpoint(model_state, model_meta, trainer_meta, tensors)
+    if not isinstance(trainer_meta, dict):
+        raise RnnlabError(f"{found / STATE_FILE}: trainer state metadata is not a JSON object")
+    return Checkpoint(model_state, model_meta, trainer_meta, tensors, found)

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from rnnlab.atomic import append_text, atomic_write_text
-from rnnlab.config import TrainConfig
+from rnnlab.config import TrainConfig, from_dict
+from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.tasks.base import Task
 from rnnlab.training import checkpoint as ckpt
 from rnnlab.training.distributed import SINGLE, DistributedContext, wrap_loss
@@ -185,11 +186,25 @@ class Trainer:
         ckpt.save_last(self.run_dir, self.model, model_meta, meta, tensors)
 
     def load_checkpoint(self) -> None:
-        """Restore everything ``save_checkpoint`` wrote, for ``--resume``."""
+        """Restore everything ``save_checkpoint`` wrote, for ``--resume``.
+
+        A checkpoint that does not fit (edited, from another model or version, damaged) is a
+        one-line ``RnnlabError`` naming it, whatever part of it is wrong.
+        """
         found = ckpt.load_last(self.run_dir)
+        try:
+            self._restore(found)
+        except (ConfigError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise RnnlabError(
+                f"{found.directory}: checkpoint does not fit this run ({reason[:300]})"
+            ) from None
+        self.metrics.truncate_after(self.state.step)
+
+    def _restore(self, found: ckpt.Checkpoint) -> None:
         self.model.load_state_dict(found.model_state)
         meta, tensors = found.trainer_meta, found.trainer_tensors
-        self.state = TrainerState(**meta["trainer"])
+        self.state = from_dict(TrainerState, meta["trainer"], prefix="trainer.")
         optim_state = ckpt.unflatten_state(meta["optimizer"], tensors)
         self.optimizer.load_state_dict(ckpt.optimizer_state_from_json(optim_state))
         if meta.get("carry") is not None:
@@ -202,7 +217,6 @@ class Trainer:
                 torch.cuda.set_rng_state_all(states)
         version, internal, gauss = meta["python_random"]
         random.setstate((version, tuple(internal), gauss))
-        self.metrics.truncate_after(self.state.step)
 
     # -- the loop -------------------------------------------------------------------------------
     def _record(self, record: dict[str, Any]) -> None:
