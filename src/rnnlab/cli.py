@@ -340,10 +340,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _translate_exported(args: argparse.Namespace) -> int:
     """``rnnlab translate EXPORT_DIR``: ONNX Runtime, no model code (greedy only)."""
+    from rnnlab.export.onnx import check_manifest
     from rnnlab.export.runtime import OnnxTranslator
 
     if (args.beam or 1) > 1 or args.n_best > 1:
         raise RnnlabError(f"{args.run}: an exported model translates greedily (no --beam/--n-best)")
+    check_manifest(args.run)
     translator = OnnxTranslator(args.run)
     size = max(args.batch_size or translator.batch_size, 1)
     for block in _stdin_blocks(size * 8):

@@ -9,6 +9,9 @@ Two profiles: ``FUZZ`` (bounded, in the default suite) and ``FUZZ_LONG`` (``slow
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -105,3 +108,43 @@ def file_bytes(draw: st.DrawFn) -> bytes:
     if kind == "truncated" and data:
         data = data[: draw(st.integers(0, len(data)))]
     return data
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
+    max_leaves=20,
+)
+"""Any JSON value, nested a few levels."""
+
+
+def paths(node: Any, prefix: tuple = ()) -> list[tuple]:
+    """Every key path inside a JSON value."""
+    found = [prefix]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += paths(value, (*prefix, index))
+    return found
+
+
+@st.composite
+def mutated(draw: st.DrawFn, meta: dict[str, Any]) -> Any:
+    """``meta`` with a few values, at any depth, replaced by any JSON value or dropped."""
+    meta = json.loads(json.dumps(meta))
+    for path in draw(st.lists(st.sampled_from(paths(meta)), min_size=1, max_size=3)):
+        if not path:
+            return draw(json_values)
+        parent = meta
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            if draw(st.booleans()) and isinstance(parent, dict):
+                del parent[path[-1]]
+            else:
+                parent[path[-1]] = draw(json_values)
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier mutation removed or retyped this path
+    return meta

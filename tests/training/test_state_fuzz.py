@@ -24,13 +24,8 @@ from rnnlab.config import TrainConfig
 from rnnlab.errors import RnnlabError
 from rnnlab.training import checkpoint as ckpt
 from rnnlab.training.trainer import Trainer
-from tests.data.fuzz import FUZZ, FUZZ_LONG, text
+from tests.data.fuzz import FUZZ, FUZZ_LONG, json_values, mutated, text
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | text,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
-    max_leaves=20,
-)
 tensor_entries = st.fixed_dictionaries(
     {
         "dtype": st.sampled_from(["F32", "F16", "I64", "BOOL", "U8", "XX", ""]),
@@ -117,38 +112,6 @@ def saved_state(tmp_path_factory) -> tuple[dict[str, Any], dict[str, torch.Tenso
     with safe_open(str(path), framework="pt") as handle:
         meta = json.loads(handle.metadata()["trainer"])
     return meta, load_file(str(path))
-
-
-def paths(node: Any, prefix: tuple = ()) -> list[tuple]:
-    """Every key path inside a JSON value."""
-    found = [prefix]
-    if isinstance(node, dict):
-        for key, value in node.items():
-            found += paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            found += paths(value, (*prefix, index))
-    return found
-
-
-@st.composite
-def mutated(draw: st.DrawFn, meta: dict[str, Any]) -> Any:
-    """``meta`` with a few values, at any depth, replaced by any JSON value or dropped."""
-    meta = json.loads(json.dumps(meta))
-    for path in draw(st.lists(st.sampled_from(paths(meta)), min_size=1, max_size=3)):
-        if not path:
-            return draw(json_values)
-        parent = meta
-        try:
-            for key in path[:-1]:
-                parent = parent[key]
-            if draw(st.booleans()) and isinstance(parent, dict):
-                del parent[path[-1]]
-            else:
-                parent[path[-1]] = draw(json_values)
-        except (KeyError, IndexError, TypeError):
-            continue  # an earlier mutation removed or retyped this path
-    return meta
 
 
 def check_trainer_state(folder: Path, meta: Any, tensors: dict[str, torch.Tensor]) -> None:
