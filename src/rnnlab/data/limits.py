@@ -64,15 +64,17 @@ def read_limited_lines(stream: TextIO, limit: int = MAX_LINE_CHARS) -> Iterator[
             text = head.rstrip("\r\n")
             yield CutLine(text, len(text))
             continue
-        length = len(head)
+        length, last = len(head), head
         while True:
             rest = stream.readline(_CHUNK)
             if not rest:
                 break
             if rest.endswith("\n"):
-                length += len(rest.rstrip("\r\n"))
+                # Do not count the line end, even a "\r\n" split across two pieces.
+                end = 2 if rest.endswith("\r\n") else 1
+                length += len(rest) - end - (rest == "\n" and last.endswith("\r"))
                 break
-            length += len(rest)
+            length, last = length + len(rest), rest
         yield CutLine(head[:limit], length)
 
 

@@ -188,7 +188,7 @@ class TaggerTask(Task):
             self.train_words = frozenset(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise DataError(path, "training word list is missing") from None
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise DataError(path, f"not a valid word list ({exc})") from None
 
     def read_training_data(self) -> None:
