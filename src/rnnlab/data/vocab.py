@@ -36,6 +36,11 @@ class Vocab:
         counts: Counter[str] = Counter()
         for seq in sequences:
             counts.update(seq)
+        return cls.from_counts(counts, min_freq=min_freq)
+
+    @classmethod
+    def from_counts(cls, counts: Counter[str], *, min_freq: int = 1) -> Vocab:
+        """The vocabulary of tokens counted elsewhere (e.g. in one streaming pass over a corpus)."""
         kept = sorted(
             (tok for tok, n in counts.items() if n >= min_freq and tok not in SPECIALS),
             key=lambda tok: (-counts[tok], tok),
