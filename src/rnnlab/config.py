@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_or
 
 import yaml
 
+from rnnlab.atomic import atomic_write_text
 from rnnlab.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -210,6 +211,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
+    """One line naming the file and line of a YAML error (PyYAML's own messages span lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        line, problem = mark.line + 1, getattr(exc, "problem", None) or exc
+    elif isinstance(exc, yaml.reader.ReaderError):
+        # A character YAML does not allow (control characters, NUL): located by its position.
+        line = text.count("\n", 0, exc.position) + 1
+        problem = f"character {exc.character!r} is not allowed"
+    else:
+        return f"{path}: invalid YAML ({' '.join(str(exc).split())})"
+    return f"{path}:{line}: invalid YAML ({' '.join(str(problem).split())})"
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, turning every failure into a one-line ``ConfigError``."""
     path = Path(path)
@@ -222,9 +237,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise ConfigError(_yaml_error(path, text, exc)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -261,7 +274,7 @@ def _validate_only_named_data(data: dict[str, Any]) -> None:
 
 def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (keys in schema order)."""
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+    atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def field_docs(cls: type) -> dict[str, str]:

@@ -18,6 +18,7 @@ from rnnlab.config import apply_overrides, from_dict, load_config, read_yaml, sa
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.tasks import TASKS, Task
 from rnnlab.training import checkpoint as ckpt
+from rnnlab.training.run_lock import LOCK_FILE
 
 CONFIG_FILE = "config.yaml"
 
@@ -49,8 +50,13 @@ def load_task_config(task: str, path: str | Path | None, overrides: list[str] | 
 
 
 def create_run_dir(path: Path, config: Any, *, overwrite: bool = False) -> None:
-    """Make a fresh run directory and save the resolved config in it."""
-    if path.exists() and any(path.iterdir()):
+    """Make a fresh run directory and save the resolved config in it.
+
+    The run lock (``RUN/.lock``, taken by the caller before this) does not count as content and
+    survives ``overwrite``.
+    """
+    existing = [p for p in path.iterdir() if p.name != LOCK_FILE] if path.is_dir() else []
+    if existing:
         if not overwrite:
             raise RnnlabError(
                 f"{path}: run directory exists and is not empty (use --resume to continue it, "
@@ -60,7 +66,11 @@ def create_run_dir(path: Path, config: Any, *, overwrite: bool = False) -> None:
             raise RnnlabError(
                 f"{path}: refusing to overwrite a directory that is not an rnnlab run"
             )
-        shutil.rmtree(path)
+        for entry in existing:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     path.mkdir(parents=True, exist_ok=True)
     save_config(config, path / CONFIG_FILE)
 
@@ -72,9 +82,8 @@ def read_run_config(path: Path, overrides: list[str] | None = None) -> Any:
     if not (path / CONFIG_FILE).is_file():
         raise RnnlabError(f"{path}: not an rnnlab run directory (no {CONFIG_FILE})")
     data = apply_overrides(read_yaml(path / CONFIG_FILE), list(overrides or []))
-    cls = task_class(str(data.get("task", ""))).config_class
     try:
-        return from_dict(cls, data)
+        return from_dict(task_class(str(data.get("task", ""))).config_class, data)
     except ConfigError as exc:
         raise ConfigError(f"{path / CONFIG_FILE}: {exc}") from None
 
