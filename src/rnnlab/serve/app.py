@@ -140,7 +140,7 @@ def create_app(
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         return _error(500, f"internal error: {type(exc).__name__}")
 
-    def served(name: str, kind: type) -> ServedModel:
+    def served(name: str, kind: type, endpoint: str) -> ServedModel:
         entry = registry.models.get(name)
         if entry is None:
             raise ApiError(404, f"no model named {name!r}; GET /v1/models lists them")
@@ -148,7 +148,7 @@ def create_app(
             raise ApiError(503, f"model {name!r} is still loading", retry_after=RETRY_AFTER_S)
         if not isinstance(entry.model, kind):
             raise ApiError(
-                404, f"model {name!r} is a {entry.model.task_name} model; it has no such endpoint"
+                404, f"model {name!r} (task {entry.model.task_name}) has no /{endpoint} endpoint"
             )
         return entry
 
@@ -190,21 +190,21 @@ def create_app(
 
     @app.post("/v1/models/{name}/translate")
     async def translate(name: str, request: Request) -> dict[str, Any]:
-        entry = served(name, Translator)
+        entry = served(name, Translator, "translate")
         parsed = parse_translate(await body_of(request), settings)
         results = await run(entry, parsed.batch_key(), parsed.text)
         return {"translations": [translation_json(t, parsed.n_best) for t in results]}
 
     @app.post("/v1/models/{name}/tag")
     async def tag(name: str, request: Request) -> dict[str, Any]:
-        entry = served(name, Tagger)
+        entry = served(name, Tagger, "tag")
         parsed = parse_tag(await body_of(request), settings)
         results = await run(entry, ("tag",), parsed.tokens)
         return {"sentences": [{"tokens": s.tokens, "tags": s.tags} for s in results]}
 
     @app.post("/v1/models/{name}/generate")
     async def generate(name: str, request: Request) -> dict[str, Any]:
-        entry = served(name, LanguageModel)
+        entry = served(name, LanguageModel, "generate")
         parsed = parse_generate(await body_of(request), settings)
         [text] = await run(entry, entry.generation_key(), [parsed])
         return {"text": text}
