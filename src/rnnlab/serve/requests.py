@@ -168,7 +168,7 @@ def parse_generate(data: dict[str, Any], limits: ServeSettings) -> GenerateReque
     _check_length(prefix, "prefix", limits)
     request = GenerateRequest(
         prefix=prefix,
-        length=_int(data, "length", 100) or 0,
+        length=_int(data, "length", min(100, limits.max_chars)) or 0,
         temperature=_number(data, "temperature", 1.0) or 0.0,
         top_k=_int(data, "top_k", 0) or 0,
         seed=_int(data, "seed", None),
