@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,6 +13,7 @@ import pytest
 import uvicorn
 
 import rnnlab
+from rnnlab.cli import main
 from rnnlab.errors import RnnlabError
 from rnnlab.serve.app import create_app
 from rnnlab.serve.metrics import ServeMetrics
@@ -23,39 +22,32 @@ from rnnlab.serve.server import bind, serve
 from rnnlab.serve.settings import ServeSettings
 
 
-def rnnlab_serve(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rnnlab", "serve", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def rnnlab_serve(capsys, *args: str) -> tuple[int, str]:
+    """``rnnlab serve`` in this process: these errors come before any server starts."""
+    code = main(["serve", *args])
+    return code, capsys.readouterr().err
 
 
-def test_a_path_that_is_not_a_run_is_a_one_line_error(tmp_path):
-    done = rnnlab_serve(str(tmp_path / "missing"), "--port", "0")
-    assert done.returncode == 2
-    assert done.stderr == f"rnnlab: error: {tmp_path / 'missing'}: no such run directory\n"
+def test_a_path_that_is_not_a_run_is_a_one_line_error(tmp_path, capsys):
+    code, err = rnnlab_serve(capsys, str(tmp_path / "missing"), "--port", "0")
+    assert (code, err) == (2, f"rnnlab: error: {tmp_path / 'missing'}: no such run directory\n")
 
 
-def test_a_port_in_use_is_a_one_line_error(translator_run):
+def test_a_port_in_use_is_a_one_line_error(translator_run, capsys):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        done = rnnlab_serve(str(translator_run), "--port", str(port))
-    assert done.returncode == 2
-    assert done.stderr == (
-        f"rnnlab: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
-    )
+        code, err = rnnlab_serve(capsys, str(translator_run), "--port", str(port))
+    assert code == 2
+    assert err == f"rnnlab: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
 
 
-def test_duplicate_names_and_bad_limits_are_one_line_errors(translator_run):
-    done = rnnlab_serve(f"a={translator_run}", f"a={translator_run}")
-    assert done.returncode == 2 and "model name 'a' is empty or used twice" in done.stderr
-    done = rnnlab_serve(str(translator_run), "--max-batch-sentences", "0")
-    assert done.returncode == 2
-    assert done.stderr == "rnnlab: error: --max-batch-sentences must be 1 or more, got 0\n"
+def test_duplicate_names_and_bad_limits_are_one_line_errors(translator_run, capsys):
+    code, err = rnnlab_serve(capsys, f"a={translator_run}", f"a={translator_run}")
+    assert code == 2 and "model name 'a' is empty or used twice" in err
+    code, err = rnnlab_serve(capsys, str(translator_run), "--max-batch-sentences", "0")
+    assert (code, err) == (2, "rnnlab: error: --max-batch-sentences must be 1 or more, got 0\n")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
