@@ -189,25 +189,25 @@ def create_app(
         return {"models": models}
 
     @app.post("/v1/models/{name}/translate")
-    async def translate(name: str, request: Request) -> dict[str, Any]:
+    async def translate(name: str, request: Request) -> JSONResponse:
         entry = served(name, Translator, "translate")
         parsed = parse_translate(await body_of(request), settings)
         results = await run(entry, parsed.batch_key(), parsed.text)
-        return {"translations": [translation_json(t, parsed.n_best) for t in results]}
+        return JSONResponse({"translations": [translation_json(t, parsed.n_best) for t in results]})
 
     @app.post("/v1/models/{name}/tag")
-    async def tag(name: str, request: Request) -> dict[str, Any]:
+    async def tag(name: str, request: Request) -> JSONResponse:
         entry = served(name, Tagger, "tag")
         parsed = parse_tag(await body_of(request), settings)
         results = await run(entry, ("tag",), parsed.tokens)
-        return {"sentences": [{"tokens": s.tokens, "tags": s.tags} for s in results]}
+        return JSONResponse({"sentences": [{"tokens": s.tokens, "tags": s.tags} for s in results]})
 
     @app.post("/v1/models/{name}/generate")
-    async def generate(name: str, request: Request) -> dict[str, Any]:
+    async def generate(name: str, request: Request) -> JSONResponse:
         entry = served(name, LanguageModel, "generate")
         parsed = parse_generate(await body_of(request), settings)
         [text] = await run(entry, entry.generation_key(), [parsed])
-        return {"text": text}
+        return JSONResponse({"text": text})
 
     @app.get("/metrics")
     async def prometheus() -> Response:
