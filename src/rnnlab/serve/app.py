@@ -192,8 +192,9 @@ def create_app(
     async def translate(name: str, request: Request) -> JSONResponse:
         entry = served(name, Translator, "translate")
         parsed = parse_translate(await body_of(request), settings)
-        results = await run(entry, parsed.batch_key(), parsed.text)
-        return JSONResponse({"translations": [translation_json(t, parsed.n_best) for t in results]})
+        results = await run(entry, parsed.decode, parsed.text)
+        n_best = parsed.decode.n_best
+        return JSONResponse({"translations": [translation_json(t, n_best) for t in results]})
 
     @app.post("/v1/models/{name}/tag")
     async def tag(name: str, request: Request) -> JSONResponse:

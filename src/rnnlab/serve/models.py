@@ -6,6 +6,7 @@ already answers ``/healthz`` (and says it is not ready) while large models load.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 from rnnlab.inference import InferenceModel, LanguageModel, Tagger, Translator
 from rnnlab.serve.batching import BatchQueue
 from rnnlab.serve.metrics import ServeMetrics
-from rnnlab.serve.requests import GenerateRequest
+from rnnlab.serve.requests import DecodeSettings, GenerateRequest
 from rnnlab.serve.settings import ServeSettings
 
 Loader = Callable[[Path], InferenceModel]
@@ -38,21 +39,20 @@ def parse_model_spec(text: str) -> ModelSpec:
 
 def run_batch(model: InferenceModel, key: Hashable, payloads: list[Any]) -> list[Any]:
     """Decode one batch on the model thread; the key carries the shared decoding settings."""
-    kind = key[0]  # type: ignore[index]
-    if kind == "translate":
+    if isinstance(key, DecodeSettings):
         assert isinstance(model, Translator)
-        _, beam, n_best, attention, max_len, length_penalty = key  # type: ignore[misc]
-        return model.translate(
-            payloads,
-            beam=beam,
-            n_best=n_best,
-            attention=attention,
-            max_len=max_len,
-            length_penalty=length_penalty,
+        return list(
+            model.translate(
+                payloads,
+                beam=key.beam,
+                n_best=key.n_best,
+                attention=key.attention,
+                max_len=key.max_len,
+                length_penalty=key.length_penalty,
+            )
         )
-    if kind == "tag":
-        assert isinstance(model, Tagger)
-        return model.tag(payloads)
+    if isinstance(model, Tagger):
+        return list(model.tag(payloads))
     assert isinstance(model, LanguageModel)
     results: list[Any] = []
     for request in payloads:
@@ -120,7 +120,7 @@ class ModelRegistry:
             model = served.model
             assert model is not None
             queue = BatchQueue(
-                run_batch=lambda key, payloads, model=model: run_batch(model, key, payloads),
+                run_batch=functools.partial(run_batch, model),
                 max_batch=settings.max_batch_sentences,
                 max_wait_s=settings.max_wait_ms / 1000.0,
                 max_queue=settings.max_queue,

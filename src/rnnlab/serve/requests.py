@@ -16,24 +16,20 @@ from rnnlab.serve.settings import ServeSettings
 
 
 @dataclass(frozen=True)
-class TranslateRequest:
-    text: list[str]
+class DecodeSettings:
+    """How a translate request decodes; also its batch key, as batched sentences share settings."""
+
     beam: int = 1
     n_best: int = 1
     attention: bool = False
     max_len: int | None = None
     length_penalty: float | None = None
 
-    def batch_key(self) -> tuple[Any, ...]:
-        """Sentences decoded together must share every decoding setting."""
-        return (
-            "translate",
-            self.beam,
-            self.n_best,
-            self.attention,
-            self.max_len,
-            self.length_penalty,
-        )
+
+@dataclass(frozen=True)
+class TranslateRequest:
+    text: list[str]
+    decode: DecodeSettings
 
 
 @dataclass(frozen=True)
@@ -117,8 +113,7 @@ def parse_translate(data: dict[str, Any], limits: ServeSettings) -> TranslateReq
     _check_count(len(text), limits)
     for i, line in enumerate(text):
         _check_length(line, f"text[{i}]", limits)
-    request = TranslateRequest(
-        text=text,
+    request = DecodeSettings(
         beam=_int(data, "beam", 1) or 0,
         n_best=_int(data, "n_best", 1) or 0,
         attention=_bool(data, "attention", False),
@@ -135,7 +130,7 @@ def parse_translate(data: dict[str, Any], limits: ServeSettings) -> TranslateReq
         raise ApiError(422, f"max_len must be between 1 and {limits.max_chars}")
     if request.length_penalty is not None and request.length_penalty < 0:
         raise ApiError(422, f"length_penalty must be 0 or more, got {request.length_penalty}")
-    return request
+    return TranslateRequest(text=text, decode=request)
 
 
 def parse_tag(data: dict[str, Any], limits: ServeSettings) -> TagRequest:
