@@ -15,17 +15,16 @@ from rnnlab.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 EWT_SAMPLE = REPO / "data" / "ud-ewt-sample"
-PANGRAM = "the quick brown fox jumps over the lazy dog\n"
 
 
 def _sets(settings: dict[str, object]) -> list[str]:
     return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
 
 
-def _train(task: str, out: Path, settings: dict[str, object], *config: str) -> Path:
+def _train(task: str, out: Path, *args: str) -> Path:
     threads = torch.get_num_threads()
     try:
-        code = main(["train", task, "--out", str(out), *config, *_sets(settings)])
+        code = main(["train", task, "--out", str(out), *args])
     finally:
         torch.set_num_threads(threads)
     assert code == 0, f"training the tiny {task} run failed"
@@ -53,7 +52,7 @@ def train_translator(root: Path) -> Path:
         "train.num_threads": 1,
         "train.device": "cpu",
     }
-    return _train("seq2seq", root / "reverse", settings)
+    return _train("seq2seq", root / "reverse", *_sets(settings))
 
 
 def train_tagger(root: Path) -> Path:
@@ -69,23 +68,12 @@ def train_tagger(root: Path) -> Path:
         "train.device": "cpu",
     }
     config = ("--config", str(REPO / "configs/tagger/ud-ewt-sample.yaml"))
-    return _train("tagger", root / "pos", settings, *config)
+    return _train("tagger", root / "pos", *config, *_sets(settings))
 
 
 def train_language_model(root: Path) -> Path:
+    from tests.lm.conftest import PANGRAM, _tiny_run_args
+
     text = root / "pangram.txt"
     text.write_text(PANGRAM * 30, encoding="utf-8")
-    settings = {
-        "data.train": text,
-        "data.valid": text,
-        "data.clean": "none",
-        "model.hidden_size": 64,
-        "model.embed_size": 16,
-        "train.batch_size": 4,
-        "train.bptt": 32,
-        "train.epochs": 8,
-        "train.lr": 0.01,
-        "train.num_threads": 1,
-        "train.device": "cpu",
-    }
-    return _train("lm", root / "pangram", settings)
+    return _train("lm", root / "pangram", *_tiny_run_args(text, text))
