@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import httpx
 import pytest
@@ -203,3 +204,21 @@ def test_web_page_and_assets(client):
     for asset, kind in (("app.js", "javascript"), ("style.css", "text/css")):
         response = client.get(f"/static/{asset}")
         assert response.status_code == 200 and kind in response.headers["content-type"]
+
+
+def test_clients_that_go_away_mid_request_do_not_disturb_others(server, client):
+    host, port = server.url.removeprefix("http://").split(":")
+    body = json.dumps({"text": ["a b c"]}).encode()
+    head = (
+        "POST /v1/models/reverse/translate HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n"
+    )
+    for payload in (
+        head.format(1000).encode() + body[:4],  # half a body, then gone
+        head.format(len(body)).encode() + body,  # a whole request, gone before the answer
+    ):
+        with socket.create_connection((host, int(port))) as raw:
+            raw.sendall(payload)
+    response = client.post("/v1/models/reverse/translate", json={"text": ["a b c", "h g"]})
+    assert [t["text"] for t in response.json()["translations"]] == ["c b a", "g h"]
+    assert client.get("/healthz").json() == {"status": "ok"}
