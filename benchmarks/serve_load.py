@@ -75,6 +75,15 @@ class Server:
         while httpx.get(f"{self.url}/readyz").status_code != 200:
             time.sleep(0.1)
 
+    def batches(self) -> tuple[float, float]:
+        """(batches, sentences) decoded so far, from the server's Prometheus histogram."""
+        found = dict.fromkeys(("count", "sum"), 0.0)
+        for line in httpx.get(f"{self.url}/metrics").text.splitlines():
+            for key in found:
+                if line.startswith(f'rnnlab_batch_sentences_{key}{{model="m"}}'):
+                    found[key] = float(line.rsplit(" ", 1)[1])
+        return found["count"], found["sum"]
+
     def rss_mb(self) -> float:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
@@ -237,6 +246,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--abuse-rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="PyTorch threads of each server")
+    parser.add_argument("--max-wait-ms", default="5", help="of the batching server")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/serve_load.json")
     args = parser.parse_args()
 
@@ -245,7 +255,14 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     threads = ["--threads", str(args.threads)]
     servers = {
-        "batched": Server("batched", args.run, args.out.with_suffix(".batched.log"), *threads),
+        "batched": Server(
+            "batched",
+            args.run,
+            args.out.with_suffix(".batched.log"),
+            "--max-wait-ms",
+            args.max_wait_ms,
+            *threads,
+        ),
         "unbatched": Server(
             "unbatched",
             args.run,
@@ -260,6 +277,7 @@ def main() -> None:
         offset = 0
         for clients in [int(c) for c in args.clients.split(",")]:
             windows: dict[str, list[LoadResult]] = {name: [] for name in servers}
+            batches_before = servers["batched"].batches()
             for _ in range(args.reps):
                 for name, server in servers.items():  # alternating windows
                     result = asyncio.run(
@@ -274,7 +292,12 @@ def main() -> None:
                     )
                     windows[name].append(result)
                     offset += result.answered + result.failed
-            level: dict[str, object] = {"load_average": os.getloadavg()[0]}
+            batches_after = servers["batched"].batches()
+            level: dict[str, object] = {
+                "load_average": os.getloadavg()[0],
+                "batched_mean_batch": (batches_after[1] - batches_before[1])
+                / max(batches_after[0] - batches_before[0], 1),
+            }
             for name, results in windows.items():
                 level[name] = {
                     "sentences_per_s": statistics.median(r.rate for r in results),
