@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -317,8 +318,12 @@ class TaggerTask(Task):
         device: torch.device,
         *,
         batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> list[list[int]]:
-        """Tag ids per sentence, in input order; an empty sentence gets none."""
+        """Tag ids per sentence, in input order; an empty sentence gets none.
+
+        ``progress`` is called with the number of sentences of each finished batch.
+        """
         model.eval()
         results: list[list[int]] = [[] for _ in sentences]
         keep = [i for i, s in enumerate(sentences) if s]
@@ -329,6 +334,8 @@ class TaggerTask(Task):
             predicted = model.decode(self._emissions(model, batch), batch.lengths).tolist()
             for i, tags in zip(rows, predicted, strict=True):
                 results[i] = tags[: len(sentences[i])]
+            if progress is not None:
+                progress(len(rows))
         return results
 
     def tag(
@@ -338,12 +345,15 @@ class TaggerTask(Task):
         device: torch.device,
         *,
         batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> list[list[str]]:
         """Tags per sentence (strings), in input order."""
         assert self.tagset is not None
         return [
             self.tagset.decode(ids)
-            for ids in self.tag_ids(model, sentences, device, batch_size=batch_size)
+            for ids in self.tag_ids(
+                model, sentences, device, batch_size=batch_size, progress=progress
+            )
         ]
 
     # -- metrics --------------------------------------------------------------------------------
