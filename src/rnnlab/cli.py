@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from rnnlab.errors import RnnlabError
 
 EXIT_USER_ERROR = 2
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -26,7 +30,7 @@ class ConsoleReporter:
 
     def __init__(self, stream: Any = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.interactive = bool(getattr(stream, "isatty", lambda: False)())
+        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
 
     def record(self, record: dict[str, Any]) -> None:
         if self.interactive and "valid_loss" not in record and "train_loss" in record:
@@ -43,10 +47,11 @@ class ConsoleReporter:
             print(text, file=self.stream, flush=True)
 
     def progress(self, total: int, desc: str, initial: int = 0) -> Any:
+        """A bar over ``total`` items; ``total`` 0 counts items of unknown number (a stream)."""
         from tqdm import tqdm
 
         return tqdm(
-            total=total,
+            total=total or None,
             desc=desc,
             initial=initial,
             file=self.stream,
@@ -67,9 +72,31 @@ def _set_threads(config: Any) -> None:
         torch.set_num_threads(config.train.num_threads)
 
 
+@contextmanager
+def _stop_on_sigterm() -> Iterator[Callable[[], bool]]:
+    """SIGTERM — what Slurm, Kubernetes and torchrun send before killing — asks for a clean stop.
+
+    The handler only sets a flag; the trainer polls it after each step, so every rank stops after
+    the same step and the checkpoint holds a whole step, never half of one.
+    """
+    requested = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: requested.set())
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _relaunch_with_torchrun(argv: list[str], nproc: int) -> int:
-    """``rnnlab train --nproc N …`` is ``torchrun --standalone --nproc_per_node N -m rnnlab train …``."""
-    import subprocess
+    """``rnnlab train --nproc N …`` is ``torchrun --standalone --nproc_per_node N -m rnnlab train …``.
+
+    torchrun runs in this process. On SIGTERM (or Ctrl-C) it passes the signal to its workers and
+    waits for them; they stop after the same step and rank 0 saves a checkpoint. A worker's user
+    error has already been reported in one line by that worker; its exit status is returned.
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
 
     kept: list[str] = []
     skip = False
@@ -80,9 +107,14 @@ def _relaunch_with_torchrun(argv: list[str], nproc: int) -> int:
             skip = True
         elif not item.startswith("--nproc="):
             kept.append(item)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += ["--nproc_per_node", str(nproc), "-m", "rnnlab", *kept]
-    return subprocess.call(command)
+    try:
+        torchrun(["--standalone", "--nproc_per_node", str(nproc), "-m", "rnnlab", *kept])
+    except SignalException as exc:
+        return 128 + int(exc.sigval)
+    except ChildFailedError as exc:
+        _, first = exc.get_first_failure()
+        return first.exitcode if first.exitcode > 0 else 1
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -90,10 +122,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.nproc > 1 and not launched_by_torchrun():
         return _relaunch_with_torchrun(args.argv, args.nproc)
+    from rnnlab.training.trainer import TrainingStopped
+
     config_device = _peek_device(args)
     distributed = init_from_env(config_device)
     try:
-        return _train(args, distributed)
+        with ExitStack() as cleanup:
+            should_stop = cleanup.enter_context(_stop_on_sigterm())
+            try:
+                return _train(args, distributed, cleanup, should_stop)
+            except TrainingStopped:
+                if distributed.is_main:
+                    print("rnnlab: terminated", file=sys.stderr)
+                # Under torchrun an orderly stop is a success, or torchrun reports a failed job.
+                return 0 if distributed.enabled else EXIT_TERMINATED
     finally:
         shutdown(distributed)
 
@@ -116,29 +158,44 @@ def _peek_device(args: argparse.Namespace) -> str:
     return torch.device(name).type
 
 
-def _train(args: argparse.Namespace, distributed: Any) -> int:
+def _train(
+    args: argparse.Namespace,
+    distributed: Any,
+    cleanup: ExitStack,
+    should_stop: Callable[[], bool],
+) -> int:
     import atexit
     import shutil
     import tempfile
 
     import torch
 
-    from rnnlab.config import load_config
+    from rnnlab.atomic import reported_as
     from rnnlab.nn.describe import describe
-    from rnnlab.rundir import create_run_dir, read_run_config, task_class
+    from rnnlab.rundir import create_run_dir, load_task_config, read_run_config, task_class
+    from rnnlab.training.run_lock import RunLock
     from rnnlab.training.trainer import Trainer, resolve_device
 
     reporter = ConsoleReporter()
+
+    def lock(run_dir: Path) -> None:
+        """Only rank 0 writes the run directory, so only rank 0 holds its lock."""
+        if distributed.is_main:
+            held = cleanup.enter_context(RunLock.acquire(run_dir))
+            if held.notice:
+                reporter.message(held.notice)
+
     if args.resume:
         # Every rank reads the run directory (on several machines: a shared filesystem).
         run_dir = Path(args.resume)
         config = read_run_config(run_dir, args.set)
+        lock(run_dir)
         task = task_class(config.task)(config, run_dir)
         task.prepare_resume()
     elif not distributed.is_main:
         # Other ranks build the same vocabularies from the same data, in a private directory:
         # only rank 0 writes the run directory.
-        config = load_config(task_class(args.task).config_class, args.config, args.set)
+        config = load_task_config(args.task, args.config, args.set)
         run_dir = Path(tempfile.mkdtemp(prefix=f"rnnlab-rank{distributed.rank}-"))
         atexit.register(shutil.rmtree, run_dir, ignore_errors=True)
         task = task_class(config.task)(config, run_dir)
@@ -146,12 +203,11 @@ def _train(args: argparse.Namespace, distributed: Any) -> int:
     else:
         if not args.task or not args.out:
             raise RnnlabError("train needs a TASK and --out RUN (or --resume RUN)")
-        config = load_config(task_class(args.task).config_class, args.config, args.set)
-        if config.task != args.task:
-            raise RnnlabError(
-                f"{args.config}: config is for task {config.task!r}, not {args.task!r}"
-            )
+        config = load_task_config(args.task, args.config, args.set)
         run_dir = Path(args.out)
+        with reported_as(run_dir):
+            run_dir.mkdir(parents=True, exist_ok=True)
+        lock(run_dir)  # before --overwrite may clear the directory
         create_run_dir(run_dir, config, overwrite=args.overwrite)
         task = task_class(config.task)(config, run_dir)
         task.prepare_training()
@@ -163,6 +219,10 @@ def _train(args: argparse.Namespace, distributed: Any) -> int:
         device = torch.device("cuda", distributed.local_rank)
     if distributed.is_main:
         reporter.message(describe(model))
+        if not task.has_validation():
+            reporter.message(
+                "no data.valid: training without validation; best/ will be the last checkpoint"
+            )
         if distributed.enabled:
             reporter.message(f"{distributed.world_size} processes, global batch split across them")
     trainer = Trainer(
@@ -173,6 +233,7 @@ def _train(args: argparse.Namespace, distributed: Any) -> int:
         device=device,
         reporter=reporter,
         distributed=distributed,
+        should_stop=should_stop,
     )
     if args.resume:
         trainer.load_checkpoint()
@@ -236,11 +297,25 @@ def _flatten(metrics: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, A
             yield f"{prefix}{key}", value
 
 
+def _notice(text: str) -> None:
+    print(f"rnnlab: notice: {text}", file=sys.stderr, flush=True)
+
+
+def _stdin_lines() -> Iterator[tuple[int, str]]:
+    """Numbered lines of stdin, each cut to the input line limit (with a notice when it is)."""
+    from rnnlab.data.limits import read_limited_lines
+
+    for number, line in enumerate(read_limited_lines(sys.stdin), start=1):
+        if line.cut:
+            _notice(line.notice(f"<stdin>:{number}"))
+        yield number, line.text
+
+
 def _stdin_blocks(size: int) -> Iterator[list[str]]:
     """Lines of stdin in blocks, so output streams while a long input is still being read."""
     block: list[str] = []
-    for line in sys.stdin:
-        block.append(line.rstrip("\r\n"))
+    for _, line in _stdin_lines():
+        block.append(line)
         if len(block) >= size:
             yield block
             block = []
@@ -265,10 +340,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _translate_exported(args: argparse.Namespace) -> int:
     """``rnnlab translate EXPORT_DIR``: ONNX Runtime, no model code (greedy only)."""
+    from rnnlab.export.onnx import check_manifest
     from rnnlab.export.runtime import OnnxTranslator
 
     if (args.beam or 1) > 1 or args.n_best > 1:
         raise RnnlabError(f"{args.run}: an exported model translates greedily (no --beam/--n-best)")
+    check_manifest(args.run)
     translator = OnnxTranslator(args.run)
     size = max(args.batch_size or translator.batch_size, 1)
     for block in _stdin_blocks(size * 8):
@@ -324,12 +401,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise RnnlabError(f"--temperature must be positive, got {args.temperature}")
     if args.top_k is not None and args.top_k < 0:
         raise RnnlabError(f"--top-k must be 0 (no limit) or more, got {args.top_k}")
+    from rnnlab.data.limits import cut_line
+
+    prefix = cut_line(args.prefix)
+    if prefix.cut:
+        _notice(prefix.notice("--prefix"))
     model = load_as(
         LanguageModel, args.run, command="generate", device=args.device, overrides=args.set
     )
     sampled = args.temperature is not None or args.top_k is not None
     text = model.generate(
-        args.prefix,
+        prefix.text,
         length=args.length,
         temperature=(args.temperature or 1.0) if sampled else 0.0,
         top_k=args.top_k or 0,
@@ -344,7 +426,7 @@ def _stdin_conllu_blocks(size: int) -> Iterator[list[Any]]:
     from rnnlab.data.conllu_io import parse_conllu
 
     block: list[Any] = []
-    for sentence in parse_conllu(enumerate(sys.stdin, start=1), "<stdin>"):
+    for sentence in parse_conllu(_stdin_lines(), "<stdin>"):
         block.append(sentence)
         if len(block) >= size:
             yield block

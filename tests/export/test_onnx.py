@@ -182,3 +182,35 @@ def test_runtime_tokenizer_matches_rnnlab(mode):
         assert normalize(text, mode).split() == tokenizer.encode(text)
         tokens = tokenizer.encode(text)
         assert detokenize(tokens, mode) == tokenizer.decode(tokens)
+
+
+def test_cli_export_on_a_full_disk_keeps_the_previous_export(
+    trained, tmp_path, monkeypatch, capsys
+):
+    import errno
+    import shutil
+    from pathlib import Path
+
+    from rnnlab.export import onnx as onnx_export
+
+    task, model, export = trained
+    previous = tmp_path / "export"
+    shutil.copytree(export, previous)
+    before = {p.name: p.read_bytes() for p in previous.iterdir()}
+
+    def disk_fills_up(src, dst):
+        Path(dst).write_bytes(Path(src).read_bytes()[:100])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+
+    monkeypatch.setattr(onnx_export.shutil, "copyfile", disk_fills_up)
+    assert main(["export", str(task.run_dir), "--out", str(previous)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"rnnlab: error: {previous}: cannot write (no space left on device); "
+        "the previous version is kept"
+    ]
+    assert {p.name: p.read_bytes() for p in previous.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    assert OnnxTranslator(previous).translate(["a b c"]) == OnnxTranslator(export).translate(
+        ["a b c"]
+    )

@@ -75,6 +75,6 @@ class LanguageModel:
         assert self.task.vocab is not None
         if len(tokens) < 2:
             raise RnnlabError("text too short to score (a language model needs at least 2 tokens)")
-        ids = self.task.encode(tokens)
+        ids = torch.tensor(self.task.vocab.encode(tokens), dtype=torch.long)  # (N,)
         nll, count = stream_nll(self.model, ids, self.device)
         return perplexity(nll, count)

@@ -22,8 +22,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from rnnlab.atomic import atomic_write_text
 from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches
+from rnnlab.data.bundled import bundled_path
 from rnnlab.data.conllu_io import TagColumn
 from rnnlab.data.tagged import TaggedFormat, TaggedSentence, read_tagged
 from rnnlab.data.tagset import TagSet
@@ -37,8 +39,8 @@ from rnnlab.tasks.base import Batch, LossOutput, Task
 
 @dataclass
 class TaggerDataConfig(DataConfig):
-    train: str = "data/ud-ewt-sample/train.conllu"
-    valid: str = "data/ud-ewt-sample/dev.conllu"
+    train: str = field(default_factory=lambda: bundled_path("ud-ewt-sample/train.conllu"))
+    valid: str = field(default_factory=lambda: bundled_path("ud-ewt-sample/dev.conllu"))
     test: str = ""
     """Optional test data, evaluated at the end of training."""
     format: TaggedFormat = "auto"
@@ -173,8 +175,9 @@ class TaggerTask(Task):
         self.word_vocab.save(self.run_dir / "vocab.words.json")
         self.char_vocab.save(self.run_dir / "vocab.chars.json")
         self.tagset.save(self.run_dir / "tags.json")
-        (self.run_dir / "train_words.json").write_text(
-            json.dumps(sorted(self.train_words), ensure_ascii=False), encoding="utf-8"
+        atomic_write_text(
+            self.run_dir / "train_words.json",
+            json.dumps(sorted(self.train_words), ensure_ascii=False),
         )
         self._encode_training(sentences)
 
@@ -187,7 +190,7 @@ class TaggerTask(Task):
             self.train_words = frozenset(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise DataError(path, "training word list is missing") from None
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise DataError(path, f"not a valid word list ({exc})") from None
 
     def read_training_data(self) -> None:
