@@ -389,7 +389,7 @@ class Seq2SeqTask(Task):
         return results
 
     def translate_ids(
-        self, model: nn.Module, sources: list[list[int]], device: torch.device, **decode: Any
+        self, model: nn.Module, sources: Sequence[list[int]], device: torch.device, **decode: Any
     ) -> list[list[list[int]]]:
         """Token ids of ``translate_hypotheses``: what metrics and benchmarks need."""
         hyps = self.translate_hypotheses(model, sources, device, **decode)
