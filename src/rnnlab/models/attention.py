@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.nn.masking import length_mask
+from rnnlab.nn.precision import full_precision
 
 
 def padding_mask(memory_lengths: Tensor, source_len: int) -> Tensor:
@@ -35,8 +36,11 @@ def padding_mask(memory_lengths: Tensor, source_len: int) -> Tensor:
 
 
 def _masked_weights(scores: Tensor, padding: Tensor) -> Tensor:
-    """Scores (B, Q, S) → weights with exact zeros at padding (see ``masked_softmax``)."""
-    weights = torch.softmax(scores.masked_fill(padding, float("-inf")), dim=-1)
+    """Scores (B, Q, S) → weights with exact zeros at padding (see ``masked_softmax``).
+
+    The softmax runs in float32 even under bfloat16 autocast.
+    """
+    weights = torch.softmax(full_precision(scores).masked_fill(padding, float("-inf")), dim=-1)
     return torch.nan_to_num(weights, nan=0.0)
 
 

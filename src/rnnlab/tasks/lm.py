@@ -34,6 +34,7 @@ from rnnlab.decoding.sampling import sample
 from rnnlab.errors import ConfigError, DataError, RnnlabError
 from rnnlab.metrics.perplexity import perplexity
 from rnnlab.models.language_model import RNNLanguageModel, build_language_model
+from rnnlab.nn.precision import full_precision
 from rnnlab.nn.state import detach_state, hidden_of
 from rnnlab.tasks.base import Batch, LossOutput, Task
 
@@ -206,7 +207,7 @@ class LanguageModelTask(Task):
         logits = model.project(features)  # (B, T, V)
         smoothing = self.config.train.label_smoothing if model.training else 0.0
         loss = F.cross_entropy(
-            logits.flatten(0, 1),
+            full_precision(logits.flatten(0, 1)),  # float32 even under bf16 autocast
             batch.targets.flatten(),
             reduction="sum",
             label_smoothing=smoothing,

@@ -25,6 +25,7 @@ from rnnlab.errors import RnnlabError
 from rnnlab.metrics.bleu import corpus_bleu, corpus_bleu_with_signature, mean_d2l_bleu
 from rnnlab.metrics.perplexity import perplexity
 from rnnlab.models.seq2seq import EncoderDecoder, build_seq2seq
+from rnnlab.nn.precision import autocast
 from rnnlab.tasks.base import Batch, LossOutput, Task
 from rnnlab.training.losses import masked_token_nll, select_valid
 
@@ -79,6 +80,8 @@ class DecodeConfig:
     """GNMT length-penalty alpha for beam search (0 = none)."""
     batch_size: int = 512
     """Sentences decoded together; large batches amortise the per-step overhead of greedy search."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: decode under bfloat16 autocast (scores and search stay float32)."""
 
 
 @dataclass
@@ -339,42 +342,43 @@ class Seq2SeqTask(Task):
         beam_size = beam_size or decode.beam_size
         max_len = max_len or decode.max_len
         results: list[list[list[int]]] = [[] for _ in sources]
-        for ids in sorted_batches([len(s) for s in sources], decode.batch_size):
-            src_ids, src_lengths = pad_batch([sources[i] for i in ids], self.src_vocab.pad_id)
-            src_ids, src_lengths = src_ids.to(device), src_lengths.to(device)
-            state = model.start(src_ids, src_lengths)
-            if beam_size > 1 or n_best > 1:
-                from rnnlab.decoding.beam import beam_search
+        with autocast(device, decode.precision):
+            for ids in sorted_batches([len(s) for s in sources], decode.batch_size):
+                src_ids, src_lengths = pad_batch([sources[i] for i in ids], self.src_vocab.pad_id)
+                src_ids, src_lengths = src_ids.to(device), src_lengths.to(device)
+                state = model.start(src_ids, src_lengths)
+                if beam_size > 1 or n_best > 1:
+                    from rnnlab.decoding.beam import beam_search
 
-                hyps = beam_search(
-                    model,
-                    state,
-                    batch_size=len(ids),
-                    beam_size=max(beam_size, n_best),
-                    n_best=n_best,
-                    bos_id=self.tgt_vocab.bos_id,
-                    eos_id=self.tgt_vocab.eos_id,
-                    max_len=max_len,
-                    length_penalty=decode.length_penalty,
-                    device=device,
-                )
-            else:
-                hyps = [
-                    [h]
-                    for h in greedy_search(
+                    hyps = beam_search(
                         model,
                         state,
                         batch_size=len(ids),
+                        beam_size=max(beam_size, n_best),
+                        n_best=n_best,
                         bos_id=self.tgt_vocab.bos_id,
                         eos_id=self.tgt_vocab.eos_id,
                         max_len=max_len,
+                        length_penalty=decode.length_penalty,
                         device=device,
                     )
-                ]
-            for i, hyp in zip(ids, hyps, strict=True):
-                results[i] = hyp
-            if progress is not None:
-                progress(len(ids))
+                else:
+                    hyps = [
+                        [h]
+                        for h in greedy_search(
+                            model,
+                            state,
+                            batch_size=len(ids),
+                            bos_id=self.tgt_vocab.bos_id,
+                            eos_id=self.tgt_vocab.eos_id,
+                            max_len=max_len,
+                            device=device,
+                        )
+                    ]
+                for i, hyp in zip(ids, hyps, strict=True):
+                    results[i] = hyp
+                if progress is not None:
+                    progress(len(ids))
         return results
 
     @torch.no_grad()
