@@ -195,7 +195,9 @@ class BahdanauDecoder(AttentionDecoder):
         assert stepper is not None
         weights = stepper.weights(self.rnn)
         w_embedded, w_context = stepper.split_input(weights, self.embed_size)
-        embedded_gates = F.linear(embedded, w_embedded, weights[0].b_ih)  # (B, T, G·H)
+        # Unbound once: slicing [:, t] at every step would make backward fill a (B, T, G·H) zero
+        # tensor per step.
+        embedded_gates = F.linear(embedded, w_embedded, weights[0].b_ih).unbind(1)  # T × (B, G·H)
         layers = stepper.unstack(state.hidden)
         top = hidden_of(state.hidden)[-1]  # (B, H): s_{t-1}, top layer
         outputs, contexts, attention = [], [], []
@@ -204,7 +206,7 @@ class BahdanauDecoder(AttentionDecoder):
                 top.unsqueeze(1), state.keys, state.memory, padding
             )  # (B, 1, C), (B, 1, S)
             context = context.squeeze(1)
-            gates = embedded_gates[:, t] + F.linear(context, w_context)  # (B, G·H)
+            gates = embedded_gates[t] + F.linear(context, w_context)  # (B, G·H)
             top, layers = stepper.step(gates, layers, weights, training=self.training)
             outputs.append(top)
             contexts.append(context)
@@ -222,12 +224,12 @@ class BahdanauDecoder(AttentionDecoder):
         """The same loop for any stack, one single-step call of it per position."""
         hidden = state.hidden
         outputs, contexts, attention = [], [], []
-        for t in range(embedded.size(1)):
+        for embedded_t in embedded.split(1, dim=1):  # T × (B, 1, E)
             query = hidden_of(hidden)[-1].unsqueeze(1)  # (B, 1, H): s_{t-1}, top layer
             context, step_weights = self.attention.attend(
                 query, state.keys, state.memory, padding
             )  # (B, 1, C), (B, 1, S)
-            output, hidden = self.rnn(torch.cat([embedded[:, t : t + 1], context], -1), hidden)
+            output, hidden = self.rnn(torch.cat([embedded_t, context], -1), hidden)
             outputs.append(output)
             contexts.append(context)
             attention.append(step_weights)
@@ -321,12 +323,12 @@ class LuongDecoder(AttentionDecoder):
         assert stepper is not None and state.attentional is not None
         weights = stepper.weights(self.rnn)
         w_embedded, w_feed = stepper.split_input(weights, self.embed_size)
-        embedded_gates = F.linear(embedded, w_embedded, weights[0].b_ih)  # (B, T, G·H)
+        embedded_gates = F.linear(embedded, w_embedded, weights[0].b_ih).unbind(1)  # T × (B, G·H)
         layers = stepper.unstack(state.hidden)
         last = state.attentional  # (B, H): h̃_{t-1}
         steps, attention = [], []
         for t in range(embedded.size(1)):
-            gates = embedded_gates[:, t] + F.linear(last, w_feed)  # (B, G·H)
+            gates = embedded_gates[t] + F.linear(last, w_feed)  # (B, G·H)
             output, layers = stepper.step(gates, layers, weights, training=self.training)
             step, step_weights = self._attend(output.unsqueeze(1), state, padding)  # (B, 1, H)
             last = step.squeeze(1)
@@ -341,8 +343,8 @@ class LuongDecoder(AttentionDecoder):
         hidden, last = state.hidden, state.attentional
         assert last is not None
         steps, attention = [], []
-        for t in range(embedded.size(1)):
-            rnn_in = torch.cat([embedded[:, t : t + 1], last.unsqueeze(1)], dim=-1)
+        for embedded_t in embedded.split(1, dim=1):  # T × (B, 1, E)
+            rnn_in = torch.cat([embedded_t, last.unsqueeze(1)], dim=-1)
             output, hidden = self.rnn(rnn_in, hidden)  # (B, 1, H)
             step, step_weights = self._attend(output, state, padding)  # (B, 1, H), (B, 1, S)
             last = step.squeeze(1)

@@ -77,19 +77,33 @@ class StackStepper:
         return cls(kind=kind, num_layers=rnn.num_layers, dropout=float(rnn.dropout))
 
     def weights(self, rnn: nn.Module) -> list[LayerWeights]:
-        """``rnn``'s current parameters, fetched once per forward (not once per step)."""
-        layers = []
+        """``rnn``'s current parameters, fetched once per forward (not once per step).
+
+        Under autocast they are cast here, once: autocast caches the casts of parameters but not of
+        their column blocks (``split_input``), which it would otherwise cast again at every step.
+        """
+        weight = rnn.weight_hh_l0
+        device_type = weight.device.type
+        dtype = (
+            torch.get_autocast_dtype(device_type)
+            if torch.is_autocast_enabled(device_type)
+            else None
+        )
+
+        def get(name: str) -> Tensor:
+            tensor = getattr(rnn, name)
+            return tensor.to(dtype) if dtype is not None else tensor
+
         bias = getattr(rnn, "bias", True)
-        for k in range(self.num_layers):
-            layers.append(
-                LayerWeights(
-                    w_ih=getattr(rnn, f"weight_ih_l{k}"),
-                    w_hh=getattr(rnn, f"weight_hh_l{k}"),
-                    b_ih=getattr(rnn, f"bias_ih_l{k}") if bias else None,
-                    b_hh=getattr(rnn, f"bias_hh_l{k}") if bias else None,
-                )
+        return [
+            LayerWeights(
+                w_ih=get(f"weight_ih_l{k}"),
+                w_hh=get(f"weight_hh_l{k}"),
+                b_ih=get(f"bias_ih_l{k}") if bias else None,
+                b_hh=get(f"bias_hh_l{k}") if bias else None,
             )
-        return layers
+            for k in range(self.num_layers)
+        ]
 
     @staticmethod
     def split_input(weights: list[LayerWeights], first_size: int) -> tuple[Tensor, Tensor]:
