@@ -48,6 +48,9 @@ class NextInCycle(nn.Module):
     def project(self, features):
         return 1e4 * features.roll(1, dims=-1)
 
+    def token_nll(self, features, targets):
+        return F.cross_entropy(self.project(features), targets, reduction="sum")
+
 
 def test_model_certain_of_the_truth_has_perplexity_one():
     ids = torch.arange(500) % 7
