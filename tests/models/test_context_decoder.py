@@ -29,7 +29,9 @@ def test_one_step_with_the_context_projected_once_equals_the_fused_call(cell):
     )
     start = decoder.init_state(encoded)
     w_context = decoder.rnn.weight_ih_l0[:, EMBED:]
-    torch.testing.assert_close(start.context_gates, start.context @ w_context.T)
+    torch.testing.assert_close(
+        start.context_gates, start.context @ w_context.T + decoder.rnn.bias_ih_l0
+    )
 
     tokens = torch.tensor([[1], [4], [8], [2]])
     fast, fast_state = decoder(tokens, start)  # one token: the stepwise path

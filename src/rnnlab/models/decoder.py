@@ -33,8 +33,8 @@ class ContextDecoderState:
     context: Tensor
     """(B, C) fixed context vector."""
     context_gates: Tensor | None = None
-    """(B, G·H) the context's share W_c c of layer 0's input projection, once per sentence; None
-    for stacks without a ``StackStepper``."""
+    """(B, G·H) the context's share of layer 0's input projection plus its bias, W_c c + b_ih, once
+    per sentence; None for stacks without a ``StackStepper``."""
 
     def select(self, indices: Tensor) -> ContextDecoderState:
         """Keep batch rows ``indices`` (for finished sentences and beam reordering)."""
@@ -101,7 +101,7 @@ class ContextDecoder(nn.Module):
         if self.stepper is not None:
             weights = self.stepper.weights(self.rnn)
             _, w_context = self.stepper.split_input(weights, self.embed_size)
-            context_gates = F.linear(context, w_context)  # (B, G·H)
+            context_gates = F.linear(context, w_context, weights[0].b_ih)  # (B, G·H)
         return ContextDecoderState(hidden=state, context=context, context_gates=context_gates)
 
     def forward(
@@ -125,7 +125,8 @@ class ContextDecoder(nn.Module):
         assert stepper is not None and state.context_gates is not None
         weights = stepper.weights(self.rnn)
         w_embedded, _ = stepper.split_input(weights, self.embed_size)
-        gates = F.linear(embedded.squeeze(1), w_embedded, weights[0].b_ih) + state.context_gates
+        # W_e e + (W_c c + b_ih): one addmm per step.
+        gates = torch.addmm(state.context_gates, embedded.squeeze(1), w_embedded.t())
         output, layers = stepper.step(
             gates, stepper.unstack(state.hidden), weights, training=self.training
         )

@@ -168,8 +168,8 @@ class StackStepper:
             h_r, h_z, h_n = gh.chunk(3, dim=-1)
             r = torch.sigmoid(i_r + h_r)
             z = torch.sigmoid(i_z + h_z)
-            n = torch.tanh(i_n + r * h_n)
-            h = n + z * (h - n)  # (1 - z) n + z h
+            n = torch.tanh(torch.addcmul(i_n, r, h_n))  # i_n + r ⊙ h_n
+            h = torch.addcmul(n, z, h - n)  # (1 - z) n + z h
             return h, h
         h = torch.tanh(gi + gh) if self.kind == "rnn_tanh" else torch.relu(gi + gh)
         return h, h
