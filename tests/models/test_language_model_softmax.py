@@ -1,4 +1,7 @@
-"""model.softmax=adaptive: an exactly normalised distribution, scored the same by every path."""
+"""model.softmax=adaptive: an exactly normalised distribution, scored the same by every path.
+
+The file score of an adaptive model against one step at a time is in tests/lm/test_lm_perplexity.py.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ import torch
 
 from rnnlab.cli import main
 from rnnlab.models.language_model import RNNLanguageModel
-from rnnlab.tasks.lm import stream_nll
 
 V = 40
 
@@ -41,19 +43,6 @@ def test_token_nll_equals_the_log_probs_of_the_targets():
     features, targets = torch.randn(30, 32), torch.randint(0, V, (30,))
     expected = -model.log_probs(features).gather(1, targets[:, None]).sum()
     torch.testing.assert_close(model.token_nll(features, targets), expected)
-
-
-def test_file_perplexity_with_adaptive_softmax_is_one_unbroken_pass():
-    model = adaptive_model(cell="gru", num_layers=2)
-    ids = torch.randint(0, V, (150,))
-    nll, count = stream_nll(model, ids, torch.device("cpu"), chunk=40)
-    state, total = model.start(1), 0.0
-    with torch.no_grad():
-        for t in range(ids.numel() - 1):
-            log_probs, state = model.step(ids[t : t + 1], state)
-            total -= float(log_probs[0, ids[t + 1]])
-    assert count == 149
-    assert abs(nll - total) < 1e-3
 
 
 @pytest.mark.parametrize(
