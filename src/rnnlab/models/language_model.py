@@ -91,7 +91,9 @@ class RNNLanguageModel(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.adaptive = (
-            nn.AdaptiveLogSoftmaxWithLoss(hidden_size, vocab_size, cutoffs, div_value=4.0)
+            nn.AdaptiveLogSoftmaxWithLoss(
+                hidden_size, vocab_size, list(cutoffs or []), div_value=4.0
+            )
             if softmax == "adaptive"
             else None
         )

@@ -74,7 +74,9 @@ class StackStepper:
         kind = _cell_kind(rnn)
         if kind is None:
             return None
-        return cls(kind=kind, num_layers=rnn.num_layers, dropout=float(rnn.dropout))
+        num_layers: int = getattr(rnn, "num_layers")  # noqa: B009 (a plain int on every stack)
+        dropout: float = getattr(rnn, "dropout")  # noqa: B009
+        return cls(kind=kind, num_layers=num_layers, dropout=float(dropout))
 
     def weights(self, rnn: nn.Module) -> list[LayerWeights]:
         """``rnn``'s current parameters, fetched once per forward (not once per step).
@@ -82,7 +84,7 @@ class StackStepper:
         Under autocast they are cast here, once: autocast caches the casts of parameters but not of
         their column blocks (``split_input``), which it would otherwise cast again at every step.
         """
-        weight = rnn.weight_hh_l0
+        weight: Tensor = getattr(rnn, "weight_hh_l0")  # noqa: B009
         device_type = weight.device.type
         dtype = (
             torch.get_autocast_dtype(device_type)
@@ -161,8 +163,9 @@ class StackStepper:
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
             return h, (h, c)
-        h = state  # type: ignore[assignment]
-        gh = F.linear(h, w.w_hh, w.b_hh)  # type: ignore[arg-type]
+        assert isinstance(state, Tensor)
+        h = state
+        gh = F.linear(h, w.w_hh, w.b_hh)
         if self.kind == "gru":
             i_r, i_z, i_n = gi.chunk(3, dim=-1)
             h_r, h_z, h_n = gh.chunk(3, dim=-1)
