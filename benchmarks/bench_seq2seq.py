@@ -144,7 +144,9 @@ def build_systems(spec: BenchConfig, workdir: Path, *, data: str) -> Systems:
     task.prepare_training()
     assert task.train_data is not None and task.src_vocab is not None and task.tgt_vocab is not None
     valid_path = REPO / "data/fra-eng/valid.tsv"
-    valid = task.encode_pairs(task.read_pairs(str(valid_path))[: spec.decode_sentences])
+    valid = task.encode_pairs(
+        itertools.islice(task.read_pairs(str(valid_path)), spec.decode_sentences)
+    )
     torch.manual_seed(0)
     trainer = Trainer(
         task=task, model=task.build_model(), config=config.train, run_dir=workdir, device=CPU

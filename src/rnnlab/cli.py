@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from rnnlab.errors import RnnlabError
 
 EXIT_USER_ERROR = 2
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -26,7 +30,7 @@ class ConsoleReporter:
 
     def __init__(self, stream: Any = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.interactive = bool(getattr(stream, "isatty", lambda: False)())
+        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
 
     def record(self, record: dict[str, Any]) -> None:
         if self.interactive and "valid_loss" not in record and "train_loss" in record:
@@ -43,10 +47,11 @@ class ConsoleReporter:
             print(text, file=self.stream, flush=True)
 
     def progress(self, total: int, desc: str, initial: int = 0) -> Any:
+        """A bar over ``total`` items; ``total`` 0 counts items of unknown number (a stream)."""
         from tqdm import tqdm
 
         return tqdm(
-            total=total,
+            total=total or None,
             desc=desc,
             initial=initial,
             file=self.stream,
@@ -67,9 +72,31 @@ def _set_threads(config: Any) -> None:
         torch.set_num_threads(config.train.num_threads)
 
 
+@contextmanager
+def _stop_on_sigterm() -> Iterator[Callable[[], bool]]:
+    """SIGTERM — what Slurm, Kubernetes and torchrun send before killing — asks for a clean stop.
+
+    The handler only sets a flag; the trainer polls it after each step, so every rank stops after
+    the same step and the checkpoint holds a whole step, never half of one.
+    """
+    requested = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: requested.set())
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _relaunch_with_torchrun(argv: list[str], nproc: int) -> int:
-    """``rnnlab train --nproc N …`` is ``torchrun --standalone --nproc_per_node N -m rnnlab train …``."""
-    import subprocess
+    """``rnnlab train --nproc N …`` is ``torchrun --standalone --nproc_per_node N -m rnnlab train …``.
+
+    torchrun runs in this process. On SIGTERM (or Ctrl-C) it passes the signal to its workers and
+    waits for them; they stop after the same step and rank 0 saves a checkpoint. A worker's user
+    error has already been reported in one line by that worker; its exit status is returned.
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
 
     kept: list[str] = []
     skip = False
@@ -80,9 +107,14 @@ def _relaunch_with_torchrun(argv: list[str], nproc: int) -> int:
             skip = True
         elif not item.startswith("--nproc="):
             kept.append(item)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += ["--nproc_per_node", str(nproc), "-m", "rnnlab", *kept]
-    return subprocess.call(command)
+    try:
+        torchrun(["--standalone", "--nproc_per_node", str(nproc), "-m", "rnnlab", *kept])
+    except SignalException as exc:
+        return 128 + int(exc.sigval)
+    except ChildFailedError as exc:
+        _, first = exc.get_first_failure()
+        return first.exitcode if first.exitcode > 0 else 1
+    return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -90,10 +122,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.nproc > 1 and not launched_by_torchrun():
         return _relaunch_with_torchrun(args.argv, args.nproc)
+    from rnnlab.training.trainer import TrainingStopped
+
     config_device = _peek_device(args)
     distributed = init_from_env(config_device)
     try:
-        return _train(args, distributed)
+        with ExitStack() as cleanup:
+            should_stop = cleanup.enter_context(_stop_on_sigterm())
+            try:
+                return _train(args, distributed, cleanup, should_stop)
+            except TrainingStopped:
+                if distributed.is_main:
+                    print("rnnlab: terminated", file=sys.stderr)
+                # Under torchrun an orderly stop is a success, or torchrun reports a failed job.
+                return 0 if distributed.enabled else EXIT_TERMINATED
     finally:
         shutdown(distributed)
 
@@ -116,29 +158,44 @@ def _peek_device(args: argparse.Namespace) -> str:
     return torch.device(name).type
 
 
-def _train(args: argparse.Namespace, distributed: Any) -> int:
+def _train(
+    args: argparse.Namespace,
+    distributed: Any,
+    cleanup: ExitStack,
+    should_stop: Callable[[], bool],
+) -> int:
     import atexit
     import shutil
     import tempfile
 
     import torch
 
-    from rnnlab.config import load_config
+    from rnnlab.atomic import reported_as
     from rnnlab.nn.describe import describe
-    from rnnlab.rundir import create_run_dir, read_run_config, task_class
+    from rnnlab.rundir import create_run_dir, load_task_config, read_run_config, task_class
+    from rnnlab.training.run_lock import RunLock
     from rnnlab.training.trainer import Trainer, resolve_device
 
     reporter = ConsoleReporter()
+
+    def lock(run_dir: Path) -> None:
+        """Only rank 0 writes the run directory, so only rank 0 holds its lock."""
+        if distributed.is_main:
+            held = cleanup.enter_context(RunLock.acquire(run_dir))
+            if held.notice:
+                reporter.message(held.notice)
+
     if args.resume:
         # Every rank reads the run directory (on several machines: a shared filesystem).
         run_dir = Path(args.resume)
         config = read_run_config(run_dir, args.set)
+        lock(run_dir)
         task = task_class(config.task)(config, run_dir)
         task.prepare_resume()
     elif not distributed.is_main:
         # Other ranks build the same vocabularies from the same data, in a private directory:
         # only rank 0 writes the run directory.
-        config = load_config(task_class(args.task).config_class, args.config, args.set)
+        config = load_task_config(args.task, args.config, args.set)
         run_dir = Path(tempfile.mkdtemp(prefix=f"rnnlab-rank{distributed.rank}-"))
         atexit.register(shutil.rmtree, run_dir, ignore_errors=True)
         task = task_class(config.task)(config, run_dir)
@@ -146,12 +203,11 @@ def _train(args: argparse.Namespace, distributed: Any) -> int:
     else:
         if not args.task or not args.out:
             raise RnnlabError("train needs a TASK and --out RUN (or --resume RUN)")
-        config = load_config(task_class(args.task).config_class, args.config, args.set)
-        if config.task != args.task:
-            raise RnnlabError(
-                f"{args.config}: config is for task {config.task!r}, not {args.task!r}"
-            )
+        config = load_task_config(args.task, args.config, args.set)
         run_dir = Path(args.out)
+        with reported_as(run_dir):
+            run_dir.mkdir(parents=True, exist_ok=True)
+        lock(run_dir)  # before --overwrite may clear the directory
         create_run_dir(run_dir, config, overwrite=args.overwrite)
         task = task_class(config.task)(config, run_dir)
         task.prepare_training()
@@ -163,6 +219,10 @@ def _train(args: argparse.Namespace, distributed: Any) -> int:
         device = torch.device("cuda", distributed.local_rank)
     if distributed.is_main:
         reporter.message(describe(model))
+        if not task.has_validation():
+            reporter.message(
+                "no data.valid: training without validation; best/ will be the last checkpoint"
+            )
         if distributed.enabled:
             reporter.message(f"{distributed.world_size} processes, global batch split across them")
     trainer = Trainer(
@@ -173,6 +233,7 @@ def _train(args: argparse.Namespace, distributed: Any) -> int:
         device=device,
         reporter=reporter,
         distributed=distributed,
+        should_stop=should_stop,
     )
     if args.resume:
         trainer.load_checkpoint()
@@ -236,11 +297,25 @@ def _flatten(metrics: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, A
             yield f"{prefix}{key}", value
 
 
+def _notice(text: str) -> None:
+    print(f"rnnlab: notice: {text}", file=sys.stderr, flush=True)
+
+
+def _stdin_lines() -> Iterator[tuple[int, str]]:
+    """Numbered lines of stdin, each cut to the input line limit (with a notice when it is)."""
+    from rnnlab.data.limits import read_limited_lines
+
+    for number, line in enumerate(read_limited_lines(sys.stdin), start=1):
+        if line.cut:
+            _notice(line.notice(f"<stdin>:{number}"))
+        yield number, line.text
+
+
 def _stdin_blocks(size: int) -> Iterator[list[str]]:
     """Lines of stdin in blocks, so output streams while a long input is still being read."""
     block: list[str] = []
-    for line in sys.stdin:
-        block.append(line.rstrip("\r\n"))
+    for _, line in _stdin_lines():
+        block.append(line)
         if len(block) >= size:
             yield block
             block = []
@@ -265,10 +340,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _translate_exported(args: argparse.Namespace) -> int:
     """``rnnlab translate EXPORT_DIR``: ONNX Runtime, no model code (greedy only)."""
+    from rnnlab.export.onnx import check_manifest
     from rnnlab.export.runtime import OnnxTranslator
 
     if (args.beam or 1) > 1 or args.n_best > 1:
         raise RnnlabError(f"{args.run}: an exported model translates greedily (no --beam/--n-best)")
+    check_manifest(args.run)
     translator = OnnxTranslator(args.run)
     size = max(args.batch_size or translator.batch_size, 1)
     for block in _stdin_blocks(size * 8):
@@ -280,46 +357,35 @@ def _translate_exported(args: argparse.Namespace) -> int:
 
 def cmd_translate(args: argparse.Namespace) -> int:
     from rnnlab.export.onnx import is_export_dir
-    from rnnlab.rundir import open_run
+    from rnnlab.inference import Translator, load_as
 
     if is_export_dir(args.run):
         return _translate_exported(args)
-    run = open_run(args.run, device=args.device, overrides=args.set)
-    task = run.task
-    if task.name != "seq2seq":
-        raise RnnlabError(f"{args.run}: translate needs a seq2seq run, this is a {task.name} run")
-    _set_threads(task.config)
+    translator = load_as(
+        Translator, args.run, command="translate", device=args.device, overrides=args.set
+    )
     if args.batch_size:
-        task.config.decode.batch_size = args.batch_size
-    if args.attention_plot and not getattr(run.model, "has_attention", False):
+        translator.batch_size = args.batch_size
+    if args.attention_plot and not translator.has_attention:
         raise RnnlabError(
             f"{args.run}: --attention-plot needs a model with attention "
-            f"(this run has model.attention: {task.config.model.attention})"
+            f"(this run has model.attention: {translator.task.config.model.attention})"
         )
+    beam = max(args.beam or translator.default_beam, args.n_best)
     plotted = False
-    for block in _stdin_blocks(max(args.batch_size or task.config.decode.batch_size, 1) * 8):
-        keep = [i for i, s in enumerate(block) if s.strip()]
-        sources = [task.encode_source(block[i]) for i in keep]
-        decoded = task.translate_ids(
-            run.model,
-            sources,
-            run.device,
-            beam_size=args.beam,
-            n_best=args.n_best,
-            max_len=args.max_len,
+    bar = ConsoleReporter().progress(0, "translating")
+    for block in _stdin_blocks(max(translator.batch_size, 1) * 8):
+        translations = translator.translate(
+            block, beam=beam, n_best=args.n_best, max_len=args.max_len, progress=bar.update
         )
-        out: list[list[str]] = [[""] for _ in block]
-        for i, hyps in zip(keep, decoded, strict=True):
-            out[i] = [task.detokenize(h) for h in hyps]
-        for hyps in out:
-            if args.n_best > 1:
-                print("\t".join(hyps))
-            else:
-                print(hyps[0])
+        for translation in translations:
+            print(translation.line())
         sys.stdout.flush()
-        if args.attention_plot and keep and not plotted:
-            _plot_attention(args, run, block[keep[0]])
+        first = next((line for line in block if line.strip()), None)
+        if args.attention_plot and first is not None and not plotted:
+            _plot_attention(args, translator, first, beam)
             plotted = True
+    bar.close()
     if args.attention_plot and not plotted:
         raise RnnlabError("--attention-plot: no input sentence to plot")
     return 0
@@ -327,7 +393,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Print the prefix and its continuation; greedy unless --temperature or --top-k is given."""
-    from rnnlab.rundir import open_run
+    from rnnlab.data.limits import cut_line
+    from rnnlab.inference import LanguageModel, load_as
 
     if args.length < 0:
         raise RnnlabError(f"--length must be 0 or more, got {args.length}")
@@ -335,22 +402,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise RnnlabError(f"--temperature must be positive, got {args.temperature}")
     if args.top_k is not None and args.top_k < 0:
         raise RnnlabError(f"--top-k must be 0 (no limit) or more, got {args.top_k}")
-    run = open_run(args.run, device=args.device, overrides=args.set)
-    task = run.task
-    if task.name != "lm":
-        raise RnnlabError(f"{args.run}: generate needs an lm run, this is a {task.name} run")
-    _set_threads(task.config)
-    texts = task.generate(  # type: ignore[attr-defined]
-        run.model,
-        args.prefix,
-        run.device,
+    prefix = cut_line(args.prefix)
+    if prefix.cut:
+        _notice(prefix.notice("--prefix"))
+    model = load_as(
+        LanguageModel, args.run, command="generate", device=args.device, overrides=args.set
+    )
+    sampled = args.temperature is not None or args.top_k is not None
+    text = model.generate(
+        prefix.text,
         length=args.length,
-        greedy=args.temperature is None and args.top_k is None,
-        temperature=args.temperature if args.temperature is not None else 1.0,
+        temperature=(args.temperature or 1.0) if sampled else 0.0,
         top_k=args.top_k or 0,
         seed=args.seed,
     )
-    print(texts[0])
+    print(text)
     return 0
 
 
@@ -359,7 +425,7 @@ def _stdin_conllu_blocks(size: int) -> Iterator[list[Any]]:
     from rnnlab.data.conllu_io import parse_conllu
 
     block: list[Any] = []
-    for sentence in parse_conllu(enumerate(sys.stdin, start=1), "<stdin>"):
+    for sentence in parse_conllu(_stdin_lines(), "<stdin>"):
         block.append(sentence)
         if len(block) >= size:
             yield block
@@ -369,44 +435,92 @@ def _stdin_conllu_blocks(size: int) -> Iterator[list[Any]]:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    from rnnlab.rundir import open_run
+    from rnnlab.inference import Tagger, load_as
 
-    run = open_run(args.run, device=args.device, overrides=args.set)
-    task = run.task
-    if task.name != "tagger":
-        raise RnnlabError(f"{args.run}: tag needs a tagger run, this is a {task.name} run")
-    _set_threads(task.config)
-    batch_size = max(args.batch_size or task.config.decode.batch_size, 1)
+    tagger = load_as(Tagger, args.run, command="tag", device=args.device, overrides=args.set)
+    if args.batch_size:
+        tagger.batch_size = args.batch_size
+    block_size = max(tagger.batch_size, 1) * 8
+    bar = ConsoleReporter().progress(0, "tagging")
     if args.format == "conllu":
-        column = task.config.data.tag_column
-        for sentences in _stdin_conllu_blocks(batch_size * 8):
-            tags = task.tag(
-                run.model, [s.words for s in sentences], run.device, batch_size=batch_size
-            )
-            for sentence, sentence_tags in zip(sentences, tags, strict=True):
-                sys.stdout.write(sentence.with_tags(column, sentence_tags))
+        column = tagger.task.config.data.tag_column
+        for sentences in _stdin_conllu_blocks(block_size):
+            tagged = tagger.tag([s.words for s in sentences], progress=bar.update)
+            for sentence, result in zip(sentences, tagged, strict=True):
+                sys.stdout.write(sentence.with_tags(column, result.tags))
             sys.stdout.flush()
-        return 0
-    for block in _stdin_blocks(batch_size * 8):
-        sentences = [line.split() for line in block]
-        tags = task.tag(run.model, sentences, run.device, batch_size=batch_size)
-        for words, sentence_tags in zip(sentences, tags, strict=True):
-            print(" ".join(f"{w}/{t}" for w, t in zip(words, sentence_tags, strict=True)))
-        sys.stdout.flush()
+    else:
+        for block in _stdin_blocks(block_size):
+            for result in tagger.tag(block, progress=bar.update):
+                print(result.line())
+            sys.stdout.flush()
+    bar.close()
     return 0
 
 
-def _plot_attention(args: argparse.Namespace, run: Any, sentence: str) -> None:
+def _plot_attention(args: argparse.Namespace, translator: Any, sentence: str, beam: int) -> None:
     """Heatmap of the first input sentence's attention, decoded as it was translated."""
     from rnnlab.plotting import plot_attention
 
-    matrix = run.task.attention_matrix(
-        run.model, sentence, run.device, beam_size=args.beam, max_len=args.max_len
+    [translation] = translator.translate(
+        [sentence], beam=beam, n_best=1, max_len=args.max_len, attention=True
     )
+    matrix = translation.attention
     path = plot_attention(
         matrix.weights, matrix.src_tokens, matrix.out_tokens, args.attention_plot, title=sentence
     )
     print(f"attention plot written to {path}", file=sys.stderr)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Check every model path and the port first (one-line errors), then serve until a signal."""
+    try:
+        from rnnlab.serve.models import parse_model_spec
+        from rnnlab.serve.server import bind, serve
+        from rnnlab.serve.settings import ServeSettings
+    except ImportError as exc:
+        raise RnnlabError(
+            f"serve needs the serve extra (pip install 'rnnlab[serve]'): {exc}"
+        ) from None
+    from rnnlab.inference import load
+    from rnnlab.inference.loading import directory_kind
+    from rnnlab.rundir import read_run_config
+
+    specs = [parse_model_spec(text) for text in args.models]
+    names = [spec.name for spec in specs]
+    for spec in specs:
+        if not spec.name or names.count(spec.name) > 1:
+            raise RnnlabError(
+                f"{spec.path}: model name {spec.name!r} is empty or used twice (use NAME=PATH)"
+            )
+        if directory_kind(spec.path) == "export":
+            raise RnnlabError(f"{spec.path}: serve reads run directories, not exported models")
+        read_run_config(spec.path)
+    try:
+        settings = ServeSettings(
+            max_batch_sentences=args.max_batch_sentences,
+            max_wait_ms=args.max_wait_ms,
+            max_request_bytes=args.max_request_bytes,
+            max_sentences=args.max_sentences,
+            max_chars=args.max_chars,
+            max_queue=args.max_queue,
+        )
+    except ValueError as exc:
+        raise RnnlabError(str(exc).replace("max_", "--max-").replace("_", "-")) from None
+    sock = bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    print(
+        f"rnnlab: serving {', '.join(names)} on http://{host}:{port}", file=sys.stderr, flush=True
+    )
+    failure = serve(
+        specs,
+        sock,
+        settings=settings,
+        loader=lambda path: load(path, device=args.device, threads=args.threads),
+    )
+    if failure is not None:
+        raise RnnlabError(failure)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -503,6 +617,26 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--device", default="auto")
     tag.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     tag.set_defaults(func=cmd_tag)
+
+    serve = sub.add_parser(
+        "serve", help="serve models over HTTP (JSON API, web page, metrics) with dynamic batching"
+    )
+    serve.add_argument("models", nargs="+", metavar="[NAME=]RUN", help="run directories to serve")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080, help="0 = any free port")
+    serve.add_argument(
+        "--max-batch-sentences", type=int, default=64, help="sentences per batch (1 = no batching)"
+    )
+    serve.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="longest wait for a batch to fill"
+    )
+    serve.add_argument("--max-request-bytes", type=int, default=1_048_576)
+    serve.add_argument("--max-sentences", type=int, default=256, help="per request")
+    serve.add_argument("--max-chars", type=int, default=1000, help="per sentence or prefix")
+    serve.add_argument("--max-queue", type=int, default=1024, help="sentences waiting per model")
+    serve.add_argument("--threads", type=int, default=0, help="PyTorch threads (0 = default)")
+    serve.add_argument("--device", default="auto")
+    serve.set_defaults(func=cmd_serve)
 
     export = sub.add_parser(
         "export", help="export a trained translator for inference outside rnnlab"

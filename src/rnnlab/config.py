@@ -12,13 +12,17 @@ import dataclasses
 import difflib
 import types
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from rnnlab.atomic import atomic_write_text
 from rnnlab.errors import ConfigError
 
-C = TypeVar("C")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+C = TypeVar("C", bound="DataclassInstance")
 
 
 @dataclasses.dataclass
@@ -28,7 +32,7 @@ class DataConfig:
     train: str = ""
     """Training data file (or file prefix for aligned parallel files)."""
     valid: str = ""
-    """Validation data; empty to skip validation."""
+    """Validation data; empty to skip validation. Not inherited: naming data.train alone means none."""
     min_freq: int = 2
     """Tokens seen fewer times in training map to <unk>."""
     max_len: int = 50
@@ -161,7 +165,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, prefix=f"{key}.")
     return value
 
@@ -209,6 +213,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
+    """One line naming the file and line of a YAML error (PyYAML's own messages span lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        line, problem = mark.line + 1, getattr(exc, "problem", None) or exc
+    elif isinstance(exc, yaml.reader.ReaderError):
+        # A character YAML does not allow (control characters, NUL): located by its position.
+        line = text.count("\n", 0, exc.position) + 1
+        problem = f"character {exc.character!r} is not allowed"
+    else:
+        return f"{path}: invalid YAML ({' '.join(str(exc).split())})"
+    return f"{path}:{line}: invalid YAML ({' '.join(str(problem).split())})"
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, turning every failure into a one-line ``ConfigError``."""
     path = Path(path)
@@ -221,9 +239,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise ConfigError(_yaml_error(path, text, exc)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -237,6 +253,7 @@ def load_config(
     """Load ``cls`` from an optional YAML file plus overrides; errors name the file."""
     data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, list(overrides or []))
+    _validate_only_named_data(data)
     try:
         return from_dict(cls, data)
     except ConfigError as exc:
@@ -245,9 +262,21 @@ def load_config(
         raise
 
 
+def _validate_only_named_data(data: dict[str, Any]) -> None:
+    """Training data named without validation data means no validation, never the default's.
+
+    The built-in ``data.valid`` belongs to the built-in training corpus: a German→English model
+    retargeted with ``--set data.train=…`` must not be validated, and its best checkpoint chosen, on
+    English→French sentences.
+    """
+    section = data.get("data")
+    if isinstance(section, dict) and "train" in section and "valid" not in section:
+        section["valid"] = ""
+
+
 def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (keys in schema order)."""
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+    atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
 def field_docs(cls: type) -> dict[str, str]:

@@ -14,10 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnlab.config import apply_overrides, from_dict, read_yaml, save_config
+from rnnlab.config import apply_overrides, from_dict, load_config, read_yaml, save_config
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.tasks import TASKS, Task
 from rnnlab.training import checkpoint as ckpt
+from rnnlab.training.run_lock import LOCK_FILE
 
 CONFIG_FILE = "config.yaml"
 
@@ -29,9 +30,33 @@ def task_class(name: str) -> type[Task]:
         raise ConfigError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}") from None
 
 
+def load_task_config(task: str, path: str | Path | None, overrides: list[str] | None = None) -> Any:
+    """The config to train ``task`` with: its defaults, then the YAML file, then the overrides.
+
+    A config written for another task is refused first, by name: its keys would otherwise fail
+    one by one against the wrong schema and point away from the real mistake.
+    """
+    if path is not None:
+        named = read_yaml(path).get("task")
+        if named not in (None, "", task):
+            raise ConfigError(
+                f"{path}: config is for task {named!r}, not {task!r} "
+                f"(train it with: rnnlab train {named} --config {path})"
+            )
+    config = load_config(task_class(task).config_class, path, overrides)
+    if config.task != task:
+        raise ConfigError(f"task {config.task!r} set, but the command trains {task!r}")
+    return config
+
+
 def create_run_dir(path: Path, config: Any, *, overwrite: bool = False) -> None:
-    """Make a fresh run directory and save the resolved config in it."""
-    if path.exists() and any(path.iterdir()):
+    """Make a fresh run directory and save the resolved config in it.
+
+    The run lock (``RUN/.lock``, taken by the caller before this) does not count as content and
+    survives ``overwrite``.
+    """
+    existing = [p for p in path.iterdir() if p.name != LOCK_FILE] if path.is_dir() else []
+    if existing:
         if not overwrite:
             raise RnnlabError(
                 f"{path}: run directory exists and is not empty (use --resume to continue it, "
@@ -41,7 +66,11 @@ def create_run_dir(path: Path, config: Any, *, overwrite: bool = False) -> None:
             raise RnnlabError(
                 f"{path}: refusing to overwrite a directory that is not an rnnlab run"
             )
-        shutil.rmtree(path)
+        for entry in existing:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
     path.mkdir(parents=True, exist_ok=True)
     save_config(config, path / CONFIG_FILE)
 
@@ -53,9 +82,8 @@ def read_run_config(path: Path, overrides: list[str] | None = None) -> Any:
     if not (path / CONFIG_FILE).is_file():
         raise RnnlabError(f"{path}: not an rnnlab run directory (no {CONFIG_FILE})")
     data = apply_overrides(read_yaml(path / CONFIG_FILE), list(overrides or []))
-    cls = task_class(str(data.get("task", ""))).config_class
     try:
-        return from_dict(cls, data)
+        return from_dict(task_class(str(data.get("task", ""))).config_class, data)
     except ConfigError as exc:
         raise ConfigError(f"{path / CONFIG_FILE}: {exc}") from None
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save
 from torch import nn
 
+from rnnlab.atomic import WriteFailed
 from rnnlab.training import checkpoint as ckpt
 
 
@@ -69,3 +73,33 @@ def test_run_files_are_not_pickles(tmp_path: Path):
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + header_len])
         assert "__metadata__" in header, path
+
+
+def save_file_on_a_full_disk(tensors, path, metadata=None):
+    """The disk fills up half-way through the file (safetensors replaces a file it writes, so a
+    link to /dev/full does not reach it; the failure is simulated)."""
+    data = save(tensors, metadata=metadata)
+    Path(path).write_bytes(data[: len(data) // 2])
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def test_full_disk_keeps_previous_checkpoint_and_names_the_path(tmp_path: Path, monkeypatch):
+    first = _model(0)
+    ckpt.save_last(tmp_path, first, {"v": 1}, {"step": 1}, {})
+    ckpt.save_model(tmp_path / "best", first, {"v": 1})
+    monkeypatch.setattr(ckpt, "save_file", save_file_on_a_full_disk)
+    for write, target in (
+        (lambda: ckpt.save_last(tmp_path, _model(1), {"v": 2}, {"step": 2}, {}), "last"),
+        (lambda: ckpt.save_model(tmp_path / "best", _model(1), {"v": 2}), "best"),
+    ):
+        with pytest.raises(WriteFailed) as exc:
+            write()
+        message = str(exc.value)
+        assert message.startswith(f"{tmp_path / target}: cannot write (no space left on device)")
+        assert "\n" not in message
+    loaded = ckpt.load_last(tmp_path)
+    assert loaded.trainer_meta["step"] == 1
+    assert torch.equal(loaded.model_state["weight"], first.weight.detach())
+    state, meta = ckpt.load_model_file(tmp_path / "best" / ckpt.MODEL_FILE)
+    assert meta == {"v": 1} and torch.equal(state["weight"], first.weight.detach())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "last"]  # no torn scratch dirs

@@ -7,6 +7,7 @@ instead of a ``UnicodeDecodeError`` traceback from somewhere inside a reader.
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,7 +42,7 @@ def read_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                 if number == 1 and text.startswith("\ufeff"):
                     text = text[1:]
                 yield number, text.rstrip("\r\n")
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         if isinstance(exc, DataError):
             raise
         raise DataError(path, f"cannot read ({exc})") from None

@@ -14,6 +14,7 @@ Unknown tokens (not in the training vocabulary) become ``<unk>`` and are still p
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -57,28 +58,54 @@ def tokens_text(tokens: list[str], *, level: Level) -> str:
     return "".join(pieces)
 
 
-def read_corpus(path: str | Path, *, level: Level, clean: Clean, max_lines: int = 0) -> list[str]:
-    """The tokens of a whole file (see the module docstring); ``max_lines`` > 0 reads only those lines.
-
-    Raises ``DataError`` naming the file when it holds no tokens at all.
-    """
-    tokens: list[str] = []
+def corpus_tokens(text: str, *, level: Level, clean: Clean) -> list[str]:
+    """The tokens of a text given as a string, exactly as ``read_corpus`` reads a file holding it."""
     if level == "char":
-        lines = []
-        for number, line in read_lines(path):
-            if max_lines and number > max_lines:
-                break
-            lines.append(line + "\n")
-        tokens = list(clean_text("".join(lines), clean))
-    else:
-        for number, line in read_lines(path):
-            if max_lines and number > max_lines:
-                break
+        return list(clean_text(text, clean))
+    tokens: list[str] = []
+    for line in text.splitlines():
+        words = clean_text(line, clean).split()
+        if words:
+            tokens.extend(words)
+            tokens.append(EOS)
+    return tokens
+
+
+def iter_corpus(
+    path: str | Path, *, level: Level, clean: Clean, max_lines: int = 0
+) -> Iterator[list[str]]:
+    """The tokens of a file (see the module docstring), one line's worth at a time, so a corpus is
+    never held as text; ``max_lines`` > 0 reads only those lines.
+
+    Cleaning is applied line by line with the same result as on the whole text: a run of
+    non-letters that spans a line end still becomes one space. Raises ``DataError`` naming the
+    file, once it has been read, when it holds no tokens at all.
+    """
+    any_text = False
+    for number, line in read_lines(path):
+        if max_lines and number > max_lines:
+            break
+        if level == "char":
+            chars = clean_text(line + "\n", clean)
+            if clean == "timemachine" and number > 1 and chars.startswith(" "):
+                chars = chars[1:]  # the previous line's cleaned text ended in this run's space
+            tokens = list(chars)
+            any_text = any_text or bool(chars.strip())
+        else:
             words = clean_text(line, clean).split()
-            if words:
-                tokens.extend(words)
-                tokens.append(EOS)
-    if not "".join(tokens).strip():
+            tokens = [*words, EOS] if words else []
+            any_text = any_text or bool(words)
+        if tokens:
+            yield tokens
+    if not any_text:
         after = " after data.clean=timemachine" if clean == "timemachine" else ""
         raise DataError(path, f"no text to model{after} (the file is empty or blank)")
-    return tokens
+
+
+def read_corpus(path: str | Path, *, level: Level, clean: Clean, max_lines: int = 0) -> list[str]:
+    """All the tokens of ``iter_corpus`` in one list."""
+    return [
+        token
+        for tokens in iter_corpus(path, level=level, clean=clean, max_lines=max_lines)
+        for token in tokens
+    ]

@@ -12,6 +12,7 @@ en→fr or fr→en.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,12 +29,13 @@ class SentencePair:
     tgt: str
 
 
-def read_tsv_pairs(
+def iter_tsv_pairs(
     path: str | Path, *, src_column: int = 0, tgt_column: int = 1
-) -> list[SentencePair]:
-    """Sentence pairs from a TSV; blank lines are skipped, short or empty rows are errors."""
+) -> Iterator[SentencePair]:
+    """Sentence pairs from a TSV, one line in memory at a time; blank lines are skipped, short or
+    empty rows are errors, and a file without pairs is an error once it has been read."""
     needed = max(src_column, tgt_column) + 1
-    pairs = []
+    count = 0
     for number, line in read_lines(path):
         if not line.strip():
             continue
@@ -48,38 +50,62 @@ def read_tsv_pairs(
         if not src or not tgt:
             side = "source" if not src else "target"
             raise DataError(path, f"empty {side} sentence", number)
-        pairs.append(SentencePair(src, tgt))
-    if not pairs:
+        count += 1
+        yield SentencePair(src, tgt)
+    if not count:
         raise DataError(path, "no sentence pairs found (empty file?)")
-    return pairs
+
+
+def read_tsv_pairs(
+    path: str | Path, *, src_column: int = 0, tgt_column: int = 1
+) -> list[SentencePair]:
+    """All of ``iter_tsv_pairs``."""
+    return list(iter_tsv_pairs(path, src_column=src_column, tgt_column=tgt_column))
+
+
+def iter_aligned_pairs(prefix: str | Path, src_lang: str, tgt_lang: str) -> Iterator[SentencePair]:
+    """Sentence pairs from ``PREFIX.src_lang`` and ``PREFIX.tgt_lang`` (each possibly ``.gz``),
+    read in step, one line of each in memory at a time."""
+    names = [f"{prefix}.{lang}" for lang in (src_lang, tgt_lang)]
+    found = [resolve_existing(name) for name in names]
+    if found[0] is None and found[1] is None:
+        raise DataError(
+            prefix, f"no such file, nor aligned files {names[0]} and {names[1]} (or .gz)"
+        )
+    for name, path, other in zip(names, found, reversed(names), strict=True):
+        if path is None:
+            raise DataError(name, f"no such file (nor .gz), although its aligned {other} exists")
+    paths = [path for path in found if path is not None]
+    count = 0
+    src_lines, tgt_lines = read_lines(paths[0]), read_lines(paths[1])
+    for number, src in src_lines:
+        tgt = next(tgt_lines, None)
+        if tgt is None:
+            raise DataError(
+                paths[1],
+                f"ends after {number - 1} lines, before {paths[0]} does; aligned files must match",
+            )
+        src, target = src.strip(), tgt[1].strip()
+        if not src and not target:
+            continue
+        if not src or not target:
+            empty = paths[0] if not src else paths[1]
+            raise DataError(empty, "empty sentence opposite a non-empty one", number)
+        count += 1
+        yield SentencePair(src, target)
+    extra = next(tgt_lines, None)
+    if extra is not None:
+        raise DataError(
+            paths[1],
+            f"has more lines than {paths[0]} ({extra[0] - 1}); aligned files must match",
+        )
+    if not count:
+        raise DataError(paths[0], "no sentence pairs found (empty file?)")
 
 
 def read_aligned_pairs(prefix: str | Path, src_lang: str, tgt_lang: str) -> list[SentencePair]:
-    """Sentence pairs from ``PREFIX.src_lang`` and ``PREFIX.tgt_lang`` (each possibly ``.gz``)."""
-    paths = []
-    for lang in (src_lang, tgt_lang):
-        found = resolve_existing(f"{prefix}.{lang}")
-        if found is None:
-            raise DataError(f"{prefix}.{lang}", "no such file (nor .gz)")
-        paths.append(found)
-    src_lines = list(read_lines(paths[0]))
-    tgt_lines = list(read_lines(paths[1]))
-    if len(src_lines) != len(tgt_lines):
-        raise DataError(
-            paths[1],
-            f"has {len(tgt_lines)} lines but {paths[0]} has {len(src_lines)}; aligned files must match",
-        )
-    pairs = []
-    for (number, src), (_, tgt) in zip(src_lines, tgt_lines, strict=True):
-        if not src.strip() and not tgt.strip():
-            continue
-        if not src.strip() or not tgt.strip():
-            empty = paths[0] if not src.strip() else paths[1]
-            raise DataError(empty, "empty sentence opposite a non-empty one", number)
-        pairs.append(SentencePair(src.strip(), tgt.strip()))
-    if not pairs:
-        raise DataError(paths[0], "no sentence pairs found (empty file?)")
-    return pairs
+    """All of ``iter_aligned_pairs``."""
+    return list(iter_aligned_pairs(prefix, src_lang, tgt_lang))
 
 
 def read_parallel(
@@ -90,19 +116,33 @@ def read_parallel(
     tsv_langs: tuple[str, str] | list[str] = ("en", "fr"),
     fmt: ParallelFormat = "auto",
 ) -> list[SentencePair]:
-    """Read either convention. ``tsv_langs`` names the languages of a TSV's first two columns.
+    """All of ``iter_parallel``."""
+    return list(
+        iter_parallel(path, src_lang=src_lang, tgt_lang=tgt_lang, tsv_langs=tsv_langs, fmt=fmt)
+    )
+
+
+def iter_parallel(
+    path: str | Path,
+    *,
+    src_lang: str,
+    tgt_lang: str,
+    tsv_langs: tuple[str, str] | list[str] = ("en", "fr"),
+    fmt: ParallelFormat = "auto",
+) -> Iterator[SentencePair]:
+    """Stream either convention. ``tsv_langs`` names the languages of a TSV's first two columns.
 
     ``auto`` picks the TSV reader when ``path`` is a file and aligned files when ``path.src_lang``
-    exists.
+    exists. Errors about the arguments are raised at once, errors in the data as it is read.
     """
     if fmt == "auto":
         fmt = "tsv" if Path(path).is_file() else "aligned"
     if fmt == "aligned":
-        return read_aligned_pairs(path, src_lang, tgt_lang)
+        return iter_aligned_pairs(path, src_lang, tgt_lang)
     langs = list(tsv_langs)
     for lang in (src_lang, tgt_lang):
         if lang not in langs:
             raise DataError(
                 path, f"language {lang!r} is not a column of this TSV (data.tsv_langs={langs})"
             )
-    return read_tsv_pairs(path, src_column=langs.index(src_lang), tgt_column=langs.index(tgt_lang))
+    return iter_tsv_pairs(path, src_column=langs.index(src_lang), tgt_column=langs.index(tgt_lang))

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from rnnlab.atomic import atomic_write_text
 from rnnlab.errors import DataError
 
 UNSEEN = -1
@@ -47,7 +48,7 @@ class TagSet:
         return [self.itos[i] for i in ids]
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"tags": self.itos}, ensure_ascii=False), "utf-8")
+        atomic_write_text(path, json.dumps({"tags": self.itos}, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | Path) -> TagSet:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+from rnnlab.atomic import reported_as
 from rnnlab.data.text import Preprocess, detokenize, normalize, tokenize
 from rnnlab.errors import DataError
 
@@ -82,7 +83,8 @@ class SentencePieceTokenizer:
             pad_id=-1,
             minloglevel=2,
         )
-        Path(model_path).write_bytes(model.getvalue())
+        with reported_as(model_path):
+            Path(model_path).write_bytes(model.getvalue())
         return cls(model_path, preprocess)
 
     def encode(self, text: str) -> list[str]:

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from rnnlab.atomic import atomic_write_text
 from rnnlab.errors import DataError
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
@@ -35,6 +36,11 @@ class Vocab:
         counts: Counter[str] = Counter()
         for seq in sequences:
             counts.update(seq)
+        return cls.from_counts(counts, min_freq=min_freq)
+
+    @classmethod
+    def from_counts(cls, counts: Counter[str], *, min_freq: int = 1) -> Vocab:
+        """The vocabulary of tokens counted elsewhere (e.g. in one streaming pass over a corpus)."""
         kept = sorted(
             (tok for tok, n in counts.items() if n >= min_freq and tok not in SPECIALS),
             key=lambda tok: (-counts[tok], tok),
@@ -67,7 +73,7 @@ class Vocab:
 
     def save(self, path: str | Path) -> None:
         data = {"tokens": self.itos, "min_freq": self.min_freq}
-        Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=0), encoding="utf-8")
+        atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=0))
 
     @classmethod
     def load(cls, path: str | Path) -> Vocab:

@@ -12,6 +12,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from rnnlab.decoding.hypothesis import Hypothesis, length_penalty
+
 
 class StepModel(Protocol):
     def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]: ...
@@ -20,6 +22,54 @@ class StepModel(Protocol):
 
 
 @torch.no_grad()
+def greedy_hypotheses(
+    model: StepModel,
+    state: Any,
+    *,
+    batch_size: int,
+    bos_id: int,
+    eos_id: int,
+    max_len: int,
+    length_penalty_alpha: float = 0.0,
+    device: torch.device | str = "cpu",
+) -> list[Hypothesis]:
+    """The greedy output of every sentence with its log-probability and score.
+
+    The score is what beam search with one beam would rank by (the same normalisation), so a caller
+    sees one meaning of ``score`` whichever search ran.
+    """
+    # Tokens go into one (B, max_len) tensor, one indexed write per step, and become lists once at
+    # the end: appending to B Python lists at every step cost more than a small model's step.
+    emitted = torch.full((batch_size, max(max_len, 0)), -1, dtype=torch.long, device=device)
+    log_prob = torch.zeros(batch_size, device=device)  # (B,) summed over the emitted tokens
+    active = torch.arange(batch_size, device=device)  # original row of each live sentence
+    tokens = torch.full((batch_size,), bos_id, dtype=torch.long, device=device)
+    for t in range(max_len):
+        if active.numel() == 0:
+            break
+        log_probs, state = model.step(tokens, state)  # (B_active, V)
+        tokens = log_probs.argmax(dim=-1)  # (B_active,)
+        log_prob.index_add_(0, active, log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1))
+        emitted[active, t] = tokens
+        finished = tokens == eos_id
+        if bool(finished.any()):
+            keep = (~finished).nonzero(as_tuple=True)[0]
+            active, tokens = active[keep], tokens[keep]
+            state = model.select_state(state, keep)
+    outputs: list[list[int]] = []
+    ended: list[bool] = []
+    for row in emitted.tolist():
+        row = [token for token in row if token != -1]  # -1: no step (the sentence had ended)
+        did_end = eos_id in row
+        outputs.append(row[: row.index(eos_id)] if did_end else row)
+        ended.append(did_end)
+    hypotheses = []
+    for out, did_end, raw in zip(outputs, ended, log_prob.tolist(), strict=True):
+        lp = length_penalty(len(out) + int(did_end), length_penalty_alpha)
+        hypotheses.append(Hypothesis(tokens=out, log_prob=raw, score=raw / lp))
+    return hypotheses
+
+
 def greedy_search(
     model: StepModel,
     state: Any,
@@ -31,24 +81,13 @@ def greedy_search(
     device: torch.device | str = "cpu",
 ) -> list[list[int]]:
     """Token ids per sentence, without ``<bos>``/``<eos>``; at most ``max_len`` tokens each."""
-    # Tokens go into one (B, max_len) tensor, one indexed write per step, and become lists once at
-    # the end: appending to B Python lists at every step cost more than a small model's step.
-    emitted = torch.full((batch_size, max(max_len, 0)), eos_id, dtype=torch.long, device=device)
-    active = torch.arange(batch_size, device=device)  # original row of each live sentence
-    tokens = torch.full((batch_size,), bos_id, dtype=torch.long, device=device)
-    for t in range(max_len):
-        if active.numel() == 0:
-            break
-        log_probs, state = model.step(tokens, state)
-        tokens = log_probs.argmax(dim=-1)  # (B_active,)
-        emitted[active, t] = tokens
-        finished = tokens == eos_id
-        if bool(finished.any()):
-            keep = (~finished).nonzero(as_tuple=True)[0]
-            active, tokens = active[keep], tokens[keep]
-            state = model.select_state(state, keep)
-    outputs = []
-    for row in emitted.tolist():
-        end = row.index(eos_id) if eos_id in row else len(row)
-        outputs.append(row[:end])
-    return outputs
+    hypotheses = greedy_hypotheses(
+        model,
+        state,
+        batch_size=batch_size,
+        bos_id=bos_id,
+        eos_id=eos_id,
+        max_len=max_len,
+        device=device,
+    )
+    return [h.tokens for h in hypotheses]

@@ -27,6 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rnnlab.atomic import building_dir, reported_as
+from rnnlab.errors import RnnlabError
+
 MANIFEST = "rnnlab-export.json"
 FORMAT_VERSION = 1
 OPSET = 17
@@ -146,11 +149,24 @@ def _export(module: nn.Module, args: tuple[Any, ...], path: Path, **kwargs: Any)
         torch.onnx.export(module, args, str(path), opset_version=OPSET, dynamo=False, **kwargs)
 
 
-@torch.no_grad()
 def export_seq2seq(task: Any, model: nn.Module, out_dir: str | Path) -> Path:
-    """Write ``start.onnx``, ``step.onnx``, the manifest and ``runtime.py`` into ``out_dir``."""
+    """Write ``start.onnx``, ``step.onnx``, the manifest and ``runtime.py`` into ``out_dir``.
+
+    The folder is assembled beside ``out_dir`` and swapped in whole, so a failed export (a full
+    disk: ``WriteFailed`` naming ``out_dir``) leaves a previous export there usable.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not is_export_dir(out):
+        raise RnnlabError(f"{out}: exists and is not an rnnlab export; refusing to replace it")
+    with reported_as(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    with building_dir(out) as build:
+        _write_export(task, model, build)
+    return out
+
+
+@torch.no_grad()
+def _write_export(task: Any, model: nn.Module, out: Path) -> None:
     model = model.to("cpu").eval()
     src_vocab, tgt_vocab = task.src_vocab, task.tgt_vocab
     # Example inputs: two sentences of different lengths so the packed path is traced.
@@ -221,8 +237,79 @@ def export_seq2seq(task: Any, model: nn.Module, out_dir: str | Path) -> Path:
         json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8"
     )
     shutil.copyfile(Path(__file__).with_name("runtime.py"), out / "runtime.py")
-    return out
 
 
 def is_export_dir(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
+
+
+# What the runtime reads from a manifest: (key, type) at the top, then inside each section.
+_TOP: dict[str, type] = {
+    "format_version": int,
+    "start": str,
+    "step": str,
+    "state": list,
+    "src_vocab": list,
+    "tgt_vocab": list,
+    "specials": dict,
+    "tokenizer": dict,
+    "decode": dict,
+}
+_SECTIONS: dict[str, dict[str, type]] = {
+    "specials": {"pad": int, "unk": int, "bos": int, "eos": int},
+    "tokenizer": {"preprocess": str, "max_len": int},
+    "decode": {"max_len": int, "batch_size": int},
+}
+_STATE: dict[str, type] = {"name": str, "input": str, "output": str, "batch_axis": int}
+
+
+def _check_fields(path: Path, where: str, node: dict[str, Any], fields: dict[str, type]) -> None:
+    for key, kind in fields.items():
+        value = node.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise RnnlabError(f"{path}: {where}{key} is missing or not of type {kind.__name__}")
+
+
+def check_manifest(folder: str | Path) -> dict[str, Any]:
+    """The manifest of an export folder, checked for everything the runtime reads from it.
+
+    ``runtime.py`` must stay free of rnnlab, so it trusts its manifest; ``rnnlab translate EXPORT``
+    checks it here first, so a damaged or hand-edited manifest is one line naming it.
+    """
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = " ".join(str(exc).split())
+        raise RnnlabError(f"{path}: not a readable export manifest ({reason})") from None
+    if not isinstance(manifest, dict):
+        raise RnnlabError(f"{path}: not a readable export manifest (not a JSON object)")
+    _check_fields(path, "", manifest, _TOP)
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise RnnlabError(
+            f"{path}: export format version {manifest['format_version']} is not "
+            f"{FORMAT_VERSION}; export the run again with this rnnlab"
+        )
+    for section, fields in _SECTIONS.items():
+        _check_fields(path, f"{section}.", manifest[section], fields)
+    for index, spec in enumerate(manifest["state"]):
+        if not isinstance(spec, dict):
+            raise RnnlabError(f"{path}: state[{index}] is not an object")
+        _check_fields(path, f"state[{index}].", spec, _STATE)
+    for side in ("src_vocab", "tgt_vocab"):
+        tokens = manifest[side]
+        if not tokens or not all(isinstance(t, str) for t in tokens):
+            raise RnnlabError(f"{path}: {side} must be a non-empty list of strings")
+    for name, side in (
+        ("pad", "src_vocab"),
+        ("unk", "src_vocab"),
+        ("bos", "tgt_vocab"),
+        ("eos", "tgt_vocab"),
+    ):
+        if not 0 <= manifest["specials"][name] < len(manifest[side]):
+            raise RnnlabError(f"{path}: specials.{name} is outside {side}")
+    for graph in ("start", "step"):
+        name = manifest[graph]
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise RnnlabError(f"{path}: {graph} must name a file inside the export folder")
+    return manifest

@@ -18,15 +18,20 @@ prefix starts a new sentence (it is read after an ``<eos>``), and a literal ``<u
 from __future__ import annotations
 
 import hashlib
+from array import array
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from rnnlab.data.lm_corpus import read_corpus, text_tokens, tokens_text
+from rnnlab.data.bundled import bundled_path
+from rnnlab.data.lm_corpus import iter_corpus, text_tokens, tokens_text
 from rnnlab.data.lm_stream import epoch_offset, random_batches, sequential_batches
 from rnnlab.data.vocab import EOS, UNK, Vocab
 from rnnlab.decoding.sampling import sample
@@ -44,8 +49,8 @@ EVAL_CHUNK = 256
 class LMDataConfig(DataConfig):
     """LM data; ``max_len`` is unused (``train.bptt`` sets the sequence length)."""
 
-    train: str = "data/timemachine/train.txt"
-    valid: str = "data/timemachine/valid.txt"
+    train: str = field(default_factory=lambda: bundled_path("timemachine/train.txt"))
+    valid: str = field(default_factory=lambda: bundled_path("timemachine/valid.txt"))
     min_freq: int = 1
     """Tokens seen fewer times in training map to <unk>."""
     max_examples: int = 0
@@ -128,27 +133,38 @@ class LanguageModelTask(Task):
         self.valid_ids: Tensor | None = None
 
     # -- data -----------------------------------------------------------------------------------
-    def read_tokens(self, path: str, *, max_lines: int = 0) -> list[str]:
+    def token_chunks(self, path: str, *, max_lines: int = 0) -> Iterator[list[str]]:
+        """The tokens of a file, streamed a line at a time."""
         data = self.config.data
-        return read_corpus(path, level=data.tokenizer, clean=data.clean, max_lines=max_lines)
+        return iter_corpus(path, level=data.tokenizer, clean=data.clean, max_lines=max_lines)
 
-    def encode(self, tokens: list[str]) -> Tensor:
+    def encode_file(self, path: str, *, max_lines: int = 0) -> Tensor:
+        """A file as ids (N,), built a line at a time into one int64 buffer (8 bytes a token)."""
         assert self.vocab is not None
-        return torch.tensor(self.vocab.encode(tokens), dtype=torch.long)
+        ids = array("q")
+        for tokens in self.token_chunks(path, max_lines=max_lines):
+            ids.extend(self.vocab.encode(tokens))
+        return (
+            torch.from_numpy(np.frombuffer(ids, dtype=np.int64))
+            if ids
+            else torch.empty(0, dtype=torch.long)
+        )
 
     def read_ids(self, path: str) -> Tensor:
         """A whole file as ids (N,); needs at least two tokens, one to read and one to predict."""
-        ids = self.encode(self.read_tokens(path))
+        ids = self.encode_file(path)
         if ids.numel() < 2:
             raise DataError(path, "too short to score (a language model needs at least 2 tokens)")
         return ids
 
     def prepare_training(self) -> None:
         data = self.config.data
-        tokens = self.read_tokens(data.train, max_lines=data.max_examples)
-        self.vocab = Vocab.build([tokens], min_freq=data.min_freq)
+        counts: Counter[str] = Counter()
+        for tokens in self.token_chunks(data.train, max_lines=data.max_examples):
+            counts.update(tokens)
+        self.vocab = Vocab.from_counts(counts, min_freq=data.min_freq)
         self.vocab.save(self.run_dir / "vocab.json")
-        self.train_ids = self.encode(tokens)
+        self.train_ids = self.encode_file(data.train, max_lines=data.max_examples)
         self._read_valid()
 
     def load_artifacts(self) -> None:
@@ -156,7 +172,7 @@ class LanguageModelTask(Task):
 
     def read_training_data(self) -> None:
         data = self.config.data
-        self.train_ids = self.encode(self.read_tokens(data.train, max_lines=data.max_examples))
+        self.train_ids = self.encode_file(data.train, max_lines=data.max_examples)
         self._read_valid()
 
     def _read_valid(self) -> None:
@@ -230,12 +246,12 @@ class LanguageModelTask(Task):
             raise RnnlabError(
                 f"evaluate options {', '.join(options)} do not apply to a language model"
             )
-        tokens = self.read_tokens(path)
-        ids = self.encode(tokens)
-        if ids.numel() < 2:
-            raise DataError(path, "too short to score (a language model needs at least 2 tokens)")
+        ids = self.read_ids(path)
         nll, count = stream_nll(model, ids, device)  # type: ignore[arg-type]
-        oov = sum(1 for t in tokens[1:] if t not in self.vocab and t != UNK)
+        oov, first = 0, True
+        for tokens in self.token_chunks(path):  # a second pass: the ids no longer tell <unk> apart
+            oov += sum(1 for t in tokens[int(first) :] if t not in self.vocab and t != UNK)
+            first = False
         return {
             "perplexity": perplexity(nll, count),
             "loss": nll / count,

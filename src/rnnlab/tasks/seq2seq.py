@@ -7,7 +7,10 @@ input is ``<bos>`` followed by the target without its last token (teacher forcin
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,11 +19,15 @@ from torch import Tensor, nn
 
 from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches, truncate_pad
-from rnnlab.data.parallel import SentencePair, read_parallel
+from rnnlab.data.bundled import bundled_path
+from rnnlab.data.id_sequences import IdSequences
+from rnnlab.data.parallel import SentencePair, iter_parallel
 from rnnlab.data.text import preprocess_textbook
 from rnnlab.data.tokenizers import SentencePieceTokenizer, Tokenizer, WordTokenizer
 from rnnlab.data.vocab import Vocab
-from rnnlab.decoding.greedy import greedy_search
+from rnnlab.decoding.beam import beam_search_hypotheses
+from rnnlab.decoding.greedy import greedy_hypotheses
+from rnnlab.decoding.hypothesis import Hypothesis
 from rnnlab.errors import RnnlabError
 from rnnlab.metrics.bleu import corpus_bleu, corpus_bleu_with_signature, mean_d2l_bleu
 from rnnlab.metrics.perplexity import perplexity
@@ -32,8 +39,8 @@ from rnnlab.training.losses import masked_token_nll, select_valid
 
 @dataclass
 class Seq2SeqDataConfig(DataConfig):
-    train: str = "data/fra-eng/train.tsv.gz"
-    valid: str = "data/fra-eng/valid.tsv"
+    train: str = field(default_factory=lambda: bundled_path("fra-eng/train.tsv.gz"))
+    valid: str = field(default_factory=lambda: bundled_path("fra-eng/valid.tsv"))
     test: str = ""
     """Optional test data, evaluated at the end of training."""
     src_lang: str = "en"
@@ -119,8 +126,8 @@ class AttentionMatrix:
 
 @dataclass
 class EncodedPairs:
-    src: list[list[int]]
-    tgt: list[list[int]]
+    src: IdSequences
+    tgt: IdSequences
     references: list[str]
     """Targets as text, normalised like the model's output, for BLEU."""
 
@@ -145,9 +152,10 @@ class Seq2SeqTask(Task):
         self.valid_data: EncodedPairs | None = None
 
     # -- data -----------------------------------------------------------------------------------
-    def read_pairs(self, path: str) -> list[SentencePair]:
+    def read_pairs(self, path: str) -> Iterator[SentencePair]:
+        """The pairs of a data file, streamed: a training corpus is never held as text."""
         data = self.config.data
-        return read_parallel(
+        return iter_parallel(
             path,
             src_lang=data.src_lang,
             tgt_lang=data.tgt_lang,
@@ -164,20 +172,25 @@ class Seq2SeqTask(Task):
         tokens = self._truncate(self.src_tokenizer.encode(text))
         return self.src_vocab.encode(tokens) + [self.src_vocab.eos_id]
 
-    def encode_pairs(self, pairs: list[SentencePair]) -> EncodedPairs:
+    def encode_pairs(
+        self, pairs: Iterable[SentencePair], *, references: bool = True
+    ) -> EncodedPairs:
+        """Token ids of both sides; ``references`` (target text for BLEU) only where it is scored."""
         assert self.tgt_vocab is not None
-        src, tgt, refs = [], [], []
+        src, tgt, refs = IdSequences(), IdSequences(), []
         for pair in pairs:
             src.append(self.encode_source(pair.src))
-            tgt_tokens = self._truncate(self.tgt_tokenizer.encode(pair.tgt))
-            tgt.append(self.tgt_vocab.encode(tgt_tokens) + [self.tgt_vocab.eos_id])
-            refs.append(self.tgt_tokenizer.decode(self.tgt_tokenizer.encode(pair.tgt)))
+            tgt_tokens = self.tgt_tokenizer.encode(pair.tgt)
+            tgt.append(self.tgt_vocab.encode(self._truncate(tgt_tokens)) + [self.tgt_vocab.eos_id])
+            if references:
+                refs.append(self.tgt_tokenizer.decode(tgt_tokens))
         return EncodedPairs(src, tgt, refs)
 
-    def _train_pairs(self) -> list[SentencePair]:
+    def _train_pairs(self) -> Iterator[SentencePair]:
+        """The training pairs (the first ``data.max_examples``), streamed; call again to re-read."""
         pairs = self.read_pairs(self.config.data.train)
         limit = self.config.data.max_examples
-        return pairs[:limit] if limit > 0 else pairs
+        return islice(pairs, limit) if limit > 0 else pairs
 
     # -- subword models ----------------------------------------------------------------------
     def _spm_paths(self) -> tuple[Path, Path]:
@@ -185,7 +198,7 @@ class Seq2SeqTask(Task):
             return self.run_dir / "spm.model", self.run_dir / "spm.model"
         return self.run_dir / "spm.src.model", self.run_dir / "spm.tgt.model"
 
-    def _train_sentencepiece(self, pairs: list[SentencePair]) -> None:
+    def _train_sentencepiece(self) -> None:
         """Train the subword model(s) on the training split only and keep them in the run dir."""
         data = self.config.data
         src_path, tgt_path = self._spm_paths()
@@ -195,15 +208,17 @@ class Seq2SeqTask(Task):
             preprocess=data.preprocess,
         )
         if data.spm_joint:
-            texts = [p.src for p in pairs] + [p.tgt for p in pairs]
+            texts = chain(
+                (p.src for p in self._train_pairs()), (p.tgt for p in self._train_pairs())
+            )
             self.src_tokenizer = SentencePieceTokenizer.train(texts, src_path, **options)
             self.tgt_tokenizer = self.src_tokenizer
         else:
             self.src_tokenizer = SentencePieceTokenizer.train(
-                (p.src for p in pairs), src_path, **options
+                (p.src for p in self._train_pairs()), src_path, **options
             )
             self.tgt_tokenizer = SentencePieceTokenizer.train(
-                (p.tgt for p in pairs), tgt_path, **options
+                (p.tgt for p in self._train_pairs()), tgt_path, **options
             )
 
     def _load_sentencepiece(self) -> None:
@@ -217,20 +232,22 @@ class Seq2SeqTask(Task):
         )
 
     def prepare_training(self) -> None:
-        pairs = self._train_pairs()
+        """Subword models, vocabularies, encoded data: each a streaming pass over the training file,
+        so the corpus is never held as text (only as token ids)."""
         min_freq = self.config.data.min_freq
         if self.config.data.tokenizer == "sentencepiece":
-            self._train_sentencepiece(pairs)
+            self._train_sentencepiece()
             min_freq = 1  # every piece was chosen from the training data; keep them all
-        self.src_vocab = Vocab.build(
-            (self._truncate(self.src_tokenizer.encode(p.src)) for p in pairs), min_freq=min_freq
-        )
-        self.tgt_vocab = Vocab.build(
-            (self._truncate(self.tgt_tokenizer.encode(p.tgt)) for p in pairs), min_freq=min_freq
-        )
+        src_counts: Counter[str] = Counter()
+        tgt_counts: Counter[str] = Counter()
+        for pair in self._train_pairs():
+            src_counts.update(self._truncate(self.src_tokenizer.encode(pair.src)))
+            tgt_counts.update(self._truncate(self.tgt_tokenizer.encode(pair.tgt)))
+        self.src_vocab = Vocab.from_counts(src_counts, min_freq=min_freq)
+        self.tgt_vocab = Vocab.from_counts(tgt_counts, min_freq=min_freq)
         self.src_vocab.save(self.run_dir / "vocab.src.json")
         self.tgt_vocab.save(self.run_dir / "vocab.tgt.json")
-        self._encode_training(pairs)
+        self._encode_training(self._train_pairs())
 
     def load_artifacts(self) -> None:
         if self.config.data.tokenizer == "sentencepiece":
@@ -241,8 +258,8 @@ class Seq2SeqTask(Task):
     def read_training_data(self) -> None:
         self._encode_training(self._train_pairs())
 
-    def _encode_training(self, pairs: list[SentencePair]) -> None:
-        self.train_data = self.encode_pairs(pairs)
+    def _encode_training(self, pairs: Iterable[SentencePair]) -> None:
+        self.train_data = self.encode_pairs(pairs, references=False)
         if self.config.data.valid:
             self.valid_data = self.encode_pairs(self.read_pairs(self.config.data.valid))
 
@@ -290,7 +307,7 @@ class Seq2SeqTask(Task):
     def train_batches(self, epoch: int) -> list[Seq2SeqBatch]:
         assert self.train_data is not None
         data = self.train_data
-        lengths = [max(len(s), len(t)) for s, t in zip(data.src, data.tgt, strict=True)]
+        lengths = [max(s, t) for s, t in zip(data.src.lengths(), data.tgt.lengths(), strict=True)]
         order = bucket_batches(
             lengths,
             self.config.train.batch_size,
@@ -315,7 +332,7 @@ class Seq2SeqTask(Task):
     ) -> tuple[float, int]:
         model.eval()
         total, count = 0.0, 0
-        lengths = [len(s) for s in data.src]
+        lengths = data.src.lengths()
         for batch in self.batches_of(data, sorted_batches(lengths, self.config.decode.batch_size)):
             out = self.batch_loss(model, batch.to(device))
             total += float(out.loss_sum)
@@ -324,98 +341,84 @@ class Seq2SeqTask(Task):
 
     # -- decoding -------------------------------------------------------------------------------
     @torch.no_grad()
-    def translate_ids(
+    def translate_hypotheses(
         self,
         model: nn.Module,
-        sources: list[list[int]],
+        sources: Sequence[list[int]],
         device: torch.device,
         *,
         beam_size: int | None = None,
         n_best: int = 1,
         max_len: int | None = None,
-        progress: Any = None,
-    ) -> list[list[list[int]]]:
-        """Decode encoded sources in length-sorted batches; results in input order, n_best each."""
+        length_penalty: float | None = None,
+        batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[list[Hypothesis]]:
+        """Decode encoded sources in length-sorted batches; ``n_best`` hypotheses each, input order.
+
+        Greedy search runs when one hypothesis of one beam is asked for (beam search with one beam
+        gives the same output, more slowly). ``progress`` is called with the sentences of each batch.
+        """
         assert self.tgt_vocab is not None and self.src_vocab is not None
         model.eval()
         decode = self.config.decode
         beam_size = beam_size or decode.beam_size
         max_len = max_len or decode.max_len
-        results: list[list[list[int]]] = [[] for _ in sources]
+        alpha = decode.length_penalty if length_penalty is None else length_penalty
+        size = max(batch_size or decode.batch_size, 1)
+        results: list[list[Hypothesis]] = [[] for _ in sources]
         with autocast(device, decode.precision):
-            for ids in sorted_batches([len(s) for s in sources], decode.batch_size):
+            for ids in sorted_batches([len(s) for s in sources], size):
                 src_ids, src_lengths = pad_batch([sources[i] for i in ids], self.src_vocab.pad_id)
                 src_ids, src_lengths = src_ids.to(device), src_lengths.to(device)
                 state = model.start(src_ids, src_lengths)
+                search = dict(
+                    batch_size=len(ids),
+                    bos_id=self.tgt_vocab.bos_id,
+                    eos_id=self.tgt_vocab.eos_id,
+                    max_len=max_len,
+                    length_penalty_alpha=alpha,
+                    device=device,
+                )
                 if beam_size > 1 or n_best > 1:
-                    from rnnlab.decoding.beam import beam_search
-
-                    hyps = beam_search(
-                        model,
-                        state,
-                        batch_size=len(ids),
-                        beam_size=max(beam_size, n_best),
-                        n_best=n_best,
-                        bos_id=self.tgt_vocab.bos_id,
-                        eos_id=self.tgt_vocab.eos_id,
-                        max_len=max_len,
-                        length_penalty=decode.length_penalty,
-                        device=device,
+                    hyps = beam_search_hypotheses(
+                        model, state, beam_size=max(beam_size, n_best), n_best=n_best, **search
                     )
                 else:
-                    hyps = [
-                        [h]
-                        for h in greedy_search(
-                            model,
-                            state,
-                            batch_size=len(ids),
-                            bos_id=self.tgt_vocab.bos_id,
-                            eos_id=self.tgt_vocab.eos_id,
-                            max_len=max_len,
-                            device=device,
-                        )
-                    ]
+                    hyps = [[h] for h in greedy_hypotheses(model, state, **search)]
                 for i, hyp in zip(ids, hyps, strict=True):
                     results[i] = hyp
                 if progress is not None:
                     progress(len(ids))
         return results
 
+    def translate_ids(
+        self, model: nn.Module, sources: list[list[int]], device: torch.device, **decode: Any
+    ) -> list[list[list[int]]]:
+        """Token ids of ``translate_hypotheses``: what metrics and benchmarks need."""
+        hyps = self.translate_hypotheses(model, sources, device, **decode)
+        return [[h.tokens for h in sentence] for sentence in hyps]
+
     @torch.no_grad()
-    def attention_matrix(
-        self, model: nn.Module, sentence: str, device: torch.device, **decode: Any
+    def attention_of(
+        self, model: nn.Module, src: list[int], output: list[int], device: torch.device
     ) -> AttentionMatrix:
-        """Translate ``sentence`` (best hypothesis) and return where each output token attended."""
+        """Where each token of ``output`` (a decoded hypothesis of ``src``) attended in the source."""
         assert self.src_vocab is not None and self.tgt_vocab is not None
         if not getattr(model, "has_attention", False):
             raise RnnlabError("this model has no attention to plot (model.attention: none)")
-        src = self.encode_source(sentence)
-        hyp = self.translate_ids(model, [src], device, **decode)[0][0]
         src_ids = torch.tensor([src], device=device)
-        tgt_in = torch.tensor([[self.tgt_vocab.bos_id, *hyp]], device=device)
+        tgt_in = torch.tensor([[self.tgt_vocab.bos_id, *output]], device=device)
         weights = model.attention_weights(src_ids, torch.tensor([len(src)]), tgt_in)[0]
         return AttentionMatrix(
             src_tokens=self.src_vocab.decode(src, strip_specials=False),
-            out_tokens=[*self.tgt_vocab.decode(hyp, strip_specials=False), "<eos>"],
+            out_tokens=[*self.tgt_vocab.decode(output, strip_specials=False), "<eos>"],
             weights=weights.cpu(),
         )
 
     def detokenize(self, ids: list[int]) -> str:
         assert self.tgt_vocab is not None
         return self.tgt_tokenizer.decode(self.tgt_vocab.decode(ids))
-
-    def translate(
-        self, model: nn.Module, sentences: list[str], device: torch.device, **kwargs: Any
-    ) -> list[str]:
-        """Translate raw sentences (best hypothesis each); an empty line translates to ''."""
-        keep = [i for i, s in enumerate(sentences) if s.strip()]
-        decoded = self.translate_ids(
-            model, [self.encode_source(sentences[i]) for i in keep], device, **kwargs
-        )
-        out = [""] * len(sentences)
-        for i, hyps in zip(keep, decoded, strict=True):
-            out[i] = self.detokenize(hyps[0])
-        return out
 
     # -- metrics --------------------------------------------------------------------------------
     def _bleu_metrics(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,8 +22,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from rnnlab.atomic import atomic_write_text
 from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches
+from rnnlab.data.bundled import bundled_path
 from rnnlab.data.conllu_io import TagColumn
 from rnnlab.data.tagged import TaggedFormat, TaggedSentence, read_tagged
 from rnnlab.data.tagset import TagSet
@@ -37,8 +40,8 @@ from rnnlab.tasks.base import Batch, LossOutput, Task
 
 @dataclass
 class TaggerDataConfig(DataConfig):
-    train: str = "data/ud-ewt-sample/train.conllu"
-    valid: str = "data/ud-ewt-sample/dev.conllu"
+    train: str = field(default_factory=lambda: bundled_path("ud-ewt-sample/train.conllu"))
+    valid: str = field(default_factory=lambda: bundled_path("ud-ewt-sample/dev.conllu"))
     test: str = ""
     """Optional test data, evaluated at the end of training."""
     format: TaggedFormat = "auto"
@@ -173,8 +176,9 @@ class TaggerTask(Task):
         self.word_vocab.save(self.run_dir / "vocab.words.json")
         self.char_vocab.save(self.run_dir / "vocab.chars.json")
         self.tagset.save(self.run_dir / "tags.json")
-        (self.run_dir / "train_words.json").write_text(
-            json.dumps(sorted(self.train_words), ensure_ascii=False), encoding="utf-8"
+        atomic_write_text(
+            self.run_dir / "train_words.json",
+            json.dumps(sorted(self.train_words), ensure_ascii=False),
         )
         self._encode_training(sentences)
 
@@ -187,7 +191,7 @@ class TaggerTask(Task):
             self.train_words = frozenset(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise DataError(path, "training word list is missing") from None
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise DataError(path, f"not a valid word list ({exc})") from None
 
     def read_training_data(self) -> None:
@@ -316,8 +320,12 @@ class TaggerTask(Task):
         device: torch.device,
         *,
         batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> list[list[int]]:
-        """Tag ids per sentence, in input order; an empty sentence gets none."""
+        """Tag ids per sentence, in input order; an empty sentence gets none.
+
+        ``progress`` is called with the number of sentences of each finished batch.
+        """
         model.eval()
         results: list[list[int]] = [[] for _ in sentences]
         keep = [i for i, s in enumerate(sentences) if s]
@@ -328,6 +336,8 @@ class TaggerTask(Task):
             predicted = model.decode(self._emissions(model, batch), batch.lengths).tolist()
             for i, tags in zip(rows, predicted, strict=True):
                 results[i] = tags[: len(sentences[i])]
+            if progress is not None:
+                progress(len(rows))
         return results
 
     def tag(
@@ -337,12 +347,15 @@ class TaggerTask(Task):
         device: torch.device,
         *,
         batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> list[list[str]]:
         """Tags per sentence (strings), in input order."""
         assert self.tagset is not None
         return [
             self.tagset.decode(ids)
-            for ids in self.tag_ids(model, sentences, device, batch_size=batch_size)
+            for ids in self.tag_ids(
+                model, sentences, device, batch_size=batch_size, progress=progress
+            )
         ]
 
     # -- metrics --------------------------------------------------------------------------------

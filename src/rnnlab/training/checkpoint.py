@@ -8,16 +8,16 @@ Layout inside a run directory::
                                          safetensors header, so one file holds one consistent state
     RUN/best/model.safetensors           weights with the best validation score so far
 
-A checkpoint directory is written under a temporary name and renamed into place, so a process killed
-at any moment leaves either the previous checkpoint or the new one, never a mixture. Between the two
-renames of a replacement, only ``RUN/.last.old`` exists; ``load`` falls back to it.
+A checkpoint directory is written under a temporary name and renamed into place
+(``rnnlab.atomic.building_dir``), so a process killed at any moment, or a disk that fills up, leaves
+either the previous checkpoint or the new one, never a mixture. Between the two renames of a
+replacement, only ``RUN/.last.old`` exists; ``load`` falls back to it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,24 +27,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from rnnlab.atomic import building_dir
 from rnnlab.errors import RnnlabError
 
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.safetensors"
 FORMAT_VERSION = 1
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -55,37 +43,14 @@ def _write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[
         os.fsync(handle.fileno())
 
 
-def atomic_replace_dir(build: Path, target: Path) -> None:
-    """Move the finished directory ``build`` to ``target``, replacing it without a torn state."""
-    _fsync_dir(build)
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(build, target)
-    _fsync_dir(target.parent)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def _fresh_build_dir(target: Path) -> Path:
-    build = target.with_name(f".{target.name}.tmp")
-    if build.exists():
-        shutil.rmtree(build)
-    build.mkdir(parents=True)
-    return build
-
-
 def model_metadata(model_meta: dict[str, Any]) -> dict[str, str]:
     return {"format_version": str(FORMAT_VERSION), "rnnlab": json.dumps(model_meta, sort_keys=True)}
 
 
 def save_model(target_dir: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     """Write ``target_dir/model.safetensors`` atomically (used for ``best``)."""
-    build = _fresh_build_dir(target_dir)
-    _write_tensors(build / MODEL_FILE, dict(model.state_dict()), model_metadata(meta))
-    atomic_replace_dir(build, target_dir)
+    with building_dir(target_dir, SafetensorError) as build:
+        _write_tensors(build / MODEL_FILE, dict(model.state_dict()), model_metadata(meta))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -127,6 +92,8 @@ class Checkpoint:
     model_meta: dict[str, Any]
     trainer_meta: dict[str, Any]
     trainer_tensors: dict[str, torch.Tensor]
+    directory: Path
+    """Where it was read from (``RUN/last``, or ``RUN/.last.old``), for messages."""
 
 
 def save_last(
@@ -136,16 +103,18 @@ def save_last(
     trainer_meta: dict[str, Any],
     trainer_tensors: dict[str, torch.Tensor],
 ) -> None:
-    """Write ``RUN/last`` (weights + trainer state) as one atomic unit."""
-    target = run_dir / "last"
-    build = _fresh_build_dir(target)
-    _write_tensors(build / MODEL_FILE, dict(model.state_dict()), model_metadata(model_meta))
-    _write_tensors(
-        build / STATE_FILE,
-        trainer_tensors,
-        {"format_version": str(FORMAT_VERSION), "trainer": json.dumps(trainer_meta)},
-    )
-    atomic_replace_dir(build, target)
+    """Write ``RUN/last`` (weights + trainer state) as one atomic unit.
+
+    A failed write (a full disk) raises ``WriteFailed`` naming ``RUN/last`` and leaves the previous
+    checkpoint in place; the half-written scratch directory is removed.
+    """
+    with building_dir(run_dir / "last", SafetensorError) as build:
+        _write_tensors(build / MODEL_FILE, dict(model.state_dict()), model_metadata(model_meta))
+        _write_tensors(
+            build / STATE_FILE,
+            trainer_tensors,
+            {"format_version": str(FORMAT_VERSION), "trainer": json.dumps(trainer_meta)},
+        )
 
 
 def _checkpoint_dir(run_dir: Path, name: str) -> Path | None:
@@ -174,6 +143,8 @@ def load_model_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         meta = json.loads(metadata.get("rnnlab", "{}"))
     except json.JSONDecodeError:
         raise RnnlabError(f"{path}: checkpoint metadata is not valid JSON") from None
+    if not isinstance(meta, dict):
+        raise RnnlabError(f"{path}: checkpoint metadata is not a JSON object")
     return tensors, meta
 
 
@@ -198,4 +169,6 @@ def load_last(run_dir: Path) -> Checkpoint:
         trainer_meta = json.loads(metadata["trainer"])
     except (KeyError, json.JSONDecodeError):
         raise RnnlabError(f"{found / STATE_FILE}: trainer state metadata is missing") from None
-    return Checkpoint(model_state, model_meta, trainer_meta, tensors)
+    if not isinstance(trainer_meta, dict):
+        raise RnnlabError(f"{found / STATE_FILE}: trainer state metadata is not a JSON object")
+    return Checkpoint(model_state, model_meta, trainer_meta, tensors, found)

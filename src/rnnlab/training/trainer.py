@@ -17,6 +17,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnlab.config import TrainConfig
+from rnnlab.atomic import append_text, atomic_write_text
+from rnnlab.config import TrainConfig, from_dict
+from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.nn.precision import autocast
 from rnnlab.tasks.base import Task
 from rnnlab.training import checkpoint as ckpt
@@ -44,6 +47,22 @@ class TrainerState:
     window_tokens: int = 0
     train_seconds: float = 0.0
     early_stopped: bool = False
+
+
+class TrainingStopped(Exception):
+    """Training stopped on request (``should_stop`` turned true, e.g. after SIGTERM).
+
+    Raised after a checkpoint of the last finished step has been written, so ``--resume`` continues
+    exactly where the run stopped.
+    """
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        super().__init__(f"stopped on request; checkpoint saved at step {step}")
+
+
+def _never() -> bool:
+    return False
 
 
 def resolve_device(name: str) -> torch.device:
@@ -66,32 +85,42 @@ def make_adam(model: nn.Module, *, lr: float, weight_decay: float) -> torch.opti
 
 
 class MetricsLog:
-    """``metrics.jsonl``: one JSON object per line, truncated to the checkpoint on resume."""
+    """``metrics.jsonl``: one JSON object per line, truncated to the checkpoint on resume.
+
+    Appends that fail (a full disk) leave no partial line and raise ``WriteFailed`` naming the file;
+    a line torn by a kill in an older run is dropped on resume rather than stopping it.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def append(self, record: dict[str, Any]) -> None:
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_text(self.path, json.dumps(record) + "\n")
 
     def truncate_after(self, step: int) -> None:
         """Drop records written after the checkpoint a run resumes from."""
         if not self.path.exists():
             return
         kept = [
-            line
-            for line in self.path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
+            json.dumps(r)
+            for r in self.read()
+            if not isinstance(r.get("step"), int) or r["step"] <= step
         ]
-        self.path.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+        atomic_write_text(self.path, "".join(f"{line}\n" for line in kept))
 
     def read(self) -> list[dict[str, Any]]:
+        """The records that parse as JSON objects, in order."""
         if not self.path.exists():
             return []
-        return [
-            json.loads(x) for x in self.path.read_text(encoding="utf-8").splitlines() if x.strip()
-        ]
+        records = []
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
 
 
 def _is_better(value: float, best: float | None, higher: bool) -> bool:
@@ -113,8 +142,12 @@ class Trainer:
         device: torch.device,
         reporter: Reporter | None = None,
         distributed: DistributedContext = SINGLE,
+        should_stop: Callable[[], bool] = _never,
     ) -> None:
+        """``should_stop`` is polled after every step: when it turns true (on any rank), every rank
+        stops after the same step, a checkpoint is saved and ``fit`` raises ``TrainingStopped``."""
         self.task = task
+        self.should_stop = should_stop
         self.model = model.to(device)
         self.config = config
         self.run_dir = Path(run_dir)
@@ -154,11 +187,25 @@ class Trainer:
         ckpt.save_last(self.run_dir, self.model, model_meta, meta, tensors)
 
     def load_checkpoint(self) -> None:
-        """Restore everything ``save_checkpoint`` wrote, for ``--resume``."""
+        """Restore everything ``save_checkpoint`` wrote, for ``--resume``.
+
+        A checkpoint that does not fit (edited, from another model or version, damaged) is a
+        one-line ``RnnlabError`` naming it, whatever part of it is wrong.
+        """
         found = ckpt.load_last(self.run_dir)
+        try:
+            self._restore(found)
+        except (ConfigError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise RnnlabError(
+                f"{found.directory}: checkpoint does not fit this run ({reason[:300]})"
+            ) from None
+        self.metrics.truncate_after(self.state.step)
+
+    def _restore(self, found: ckpt.Checkpoint) -> None:
         self.model.load_state_dict(found.model_state)
         meta, tensors = found.trainer_meta, found.trainer_tensors
-        self.state = TrainerState(**meta["trainer"])
+        self.state = from_dict(TrainerState, meta["trainer"], prefix="trainer.")
         optim_state = ckpt.unflatten_state(meta["optimizer"], tensors)
         self.optimizer.load_state_dict(ckpt.optimizer_state_from_json(optim_state))
         if meta.get("carry") is not None:
@@ -171,7 +218,6 @@ class Trainer:
                 torch.cuda.set_rng_state_all(states)
         version, internal, gauss = meta["python_random"]
         random.setstate((version, tuple(internal), gauss))
-        self.metrics.truncate_after(self.state.step)
 
     # -- the loop -------------------------------------------------------------------------------
     def _record(self, record: dict[str, Any]) -> None:
@@ -212,15 +258,18 @@ class Trainer:
         self.state.window_tokens += num_tokens
         return num_tokens
 
-    def _out_of_time(self) -> bool:
+    def _stop_flags(self) -> tuple[bool, bool]:
+        """(out of time, stop requested), agreed by every rank."""
         over = (
             self.config.max_minutes > 0 and self.state.train_seconds >= self.config.max_minutes * 60
         )
+        requested = self.should_stop()
         if self.distributed.enabled:
-            # Ranks' clocks differ; all must stop at the same step or the next all-reduce hangs.
-            flag = torch.tensor([1.0 if over else 0.0], device=self.device)
-            over = bool(self.distributed.all_reduce_max(flag).item() > 0)
-        return over
+            # Ranks' clocks and signals differ; all must stop at the same step or the next
+            # all-reduce hangs.
+            flags = torch.tensor([float(over), float(requested)], device=self.device)
+            over, requested = (bool(x > 0) for x in self.distributed.all_reduce_max(flags).tolist())
+        return over, requested
 
     def _validate_and_checkpoint(self, epoch: float) -> bool:
         """Validate, keep the best weights, adjust the schedule; True when training should stop.
@@ -316,10 +365,18 @@ class Trainer:
                         stop = self._validate_and_checkpoint(epoch_pos)
                     if cfg.max_steps > 0 and self.state.step >= cfg.max_steps:
                         stop = True
-                    if self._out_of_time():
+                    out_of_time, requested = self._stop_flags()
+                    if out_of_time:
                         # A time budget ends the run for good: validate so best/ reflects it.
                         self._validate_and_checkpoint(epoch_pos)
                         stop = True
+                    if requested and not stop:
+                        bar.close()
+                        self.save_checkpoint()
+                        self.reporter.message(
+                            f"stop requested; checkpoint saved at step {self.state.step}"
+                        )
+                        raise TrainingStopped(self.state.step)
                     if stop:
                         break
                 bar.close()
