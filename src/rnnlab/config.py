@@ -95,6 +95,8 @@ class TrainConfig:
     """auto (CUDA when present), cpu, or cuda[:N]."""
     num_threads: int = 0
     """Intra-op CPU threads (0 = PyTorch's default)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: bfloat16 autocast for the forward pass, float32 weights and optimizer state."""
 
 
 @dataclasses.dataclass

@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -74,6 +73,10 @@ class LMModelConfig(ModelConfig):
     """Share the embedding matrix with the output projection (needs embed_size == hidden_size)."""
     one_hot: bool = False
     """Feed one-hot vectors instead of embeddings (the textbook's from-scratch model)."""
+    softmax: Literal["full", "adaptive"] = "full"
+    """adaptive: adaptive softmax over frequency-ranked clusters (Grave et al. 2017); exact ppl."""
+    cutoffs: list[int] = field(default_factory=lambda: [2000, 6000])
+    """Adaptive softmax: vocabulary ids where the head and each tail cluster end."""
 
 
 @dataclass
@@ -113,8 +116,7 @@ def stream_nll(
         targets = ids[start + 1 : start + 1 + chunk].to(device)  # (T,)
         inputs = ids[start : start + targets.numel()].to(device)  # (T,)
         features, state = model(inputs.unsqueeze(0), state)  # (1, T, H)
-        logits = model.project(features.squeeze(0))  # (T, V)
-        total += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
+        total += float(model.token_nll(features.squeeze(0), targets))
     return total, max(ids.numel() - 1, 0)
 
 
@@ -179,6 +181,8 @@ class LanguageModelTask(Task):
 
     def build_model(self) -> RNNLanguageModel:
         assert self.vocab is not None
+        if self.config.model.softmax == "adaptive" and self.config.train.label_smoothing > 0:
+            raise ConfigError("train.label_smoothing needs model.softmax=full")
         try:
             return build_language_model(self.config.model, vocab_size=len(self.vocab))
         except ValueError as exc:
@@ -219,13 +223,9 @@ class LanguageModelTask(Task):
             # a carried state belongs to streams that no longer exist, so start afresh.
             carry = None
         features, state = model(batch.inputs, carry if sequential else None)  # (B, T, H)
-        logits = model.project(features)  # (B, T, V)
         smoothing = self.config.train.label_smoothing if model.training else 0.0
-        loss = F.cross_entropy(
-            logits.flatten(0, 1),
-            batch.targets.flatten(),
-            reduction="sum",
-            label_smoothing=smoothing,
+        loss = model.token_nll(
+            features.flatten(0, 1), batch.targets.flatten(), label_smoothing=smoothing
         )
         return LossOutput(
             loss, int(batch.targets.numel()), carry=detach_state(state) if sequential else None

@@ -32,6 +32,7 @@ from rnnlab.errors import RnnlabError
 from rnnlab.metrics.bleu import corpus_bleu, corpus_bleu_with_signature, mean_d2l_bleu
 from rnnlab.metrics.perplexity import perplexity
 from rnnlab.models.seq2seq import EncoderDecoder, build_seq2seq
+from rnnlab.nn.precision import autocast
 from rnnlab.tasks.base import Batch, LossOutput, Task
 from rnnlab.training.losses import masked_token_nll, select_valid
 
@@ -86,6 +87,8 @@ class DecodeConfig:
     """GNMT length-penalty alpha for beam search (0 = none)."""
     batch_size: int = 512
     """Sentences decoded together; large batches amortise the per-step overhead of greedy search."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: decode under bfloat16 autocast (scores and search stay float32)."""
 
 
 @dataclass
@@ -364,28 +367,29 @@ class Seq2SeqTask(Task):
         alpha = decode.length_penalty if length_penalty is None else length_penalty
         size = max(batch_size or decode.batch_size, 1)
         results: list[list[Hypothesis]] = [[] for _ in sources]
-        for ids in sorted_batches([len(s) for s in sources], size):
-            src_ids, src_lengths = pad_batch([sources[i] for i in ids], self.src_vocab.pad_id)
-            src_ids, src_lengths = src_ids.to(device), src_lengths.to(device)
-            state = model.start(src_ids, src_lengths)
-            search = dict(
-                batch_size=len(ids),
-                bos_id=self.tgt_vocab.bos_id,
-                eos_id=self.tgt_vocab.eos_id,
-                max_len=max_len,
-                length_penalty_alpha=alpha,
-                device=device,
-            )
-            if beam_size > 1 or n_best > 1:
-                hyps = beam_search_hypotheses(
-                    model, state, beam_size=max(beam_size, n_best), n_best=n_best, **search
+        with autocast(device, decode.precision):
+            for ids in sorted_batches([len(s) for s in sources], size):
+                src_ids, src_lengths = pad_batch([sources[i] for i in ids], self.src_vocab.pad_id)
+                src_ids, src_lengths = src_ids.to(device), src_lengths.to(device)
+                state = model.start(src_ids, src_lengths)
+                search = dict(
+                    batch_size=len(ids),
+                    bos_id=self.tgt_vocab.bos_id,
+                    eos_id=self.tgt_vocab.eos_id,
+                    max_len=max_len,
+                    length_penalty_alpha=alpha,
+                    device=device,
                 )
-            else:
-                hyps = [[h] for h in greedy_hypotheses(model, state, **search)]
-            for i, hyp in zip(ids, hyps, strict=True):
-                results[i] = hyp
-            if progress is not None:
-                progress(len(ids))
+                if beam_size > 1 or n_best > 1:
+                    hyps = beam_search_hypotheses(
+                        model, state, beam_size=max(beam_size, n_best), n_best=n_best, **search
+                    )
+                else:
+                    hyps = [[h] for h in greedy_hypotheses(model, state, **search)]
+                for i, hyp in zip(ids, hyps, strict=True):
+                    results[i] = hyp
+                if progress is not None:
+                    progress(len(ids))
         return results
 
     def translate_ids(

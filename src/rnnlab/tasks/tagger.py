@@ -34,6 +34,7 @@ from rnnlab.errors import ConfigError, DataError, RnnlabError
 from rnnlab.metrics.tagging import TaggingScores
 from rnnlab.models.char_encoder import CharCNNEncoder, CharRNNEncoder
 from rnnlab.models.tagger import RNNTagger
+from rnnlab.nn.precision import full_precision
 from rnnlab.tasks.base import Batch, LossOutput, Task
 
 
@@ -305,7 +306,8 @@ class TaggerTask(Task):
 
     def batch_loss(self, model: nn.Module, batch: TaggerBatch, carry: Any = None) -> LossOutput:
         assert batch.tags is not None
-        emissions = self._emissions(model, batch)  # (B, T, K)
+        # (B, T, K); the loss (a CRF's sums of scores especially) in float32 even under autocast.
+        emissions = full_precision(self._emissions(model, batch))
         loss = model.loss_sum(emissions, batch.tags, batch.lengths)
         return LossOutput(loss, int(batch.lengths.sum()))
 

@@ -28,6 +28,7 @@ from torch import nn
 from rnnlab.atomic import append_text, atomic_write_text
 from rnnlab.config import TrainConfig, from_dict
 from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.nn.precision import autocast
 from rnnlab.tasks.base import Task
 from rnnlab.training import checkpoint as ckpt
 from rnnlab.training.distributed import SINGLE, DistributedContext, wrap_loss
@@ -230,7 +231,8 @@ class Trainer:
         self.model.train()
         dist = self.distributed
         local, has_rows = dist.shard(batch)
-        out = self.loss_fn(local.to(self.device), self.carry)
+        with autocast(self.device, self.config.precision):
+            out = self.loss_fn(local.to(self.device), self.carry)
         self.carry = out.carry
         loss_sum, num_tokens = out.loss_sum, out.num_tokens
         if dist.enabled:
