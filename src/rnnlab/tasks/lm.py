@@ -18,6 +18,7 @@ prefix starts a new sentence (it is read after an ``<eos>``), and a literal ``<u
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from rnnlab.config import (
+    DataConfig,
+    ModelConfig,
+    PretrainedEmbeddingFields,
+    RunConfig,
+    TrainConfig,
+    VocabFromEmbeddingsFields,
+)
 from rnnlab.data.lm_corpus import read_corpus, text_tokens, tokens_text
 from rnnlab.data.lm_stream import epoch_offset, random_batches, sequential_batches
 from rnnlab.data.vocab import EOS, UNK, Vocab
@@ -35,6 +43,7 @@ from rnnlab.errors import ConfigError, DataError, RnnlabError
 from rnnlab.metrics.perplexity import perplexity
 from rnnlab.models.language_model import RNNLanguageModel, build_language_model
 from rnnlab.nn.state import detach_state, hidden_of
+from rnnlab.tasks import pretrained
 from rnnlab.tasks.base import Batch, LossOutput, Task
 
 EVAL_CHUNK = 256
@@ -42,7 +51,7 @@ EVAL_CHUNK = 256
 
 
 @dataclass
-class LMDataConfig(DataConfig):
+class LMDataConfig(VocabFromEmbeddingsFields, DataConfig):
     """LM data; ``max_len`` is unused (``train.bptt`` sets the sequence length)."""
 
     train: str = "data/timemachine/train.txt"
@@ -60,7 +69,7 @@ class LMDataConfig(DataConfig):
 
 
 @dataclass
-class LMModelConfig(ModelConfig):
+class LMModelConfig(PretrainedEmbeddingFields, ModelConfig):
     num_layers: int = 1
     """Number of stacked recurrent layers."""
     dropout: float = 0.0
@@ -83,6 +92,15 @@ class LMConfig(RunConfig):
     data: LMDataConfig = field(default_factory=LMDataConfig)
     model: LMModelConfig = field(default_factory=LMModelConfig)
     train: LMTrainConfig = field(default_factory=LMTrainConfig)
+
+    def __post_init__(self) -> None:
+        pretrained.check_config(
+            path=self.model.pretrained_embeddings,
+            freeze=self.model.freeze_embeddings,
+            extend=self.data.extend_vocab_from_embeddings,
+            one_hot=self.model.one_hot,
+            weight_decay=self.train.weight_decay,
+        )
 
 
 @dataclass
@@ -124,6 +142,7 @@ class LanguageModelTask(Task):
         self.vocab: Vocab | None = None
         self.train_ids: Tensor | None = None
         self.valid_ids: Tensor | None = None
+        self.pretrained: dict[str, pretrained.PretrainedMatch] = {}
 
     # -- data -----------------------------------------------------------------------------------
     def read_tokens(self, path: str, *, max_lines: int = 0) -> list[str]:
@@ -145,6 +164,18 @@ class LanguageModelTask(Task):
         data = self.config.data
         tokens = self.read_tokens(data.train, max_lines=data.max_examples)
         self.vocab = Vocab.build([tokens], min_freq=data.min_freq)
+        model = self.config.model
+        if model.pretrained_embeddings:
+            self.vocab, found = pretrained.match(
+                model.pretrained_embeddings,
+                self.vocab,
+                embed_size=model.embed_size,
+                token_counts=Counter(tokens),
+                extend=data.extend_vocab_from_embeddings,
+                max_added=data.max_vocab_from_embeddings,
+            )
+            self.pretrained = {"token": found}
+            pretrained.save_coverage(self.run_dir, self.pretrained)
         self.vocab.save(self.run_dir / "vocab.json")
         self.train_ids = self.encode(tokens)
         self._read_valid()
@@ -157,16 +188,28 @@ class LanguageModelTask(Task):
         self.train_ids = self.encode(self.read_tokens(data.train, max_lines=data.max_examples))
         self._read_valid()
 
+    def setup_notes(self) -> list[str]:
+        return pretrained.coverage_notes(self.pretrained)
+
     def _read_valid(self) -> None:
         if self.config.data.valid:
             self.valid_ids = self.read_ids(self.config.data.valid)
 
     def build_model(self) -> RNNLanguageModel:
         assert self.vocab is not None
+        cfg = self.config.model
         try:
-            return build_language_model(self.config.model, vocab_size=len(self.vocab))
+            model = build_language_model(cfg, vocab_size=len(self.vocab))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if cfg.pretrained_embeddings and model.embedding is not None:
+            pretrained.install(
+                model.embedding,
+                self.pretrained.get("token"),
+                freeze=cfg.freeze_embeddings,
+                pad_id=self.vocab.pad_id,
+            )
+        return model
 
     def model_meta(self) -> dict[str, Any]:
         assert self.vocab is not None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +22,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from rnnlab.config import (
+    DataConfig,
+    ModelConfig,
+    PretrainedEmbeddingFields,
+    RunConfig,
+    TrainConfig,
+    VocabFromEmbeddingsFields,
+)
 from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches
 from rnnlab.data.conllu_io import TagColumn
 from rnnlab.data.tagged import TaggedFormat, TaggedSentence, read_tagged
@@ -31,11 +39,12 @@ from rnnlab.errors import ConfigError, DataError, RnnlabError
 from rnnlab.metrics.tagging import TaggingScores
 from rnnlab.models.char_encoder import CharCNNEncoder, CharRNNEncoder
 from rnnlab.models.tagger import RNNTagger
+from rnnlab.tasks import pretrained
 from rnnlab.tasks.base import Batch, LossOutput, Task
 
 
 @dataclass
-class TaggerDataConfig(DataConfig):
+class TaggerDataConfig(VocabFromEmbeddingsFields, DataConfig):
     train: str = "data/ud-ewt-sample/train.conllu"
     valid: str = "data/ud-ewt-sample/dev.conllu"
     test: str = ""
@@ -53,7 +62,7 @@ class TaggerDataConfig(DataConfig):
 
 
 @dataclass
-class TaggerModelConfig(ModelConfig):
+class TaggerModelConfig(PretrainedEmbeddingFields, ModelConfig):
     cell: Literal["rnn", "gru", "lstm", "peephole_lstm", "coupled_lstm"] = "lstm"
     embed_size: int = 64
     hidden_size: int = 128
@@ -93,6 +102,15 @@ class TaggerConfig(RunConfig):
     model: TaggerModelConfig = field(default_factory=TaggerModelConfig)
     train: TrainConfig = field(default_factory=_tagger_train_defaults)
     decode: TagDecodeConfig = field(default_factory=TagDecodeConfig)
+
+    def __post_init__(self) -> None:
+        pretrained.check_config(
+            path=self.model.pretrained_embeddings,
+            freeze=self.model.freeze_embeddings,
+            extend=self.data.extend_vocab_from_embeddings,
+            one_hot=False,
+            weight_decay=self.train.weight_decay,
+        )
 
 
 @dataclass
@@ -136,6 +154,7 @@ class TaggerTask(Task):
         self.train_words: frozenset[str] = frozenset()
         self.train_data: TaggedData | None = None
         self.valid_data: TaggedData | None = None
+        self.pretrained: dict[str, pretrained.PretrainedMatch] = {}
 
     # -- data -----------------------------------------------------------------------------------
     def read_sentences(self, path: str) -> list[TaggedSentence]:
@@ -162,10 +181,21 @@ class TaggerTask(Task):
 
     def prepare_training(self) -> None:
         sentences = self._train_sentences()
-        self.word_vocab = Vocab.build(
-            ([self.normalise(w) for w in s.words] for s in sentences),
-            min_freq=self.config.data.min_freq,
-        )
+        counts = Counter(self.normalise(w) for s in sentences for w in s.words)
+        self.word_vocab = Vocab.build([counts.elements()], min_freq=self.config.data.min_freq)
+        model, data = self.config.model, self.config.data
+        if model.pretrained_embeddings:
+            self.word_vocab, found = pretrained.match(
+                model.pretrained_embeddings,
+                self.word_vocab,
+                embed_size=model.embed_size,
+                token_counts=counts,
+                extend=data.extend_vocab_from_embeddings,
+                max_added=data.max_vocab_from_embeddings,
+                normalise=self.normalise,
+            )
+            self.pretrained = {"word": found}
+            pretrained.save_coverage(self.run_dir, self.pretrained)
         self.char_vocab = Vocab.build((w for s in sentences for w in s.words), min_freq=1)
         self.tagset = TagSet.build(s.tags for s in sentences)
         self.train_words = frozenset(w for s in sentences for w in s.words)
@@ -191,6 +221,9 @@ class TaggerTask(Task):
 
     def read_training_data(self) -> None:
         self._encode_training(self._train_sentences())
+
+    def setup_notes(self) -> list[str]:
+        return pretrained.coverage_notes(self.pretrained)
 
     def encode_tagged(self, sentences: list[TaggedSentence]) -> TaggedData:
         assert self.tagset is not None
@@ -229,7 +262,7 @@ class TaggerTask(Task):
                 kernel_size=cfg.char_kernel_size,
                 padding_idx=self.char_vocab.pad_id,
             )
-        return RNNTagger(
+        tagger = RNNTagger(
             vocab_size=len(self.word_vocab),
             num_tags=len(self.tagset),
             embed_size=cfg.embed_size,
@@ -245,6 +278,14 @@ class TaggerTask(Task):
             padding_idx=self.word_vocab.pad_id,
             unk_idx=self.word_vocab.unk_id,
         )
+        if cfg.pretrained_embeddings:
+            pretrained.install(
+                tagger.embedding,
+                self.pretrained.get("word"),
+                freeze=cfg.freeze_embeddings,
+                pad_id=self.word_vocab.pad_id,
+            )
+        return tagger
 
     def model_meta(self) -> dict[str, Any]:
         assert self.word_vocab is not None and self.char_vocab is not None
