@@ -407,6 +407,40 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from rnnlab.tuning.report import format_table
+    from rnnlab.tuning.study import load_study, run_study
+
+    out = Path(args.out)
+    if args.report:
+        study = load_study(out)
+        print(format_table(study, study.user_attrs.get("metric", "metric")))
+        return 0
+    missing = [
+        flag
+        for flag, value in (
+            ("--config", args.config),
+            ("--space", args.space),
+            ("--trials", args.trials),
+        )
+        if value is None
+    ]
+    if missing:
+        raise RnnlabError(f"tune needs {', '.join(missing)} (or --report to show a study)")
+    study = run_study(
+        config_path=args.config,
+        space_path=args.space,
+        trials=args.trials,
+        out=out,
+        overrides=args.set,
+        timeout_minutes=args.timeout_minutes,
+        startup_trials=args.startup_trials,
+        reporter=ConsoleReporter(),
+    )
+    print(format_table(study, study.user_attrs.get("metric", "metric")))
+    return 0
+
+
 def cmd_embeddings_train(args: argparse.Namespace) -> int:
     from rnnlab.embeddings_training import train_vectors
 
@@ -546,6 +580,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--which", choices=["best", "last"], default="best")
     export.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     export.set_defaults(func=cmd_export)
+
+    tune = sub.add_parser(
+        "tune", help="hyperparameter search with Optuna; every trial is a run directory"
+    )
+    tune.add_argument("--config", help="base YAML config (its task is the task tuned)")
+    tune.add_argument("--space", help="SPACE.yaml: dotted config keys → distributions")
+    tune.add_argument("--trials", type=int, help="trials the study should hold when done")
+    tune.add_argument("--out", required=True, metavar="STUDY", help="study directory")
+    tune.add_argument(
+        "--timeout-minutes", type=float, default=0.0, help="stop starting trials after"
+    )
+    tune.add_argument(
+        "--startup-trials",
+        type=int,
+        default=5,
+        help="trials that run to the end before the median pruner may stop one",
+    )
+    tune.add_argument("--report", action="store_true", help="print the study's trials and exit")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    tune.set_defaults(func=cmd_tune)
 
     plot = sub.add_parser("plot", help="learning curves of one or more runs in one PNG")
     plot.add_argument("runs", nargs="+", metavar="RUN", help="run directories to overlay")

@@ -185,6 +185,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def coerce_value(value: Any, tp: Any, key: str) -> Any:
+    """``value`` checked against the annotation ``tp`` as a config loader would (search spaces)."""
+    return _coerce(value, tp, key)
+
+
 def from_dict(cls: type[C], data: Any, prefix: str = "") -> C:
     """Build dataclass ``cls`` from a nested dict, strictly (see the module docstring)."""
     if data is None:
@@ -302,6 +307,7 @@ __all__ = [
     "TrainConfig",
     "VocabFromEmbeddingsFields",
     "apply_overrides",
+    "coerce_value",
     "field_docs",
     "from_dict",
     "load_config",
