@@ -44,7 +44,7 @@ def match(
         max_added=max_added,
         normalise=normalise,
     )
-    extended = Vocab(found.words, min_freq=vocab.min_freq) if found.coverage.added_words else vocab  # type: ignore[union-attr]
+    extended = Vocab(found.words, min_freq=vocab.min_freq) if found.words != vocab.itos else vocab
     return extended, found
 
 

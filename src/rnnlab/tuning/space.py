@@ -42,6 +42,7 @@ class ParamSpec:
         """The value an Optuna ``trial`` picks for this key."""
         if self.type == "categorical":
             return trial.suggest_categorical(self.key, self.choices)
+        assert self.low is not None and self.high is not None
         if self.type == "int":
             return trial.suggest_int(
                 self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log

@@ -66,7 +66,7 @@ def plan_study(config_path: str | Path, space_path: str | Path, overrides: list[
         config = from_dict(cls, base)
     except ConfigError as exc:
         raise ConfigError(f"{config_path}: {exc}") from None
-    if not getattr(config.data, "valid", ""):
+    if not getattr(getattr(config, "data", None), "valid", ""):
         raise ConfigError(f"{config_path}: tuning needs validation data (data.valid)")
     space = load_space(space_path, cls)
     return StudyPlan(base, cls, task_name, space, config.seed)
@@ -76,7 +76,8 @@ def _storage_url(out: Path) -> str:
     return f"sqlite:///{(out / DB_FILE).resolve()}"
 
 
-def load_study(out: Path, *, direction: str | None = None, sampler: Any = None, pruner: Any = None):
+def load_study(out: Path, *, direction: Any = None, sampler: Any = None, pruner: Any = None) -> Any:
+    """The study in ``out``: loaded as it is, or (with ``direction``) created or continued."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by the study
@@ -116,7 +117,7 @@ def _run_trial(trial: Any, plan: StudyPlan, out: Path, reporter: Reporter) -> fl
     data = copy.deepcopy(plan.base)  # trial values must not leak into the base
     for spec in plan.space:
         set_dotted(data, spec.key, spec.suggest(trial))
-    config = from_dict(plan.config_class, data)
+    config: Any = from_dict(plan.config_class, data)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     create_run_dir(run_dir, config)
