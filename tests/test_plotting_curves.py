@@ -4,7 +4,6 @@ training run leaves ``curves.png``."""
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import pytest
@@ -14,12 +13,6 @@ from rnnlab.plotting import CURVES_SIZE, DPI, RunCurves, plot_learning_curves
 
 REPO = Path(__file__).resolve().parents[1]
 TM = REPO / "data" / "timemachine"
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return struct.unpack(">II", data[16:24])
 
 
 EXPECTED = (int(CURVES_SIZE[0] * DPI), int(CURVES_SIZE[1] * DPI))
@@ -35,7 +28,7 @@ def records(scale: float) -> list[dict]:
     return out
 
 
-def test_one_line_per_run_in_each_panel(tmp_path: Path, monkeypatch):
+def test_one_line_per_run_in_each_panel(tmp_path: Path, monkeypatch, png_size):
     import matplotlib.pyplot as plt
 
     figures = []
@@ -77,14 +70,14 @@ def two_runs(tmp_path_factory) -> list[Path]:
     return runs
 
 
-def test_every_run_writes_curves_png(two_runs: list[Path]):
+def test_every_run_writes_curves_png(two_runs: list[Path], png_size):
     for run in two_runs:
         assert png_size(run / "curves.png") == EXPECTED
         logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
         assert all("minutes" in r for r in logged)
 
 
-def test_plot_command_overlays_runs(two_runs: list[Path], tmp_path: Path, capsys):
+def test_plot_command_overlays_runs(two_runs: list[Path], tmp_path: Path, png_size):
     out = tmp_path / "both.png"
     assert main(["plot", *map(str, two_runs), "--out", str(out), "--x", "minutes"]) == 0
     assert png_size(out) == EXPECTED

@@ -3,7 +3,6 @@ pruner stops a trial, a failing trial is recorded and the study goes on, Ctrl-C 
 
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 import optuna
@@ -17,12 +16,6 @@ from rnnlab.tuning.study import load_study
 
 REPO = Path(__file__).resolve().parents[2]
 TM = REPO / "data" / "timemachine"
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    return struct.unpack(">II", data[16:24])
 
 
 @pytest.fixture
@@ -65,7 +58,7 @@ def tune(files: dict[str, Path], trials: int) -> int:
     )  # fmt: skip
 
 
-def test_study_runs_continues_prunes_and_records_failures(files, capsys):
+def test_study_runs_continues_prunes_and_records_failures(files, capsys, png_size):
     out = files["out"]
     assert tune(files, 3) == 0
     study = load_study(out)

@@ -164,18 +164,9 @@ class LanguageModelTask(Task):
         data = self.config.data
         tokens = self.read_tokens(data.train, max_lines=data.max_examples)
         self.vocab = Vocab.build([tokens], min_freq=data.min_freq)
-        model = self.config.model
-        if model.pretrained_embeddings:
-            self.vocab, found = pretrained.match(
-                model.pretrained_embeddings,
-                self.vocab,
-                embed_size=model.embed_size,
-                token_counts=Counter(tokens),
-                extend=data.extend_vocab_from_embeddings,
-                max_added=data.max_vocab_from_embeddings,
-            )
-            self.pretrained = {"token": found}
-            pretrained.save_coverage(self.run_dir, self.pretrained)
+        self.vocab, self.pretrained = pretrained.match_word_embeddings(
+            self.config, self.vocab, Counter(tokens), self.run_dir, side="token"
+        )
         self.vocab.save(self.run_dir / "vocab.json")
         self.train_ids = self.encode(tokens)
         self._read_valid()
@@ -202,13 +193,9 @@ class LanguageModelTask(Task):
             model = build_language_model(cfg, vocab_size=len(self.vocab))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        if cfg.pretrained_embeddings and model.embedding is not None:
-            pretrained.install(
-                model.embedding,
-                self.pretrained.get("token"),
-                freeze=cfg.freeze_embeddings,
-                pad_id=self.vocab.pad_id,
-            )
+        pretrained.install_word_embeddings(
+            model.embedding, self.pretrained, cfg, side="token", pad_id=self.vocab.pad_id
+        )
         return model
 
     def model_meta(self) -> dict[str, Any]:

@@ -48,6 +48,47 @@ def match(
     return extended, found
 
 
+def match_word_embeddings(
+    config: Any,
+    vocab: Vocab,
+    token_counts: Counter[str],
+    run_dir: Path,
+    *,
+    side: str,
+    normalise: Callable[[str], str] | None = None,
+) -> tuple[Vocab, dict[str, PretrainedMatch]]:
+    """For a task with one word embedding (tagger, language model): its ``model.pretrained_embeddings``
+    matched to ``vocab`` (extended when ``data.extend_vocab_from_embeddings``), coverage saved."""
+    model, data = config.model, config.data
+    if not model.pretrained_embeddings:
+        return vocab, {}
+    vocab, found = match(
+        model.pretrained_embeddings,
+        vocab,
+        embed_size=model.embed_size,
+        token_counts=token_counts,
+        extend=data.extend_vocab_from_embeddings,
+        max_added=data.max_vocab_from_embeddings,
+        normalise=normalise,
+    )
+    matches = {side: found}
+    save_coverage(run_dir, matches)
+    return vocab, matches
+
+
+def install_word_embeddings(
+    embedding: nn.Embedding | None,
+    matches: dict[str, PretrainedMatch],
+    model_config: Any,
+    *,
+    side: str,
+    pad_id: int,
+) -> None:
+    """``install`` for a task with one word embedding, as its model config asks."""
+    if model_config.pretrained_embeddings and embedding is not None:
+        install(embedding, matches.get(side), freeze=model_config.freeze_embeddings, pad_id=pad_id)
+
+
 def install(
     embedding: nn.Embedding, found: PretrainedMatch | None, *, freeze: bool, pad_id: int
 ) -> None:

@@ -183,19 +183,14 @@ class TaggerTask(Task):
         sentences = self._train_sentences()
         counts = Counter(self.normalise(w) for s in sentences for w in s.words)
         self.word_vocab = Vocab.build([counts.elements()], min_freq=self.config.data.min_freq)
-        model, data = self.config.model, self.config.data
-        if model.pretrained_embeddings:
-            self.word_vocab, found = pretrained.match(
-                model.pretrained_embeddings,
-                self.word_vocab,
-                embed_size=model.embed_size,
-                token_counts=counts,
-                extend=data.extend_vocab_from_embeddings,
-                max_added=data.max_vocab_from_embeddings,
-                normalise=self.normalise,
-            )
-            self.pretrained = {"word": found}
-            pretrained.save_coverage(self.run_dir, self.pretrained)
+        self.word_vocab, self.pretrained = pretrained.match_word_embeddings(
+            self.config,
+            self.word_vocab,
+            counts,
+            self.run_dir,
+            side="word",
+            normalise=self.normalise,
+        )
         self.char_vocab = Vocab.build((w for s in sentences for w in s.words), min_freq=1)
         self.tagset = TagSet.build(s.tags for s in sentences)
         self.train_words = frozenset(w for s in sentences for w in s.words)
@@ -278,13 +273,9 @@ class TaggerTask(Task):
             padding_idx=self.word_vocab.pad_id,
             unk_idx=self.word_vocab.unk_id,
         )
-        if cfg.pretrained_embeddings:
-            pretrained.install(
-                tagger.embedding,
-                self.pretrained.get("word"),
-                freeze=cfg.freeze_embeddings,
-                pad_id=self.word_vocab.pad_id,
-            )
+        pretrained.install_word_embeddings(
+            tagger.embedding, self.pretrained, cfg, side="word", pad_id=self.word_vocab.pad_id
+        )
         return tagger
 
     def model_meta(self) -> dict[str, Any]:
