@@ -126,3 +126,13 @@ def test_unknown_space_key_stops_before_any_trial(files, capsys):
     err = capsys.readouterr().err
     assert "did you mean train.lr?" in err and str(files["space"]) in err
     assert not (files["out"] / "trial-000").exists()
+
+
+def test_a_nan_loss_fails_the_trial_and_the_study_goes_on(files, capsys):
+    # An absurd learning rate drives the weights to inf/NaN within a few Adam steps.
+    files["space"].write_text("train.lr: {type: categorical, choices: [1.0e+30]}\n")
+    assert tune(files, 2) == 0
+    study = load_study(files["out"])
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
+    assert "not finite" in study.trials[0].user_attrs["error"]
+    assert not (files["out"] / "best.yaml").exists()
