@@ -169,3 +169,13 @@ def test_truncated_binary_is_an_error(tmp_path: Path):
 def test_missing_file(tmp_path: Path):
     with pytest.raises(DataError, match="no such embeddings file"):
         inspect_vectors(tmp_path / "absent.txt")
+
+
+def test_lookup_id_follows_the_lookup_order():
+    from rnnlab.data.embeddings import lookup_id
+
+    stoi = {"the": 4, "The": 5, "year####": 6}
+    assert lookup_id(stoi, "The", 1) == 5
+    assert lookup_id(stoi, "THE", 1) == 4
+    assert lookup_id(stoi, "Year2024", 1) == 6
+    assert lookup_id(stoi, "cat", 1) == 1

@@ -113,7 +113,15 @@ def test_unseen_word_gets_its_vector_at_test_time(tmp_path: Path):
     args = tagger_args(out, tmp_path / "v.txt", "data.extend_vocab_from_embeddings=true")
     assert main(args) == 0
     run = open_run(out, device="cpu")
-    assert run.task.word_vocab.encode(["wombat"]) != [run.task.word_vocab.unk_id]
+    vocab = run.task.word_vocab
+    wombat = vocab.stoi["wombat"]
+    # Unseen in training, found as written and, like the rows were matched, lower-cased.
+    assert run.task.encode_words(["wombat", "Wombat", "WOMBAT", "numbat"]) == [
+        wombat,
+        wombat,
+        wombat,
+        vocab.unk_id,
+    ]
     assert run.task.tag(run.model, [["wombat"]], run.device)[0]  # evaluates without the file
 
 

@@ -47,6 +47,19 @@ def lookup_keys(word: str) -> list[tuple[MatchKind, str]]:
     return keys
 
 
+def lookup_id(stoi: dict[str, int], word: str, default: int) -> int:
+    """The id of ``word``'s first form (``lookup_keys`` order) that ``stoi`` has, else ``default``.
+
+    A vocabulary extended from a vector file holds the file's spelling; this finds ``Qaida`` under
+    ``qaida`` at test time as the rows were found when the vocabulary was matched.
+    """
+    for _, key in lookup_keys(word):
+        found = stoi.get(key)
+        if found is not None:
+            return found
+    return default
+
+
 def _open(path: Path) -> IO[bytes]:
     with path.open("rb") as probe:
         gzipped = probe.read(2) == b"\x1f\x8b"

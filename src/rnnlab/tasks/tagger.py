@@ -32,6 +32,7 @@ from rnnlab.config import (
 )
 from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches
 from rnnlab.data.conllu_io import TagColumn
+from rnnlab.data.embeddings import lookup_id
 from rnnlab.data.tagged import TaggedFormat, TaggedSentence, read_tagged
 from rnnlab.data.tagset import TagSet
 from rnnlab.data.vocab import Vocab
@@ -297,13 +298,23 @@ class TaggerTask(Task):
             word = word[: limit // 2] + word[len(word) - (limit - limit // 2) :]
         return self.char_vocab.encode(word) or [self.char_vocab.unk_id]
 
+    def encode_words(self, words: list[str]) -> list[int]:
+        """Word ids; with a vocabulary extended from vectors, an unknown word is also looked up
+        lower-cased and digit-normalised, as its vector would have been."""
+        assert self.word_vocab is not None
+        forms = [self.normalise(w) for w in words]
+        if not self.config.data.extend_vocab_from_embeddings:
+            return self.word_vocab.encode(forms)
+        unk, stoi = self.word_vocab.unk_id, self.word_vocab.stoi
+        return [lookup_id(stoi, w, unk) for w in forms]
+
     def make_batch(
         self, sentences: list[list[str]], tag_ids: list[list[int]] | None = None
     ) -> TaggerBatch:
         """Pad a batch of non-empty sentences; padded positions hold id 0 and are masked by length."""
         assert self.word_vocab is not None and self.char_vocab is not None
         words, lengths = pad_batch(
-            [self.word_vocab.encode(self.normalise(w) for w in s) for s in sentences],
+            [self.encode_words(s) for s in sentences],
             self.word_vocab.pad_id,
         )
         rows: dict[str, int] = {}
