@@ -67,7 +67,7 @@ def test_space_errors_name_the_file_and_key(tmp_path: Path, text: str, needle: s
 def test_shipped_spaces_fit_their_task(task: str):
     from rnnlab.tasks import TASKS
 
-    paths = sorted((REPO / "configs" / task).glob("*space*.yaml"))
+    paths = sorted((REPO / "configs" / "spaces").glob(f"{task}-*.yaml"))
     assert paths, f"no shipped search space for {task}"
     for path in paths:
         assert load_space(path, TASKS[task].config_class)
