@@ -98,3 +98,25 @@ def test_mixing_is_per_token_and_follows_epsilon():
     rows = gold.mean(1)
     assert rows.min() < rows.max()  # decided per token, not per sentence
     assert torch.equal(inputs[:, 0], tgt_in[:, 0])  # <bos> always
+
+
+def test_sampled_feedback_draws_from_the_softmax_not_the_argmax():
+    model, src, src_lengths, _ = model_and_batch("bahdanau", True, "gru")
+    model.eval()
+    src, src_lengths = src.repeat(20, 1), src_lengths.repeat(20)
+    tgt_in = torch.randint(4, 22, (src.size(0), 8))
+    fed = []
+    original = model.decoder.forward
+
+    def spy(tokens, state):
+        fed.append(tokens[:, 0].clone())
+        return original(tokens, state)
+
+    model.decoder.forward = spy  # type: ignore[method-assign]
+    torch.manual_seed(0)
+    features = model.scheduled_loop(src, src_lengths, tgt_in, teacher_forcing=0.0, sample=True)
+    inputs = torch.stack(fed, 1)[:, 1:]  # (B, T-1) what was fed after <bos>
+    argmax = model.project(features).argmax(-1)[:, :-1]
+    # An untrained model's softmax is nearly flat: samples mostly differ from its argmax.
+    assert (inputs != argmax).float().mean() > 0.5
+    assert inputs.min() >= 0 and inputs.max() < 22
