@@ -11,12 +11,13 @@ MINUTES=${MINUTES:-12}
 RNNLAB=${RNNLAB:-.venv/bin/rnnlab}
 mkdir -p "$OUT"
 uptime
-if [ ! -s "$OUT/english.w2v.txt" ]; then
+VECTORS=${VECTORS:-$OUT/english.w2v.txt}
+if [ ! -s "$VECTORS" ]; then
   gzip -dc "$S/tatoeba-fra-eng/fra.txt.gz" | cut -f1 > "$OUT/tatoeba.en.txt"
   /usr/bin/time -v "$RNNLAB" embeddings train "$OUT/tatoeba.en.txt" "$S/multi30k/train.en.gz" \
     "$S/ptb/ptb.train.txt.gz" "$S/timemachine/timemachine.txt" \
     "$S/ud-english-ewt/en_ewt-ud-train.conllu.gz" \
-    --out "$OUT/english.w2v.txt" --algorithm word2vec --dim 100 --epochs 5 --min-count 2 \
+    --out "$VECTORS" --algorithm word2vec --dim 100 --epochs 5 --min-count 2 \
     2> "$OUT/vectors.time" | tee "$OUT/vectors.log"
 fi
 uptime
@@ -24,16 +25,23 @@ common=(--config configs/tagger/ud-ewt-upos.yaml --overwrite
   --set "data.train=$S/ud-english-ewt/en_ewt-ud-train.conllu.gz"
   --set "data.valid=$S/ud-english-ewt/en_ewt-ud-dev.conllu.gz"
   --set "train.max_minutes=$MINUTES" --set train.num_threads=1)
-vectors=(--set "model.pretrained_embeddings=$OUT/english.w2v.txt")
-"$RNNLAB" train tagger "${common[@]}" --out "$OUT/none" > "$OUT/none.log" 2>&1 &
-"$RNNLAB" train tagger "${common[@]}" "${vectors[@]}" --out "$OUT/vectors" > "$OUT/vectors-run.log" 2>&1 &
-"$RNNLAB" train tagger "${common[@]}" "${vectors[@]}" --set data.extend_vocab_from_embeddings=true \
-  --set model.freeze_embeddings=true --out "$OUT/vectors-extend-frozen" > "$OUT/extend.log" 2>&1 &
+vectors=(--set "model.pretrained_embeddings=$VECTORS")
+RUNS=${RUNS:-none vectors vectors-extend-frozen}
+declare -A variant=(
+  [none]=""
+  [vectors]="${vectors[*]}"
+  [vectors-extend]="${vectors[*]} --set data.extend_vocab_from_embeddings=true"
+  [vectors-extend-frozen]="${vectors[*]} --set data.extend_vocab_from_embeddings=true --set model.freeze_embeddings=true"
+)
+for run in $RUNS; do
+  read -r -a extra <<< "${variant[$run]}"
+  "$RNNLAB" train tagger "${common[@]}" "${extra[@]}" --out "$OUT/$run" > "$OUT/$run.log" 2>&1 &
+done
 while sleep 60; do uptime; jobs -r | grep -q . || break; done
 wait
-for run in none vectors vectors-extend-frozen; do
+for run in $RUNS; do
   echo "== $run"
-  grep -h "pretrained" "$OUT/$run/../"*"${run%%-*}"*.log 2>/dev/null | head -1 || true
+  grep -h "^pretrained" "$OUT/$run.log" || true
   "$RNNLAB" evaluate "$OUT/$run" --data "$S/ud-english-ewt/en_ewt-ud-dev.conllu.gz" --json \
     | grep -E '"(accuracy|oov_accuracy|tokens|oov_tokens)"'
   tail -1 "$OUT/$run/metrics.jsonl"
