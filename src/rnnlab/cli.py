@@ -211,6 +211,8 @@ def _train(
         create_run_dir(run_dir, config, overwrite=args.overwrite)
         task = task_class(config.task)(config, run_dir)
         task.prepare_training()
+        for note in task.setup_notes():
+            reporter.message(note)
     _set_threads(config)
     torch.manual_seed(config.seed)
     model = task.build_model()
@@ -458,6 +460,71 @@ def cmd_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from rnnlab.plotting import plot_learning_curves
+    from rnnlab.rundir import run_curves
+
+    curves = [run_curves(Path(run), x=args.x) for run in args.runs]
+    print(plot_learning_curves(curves, args.out, x=args.x))
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from rnnlab.tuning.report import format_table
+    from rnnlab.tuning.study import load_study, run_study
+
+    out = Path(args.out)
+    if args.report:
+        study = load_study(out)
+        print(format_table(study, study.user_attrs.get("metric", "metric")))
+        return 0
+    missing = [
+        flag
+        for flag, value in (
+            ("--config", args.config),
+            ("--space", args.space),
+            ("--trials", args.trials),
+        )
+        if value is None
+    ]
+    if missing:
+        raise RnnlabError(f"tune needs {', '.join(missing)} (or --report to show a study)")
+    study = run_study(
+        config_path=args.config,
+        space_path=args.space,
+        trials=args.trials,
+        out=out,
+        overrides=args.set,
+        timeout_minutes=args.timeout_minutes,
+        startup_trials=args.startup_trials,
+        reporter=ConsoleReporter(),
+    )
+    print(format_table(study, study.user_attrs.get("metric", "metric")))
+    return 0
+
+
+def cmd_embeddings_train(args: argparse.Namespace) -> int:
+    from rnnlab.embeddings_training import train_vectors
+
+    trained = train_vectors(
+        args.inputs,
+        args.out,
+        algorithm=args.algorithm,
+        dim=args.dim,
+        epochs=args.epochs,
+        min_count=args.min_count,
+        lowercase=args.lowercase,
+        window=args.window,
+        seed=args.seed,
+        workers=args.workers,
+    )
+    print(
+        f"{trained.path}: {trained.words} words × {trained.dim} from {trained.sentences} "
+        f"sentences ({trained.tokens} tokens)"
+    )
+    return 0
+
+
 def _plot_attention(args: argparse.Namespace, translator: Any, sentence: str, beam: int) -> None:
     """Heatmap of the first input sentence's attention, decoded as it was translated."""
     from rnnlab.plotting import plot_attention
@@ -647,6 +714,51 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--which", choices=["best", "last"], default="best")
     export.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     export.set_defaults(func=cmd_export)
+
+    tune = sub.add_parser(
+        "tune", help="hyperparameter search with Optuna; every trial is a run directory"
+    )
+    tune.add_argument("--config", help="base YAML config (its task is the task tuned)")
+    tune.add_argument("--space", help="SPACE.yaml: dotted config keys → distributions")
+    tune.add_argument("--trials", type=int, help="trials the study should hold when done")
+    tune.add_argument("--out", required=True, metavar="STUDY", help="study directory")
+    tune.add_argument(
+        "--timeout-minutes", type=float, default=0.0, help="stop starting trials after"
+    )
+    tune.add_argument(
+        "--startup-trials",
+        type=int,
+        default=5,
+        help="trials that run to the end before the median pruner may stop one",
+    )
+    tune.add_argument("--report", action="store_true", help="print the study's trials and exit")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    tune.set_defaults(func=cmd_tune)
+
+    plot = sub.add_parser("plot", help="learning curves of one or more runs in one PNG")
+    plot.add_argument("runs", nargs="+", metavar="RUN", help="run directories to overlay")
+    plot.add_argument("--out", required=True, help="PNG file to write")
+    plot.add_argument("--x", choices=["step", "minutes"], default="step", help="horizontal axis")
+    plot.set_defaults(func=cmd_plot)
+
+    embeddings = sub.add_parser("embeddings", help="word vectors for model.pretrained_embeddings")
+    embeddings_sub = embeddings.add_subparsers(dest="embeddings_command", required=True)
+    emb_train = embeddings_sub.add_parser(
+        "train", help="train word2vec or fastText vectors on unlabeled text (gensim)"
+    )
+    emb_train.add_argument("inputs", nargs="+", metavar="INPUT", help="text or CoNLL-U files")
+    emb_train.add_argument("--out", required=True, help="vectors file (word2vec text)")
+    emb_train.add_argument("--algorithm", choices=["word2vec", "fasttext"], default="word2vec")
+    emb_train.add_argument("--dim", type=int, default=100)
+    emb_train.add_argument("--epochs", type=int, default=5)
+    emb_train.add_argument("--min-count", type=int, default=2)
+    emb_train.add_argument("--lowercase", action="store_true")
+    emb_train.add_argument("--window", type=int, default=5)
+    emb_train.add_argument("--seed", type=int, default=1)
+    emb_train.add_argument(
+        "--workers", type=int, default=1, help="gensim threads (1: reproducible)"
+    )
+    emb_train.set_defaults(func=cmd_embeddings_train)
     return parser
 
 

@@ -95,6 +95,29 @@ class TrainConfig:
     """auto (CUDA when present), cpu, or cuda[:N]."""
     num_threads: int = 0
     """Intra-op CPU threads (0 = PyTorch's default)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: bfloat16 autocast for the forward pass, float32 weights and optimizer state."""
+
+
+@dataclasses.dataclass
+class PretrainedEmbeddingFields:
+    """Model keys of tasks with one word embedding (tagger, language model); mixed into their model
+    config after ``ModelConfig`` so the keys come last."""
+
+    pretrained_embeddings: str = ""
+    """Initialise word embeddings from this GloVe / word2vec / fastText file (text or binary, .gz ok)."""
+    freeze_embeddings: bool = False
+    """Keep the rows that got a pretrained vector fixed while training."""
+
+
+@dataclasses.dataclass
+class VocabFromEmbeddingsFields:
+    """Data keys of tasks whose vocabulary may grow from the embedding file (tagger, language model)."""
+
+    extend_vocab_from_embeddings: bool = False
+    """Words of model.pretrained_embeddings missing from the training data join the vocabulary."""
+    max_vocab_from_embeddings: int = 100000
+    """At most this many words join from the embedding file, in file order (0 = no limit)."""
 
 
 @dataclasses.dataclass
@@ -166,6 +189,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, prefix=f"{key}.")
     return value
+
+
+def coerce_value(value: Any, tp: Any, key: str) -> Any:
+    """``value`` checked against the annotation ``tp`` as a config loader would (search spaces)."""
+    return _coerce(value, tp, key)
 
 
 def from_dict(cls: type[C], data: Any, prefix: str = "") -> C:
@@ -305,9 +333,12 @@ def field_docs(cls: type) -> dict[str, str]:
 __all__ = [
     "DataConfig",
     "ModelConfig",
+    "PretrainedEmbeddingFields",
     "RunConfig",
     "TrainConfig",
+    "VocabFromEmbeddingsFields",
     "apply_overrides",
+    "coerce_value",
     "field_docs",
     "from_dict",
     "load_config",

@@ -1,4 +1,5 @@
-"""Pictures of model internals; for now the attention heatmap of one translation.
+"""Pictures of training and of model internals: learning curves, and the attention heatmap of one
+translation.
 
 matplotlib is imported lazily with the non-interactive Agg backend, so plotting works without a
 display and costs nothing to code that never plots.
@@ -6,8 +7,11 @@ display and costs nothing to code that never plots.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from torch import Tensor
 
@@ -55,6 +59,78 @@ def plot_attention(
         fig.tight_layout()
         path = Path(path)
         fig.savefig(path, format="png", dpi=DPI)
+    finally:
+        plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Learning curves
+
+CURVES_SIZE = (15.0, 4.5)
+"""Learning-curve figure size in inches: three panels side by side (1500 × 450 pixels)."""
+
+
+@dataclass
+class RunCurves:
+    """What one run contributes to a learning-curve plot."""
+
+    label: str
+    records: list[dict[str, Any]]
+    """The run's ``metrics.jsonl`` records, in order."""
+    metric: str
+    """The primary validation metric, e.g. ``valid_bleu``."""
+
+
+def _series(records: list[dict[str, Any]], key: str, x: str) -> tuple[list[float], list[float]]:
+    points = [(r[x], r[key]) for r in records if key in r and x in r]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_learning_curves(
+    runs: Sequence[RunCurves], path: str | Path, *, x: Literal["step", "minutes"] = "step"
+) -> Path:
+    """Save losses, the primary validation metric and the learning rate of ``runs``, overlaid.
+
+    Panels: training loss (solid) with validation loss (dashed) when the task logs it; the primary
+    metric at each validation; the learning rate. Each run has one colour and one legend entry. The
+    PNG is ``CURVES_SIZE`` inches at ``DPI``; it is written beside and renamed into place, so a run
+    being plotted while another process reads the file never shows a torn image.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, metric_ax, lr_ax) = plt.subplots(1, 3, figsize=CURVES_SIZE, dpi=DPI)
+    try:
+        for index, run in enumerate(runs):
+            color = f"C{index % 10}"
+            xs, ys = _series(run.records, "train_loss", x)
+            loss_ax.plot(xs, ys, color=color, label=run.label)
+            xs, ys = _series(run.records, "valid_loss", x)
+            if xs:
+                loss_ax.plot(xs, ys, color=color, linestyle="--", marker=".")
+            xs, ys = _series(run.records, run.metric, x)
+            metric_ax.plot(xs, ys, color=color, marker="o", label=run.label)
+            xs, ys = _series(run.records, "lr", x)
+            lr_ax.plot(xs, ys, color=color, label=run.label)
+        metrics = sorted({run.metric for run in runs})
+        for ax, title in (
+            (loss_ax, "loss (solid: training, dashed: validation)"),
+            (metric_ax, ", ".join(metrics) or "validation metric"),
+            (lr_ax, "learning rate"),
+        ):
+            ax.set_title(title)
+            ax.set_xlabel("training minutes" if x == "minutes" else "step")
+            ax.grid(alpha=0.3)
+        if runs:
+            loss_ax.legend(loc="best", fontsize="small")
+        fig.tight_layout()
+        path = Path(path)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fig.savefig(partial, format="png", dpi=DPI)
+        partial.replace(path)
     finally:
         plt.close(fig)
     return path

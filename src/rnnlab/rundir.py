@@ -109,6 +109,24 @@ def apply_weights(model: nn.Module, state: dict[str, torch.Tensor], path: Path) 
         ) from None
 
 
+def run_curves(path: Path, *, x: str = "step") -> Any:
+    """A run's ``metrics.jsonl`` as ``RunCurves`` for ``rnnlab.plotting.plot_learning_curves``."""
+    from rnnlab.plotting import RunCurves
+    from rnnlab.training.trainer import MetricsLog
+
+    config = read_run_config(path)
+    metrics = path / "metrics.jsonl"
+    try:
+        records = MetricsLog(metrics).read()
+    except ValueError as exc:
+        raise RnnlabError(f"{metrics}: not JSON lines ({exc})") from None
+    if not records:
+        raise RnnlabError(f"{path}: no training records yet (metrics.jsonl is missing or empty)")
+    if not any(x in r for r in records):
+        raise RnnlabError(f"{metrics}: no '{x}' field in the records (this run predates it?)")
+    return RunCurves(str(path), records, task_class(config.task).primary_metric)
+
+
 @dataclass
 class TrainedRun:
     """A task with its vocabularies and a model with trained weights, ready to use."""

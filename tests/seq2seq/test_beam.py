@@ -137,3 +137,32 @@ def test_wider_beam_never_scores_worse_on_a_trained_model():
     better = [w[0].score >= n[0].score - 1e-6 for w, n in zip(wide, narrow, strict=True)]
     assert all(better)
     assert any(w[0].score > n[0].score + 1e-4 for w, n in zip(wide, narrow, strict=True))
+
+
+class RowCounter:
+    """A step model that records how many rows each step reads, around a real model."""
+
+    def __init__(self, model):
+        self.model, self.rows = model, []
+
+    def step(self, tokens, state):
+        self.rows.append(tokens.numel())
+        return self.model.step(tokens, state)
+
+    def select_state(self, state, indices):
+        return self.model.select_state(state, indices)
+
+
+@pytest.mark.parametrize("attention", DECODERS)
+def test_first_step_reads_one_row_per_sentence_and_later_steps_k(attention):
+    batch = sources()
+    model = trained(attention)
+    counter = RowCounter(model)
+    with torch.no_grad():
+        counted = beam_search_hypotheses(
+            counter, model.start(batch.src, batch.src_lengths), batch_size=12,
+            beam_size=4, bos_id=BOS, eos_id=EOS, max_len=14,
+        )  # fmt: skip
+    assert counter.rows[0] == 12
+    assert counter.rows[1] == 12 * 4
+    assert counted == beam(model, batch, beam_size=4)

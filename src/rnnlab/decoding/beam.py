@@ -49,23 +49,28 @@ def beam_search_hypotheses(
     # (B,) score of each sentence's K-th best finished hypothesis; -inf until it has K of them.
     kth_best = torch.full((batch_size,), float("-inf"), device=device)
 
-    # Expand each sentence's state to K rows: row b·K + j is beam j of sentence b.
-    state = model.select_state(state, torch.arange(batch_size, device=device).repeat_interleave(k))
+    # The first step reads one row per sentence (only beam 0 is live, and all K beams would be
+    # copies of it); its candidates then fill K rows per sentence: row b·K + j is beam j of b.
+    width = 1  # state rows per sentence: 1 before the first step, K after
     active = torch.arange(batch_size, device=device)  # original sentence of each live block
-    tokens = torch.full((batch_size * k,), bos_id, dtype=torch.long, device=device)
-    history = torch.empty((batch_size * k, 0), dtype=torch.long, device=device)  # (B·K, t)
+    tokens = torch.full((batch_size,), bos_id, dtype=torch.long, device=device)
+    history = torch.empty((batch_size, 0), dtype=torch.long, device=device)  # (B·width, t)
     # Only beam 0 is live at the start, so the first step does not pick K copies of one token.
     scores = torch.full((batch_size, k), float("-inf"), device=device)
     scores[:, 0] = 0.0
 
     for t in range(max_len):
-        log_probs, state = model.step(tokens, state)  # (B_a·K, V)
+        log_probs, state = model.step(tokens, state)  # (B_a·width, V)
         vocab_size = log_probs.size(-1)
-        cand = (scores.unsqueeze(-1) + log_probs.view(-1, k, vocab_size)).view(-1, k * vocab_size)
+        # (B_a, K, 1) + (B_a, width, V): with width 1 every beam extends the one live row.
+        cand = (scores.unsqueeze(-1) + log_probs.view(-1, width, vocab_size)).view(
+            -1, k * vocab_size
+        )
         num_cand = min(2 * k, cand.size(1))
         cand_scores, cand_index = cand.topk(num_cand, dim=-1)  # (B_a, 2K), sorted
         cand_beam = cand_index // vocab_size  # (B_a, 2K) beam each candidate extends
         cand_token = cand_index % vocab_size
+        cand_row = cand_beam.clamp(max=width - 1)  # its row in the block (dead beams: any row)
         is_eos = cand_token == eos_id
 
         # Finish <eos> candidates ranked among the top K (fairseq's rule: with K = 1 only a
@@ -73,7 +78,7 @@ def beam_search_hypotheses(
         ended = (is_eos[:, :k] & torch.isfinite(cand_scores[:, :k])).nonzero().tolist()
         for block, rank in ended:
             sentence = int(active[block])
-            row = block * k + int(cand_beam[block, rank])
+            row = block * width + int(cand_row[block, rank])
             raw = float(cand_scores[block, rank])
             finished[sentence].append(
                 Hypothesis(
@@ -88,12 +93,13 @@ def beam_search_hypotheses(
         # Next beams: the K best candidates that do not end in <eos>.
         live_scores = cand_scores.masked_fill(is_eos, float("-inf"))
         scores, pick = live_scores.topk(k, dim=-1)  # (B_a, K)
-        beam = cand_beam.gather(1, pick)
+        beam = cand_row.gather(1, pick)
         tokens_bk = cand_token.gather(1, pick)  # (B_a, K)
-        rows = (torch.arange(active.numel(), device=device).unsqueeze(1) * k + beam).view(-1)
+        rows = (torch.arange(active.numel(), device=device).unsqueeze(1) * width + beam).view(-1)
         history = torch.cat([history.index_select(0, rows), tokens_bk.view(-1, 1)], dim=1)
         tokens = tokens_bk.view(-1)
         state = model.select_state(state, rows)
+        width = k
 
         if t == max_len - 1:
             break

@@ -38,27 +38,31 @@ def greedy_hypotheses(
     The score is what beam search with one beam would rank by (the same normalisation), so a caller
     sees one meaning of ``score`` whichever search ran.
     """
-    outputs: list[list[int]] = [[] for _ in range(batch_size)]
-    ended = [False] * batch_size
+    # Tokens go into one (B, max_len) tensor, one indexed write per step, and become lists once at
+    # the end: appending to B Python lists at every step cost more than a small model's step.
+    emitted = torch.full((batch_size, max(max_len, 0)), -1, dtype=torch.long, device=device)
     log_prob = torch.zeros(batch_size, device=device)  # (B,) summed over the emitted tokens
     active = torch.arange(batch_size, device=device)  # original row of each live sentence
     tokens = torch.full((batch_size,), bos_id, dtype=torch.long, device=device)
-    for _ in range(max_len):
+    for t in range(max_len):
         if active.numel() == 0:
             break
         log_probs, state = model.step(tokens, state)  # (B_active, V)
         tokens = log_probs.argmax(dim=-1)  # (B_active,)
         log_prob.index_add_(0, active, log_probs.gather(1, tokens.unsqueeze(1)).squeeze(1))
+        emitted[active, t] = tokens
         finished = tokens == eos_id
-        for row, token in zip(active.tolist(), tokens.tolist(), strict=True):
-            if token != eos_id:
-                outputs[row].append(token)
-            else:
-                ended[row] = True
         if bool(finished.any()):
             keep = (~finished).nonzero(as_tuple=True)[0]
             active, tokens = active[keep], tokens[keep]
             state = model.select_state(state, keep)
+    outputs: list[list[int]] = []
+    ended: list[bool] = []
+    for row in emitted.tolist():
+        row = [token for token in row if token != -1]  # -1: no step (the sentence had ended)
+        did_end = eos_id in row
+        outputs.append(row[: row.index(eos_id)] if did_end else row)
+        ended.append(did_end)
     hypotheses = []
     for out, did_end, raw in zip(outputs, ended, log_prob.tolist(), strict=True):
         lp = length_penalty(len(out) + int(did_end), length_penalty_alpha)

@@ -23,7 +23,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rnnlab.nn.masking import masked_softmax
+from rnnlab.nn.masking import length_mask
+from rnnlab.nn.precision import full_precision
+
+
+def padding_mask(memory_lengths: Tensor, source_len: int) -> Tensor:
+    """(B,) lengths → (B, 1, S) True at padded source positions.
+
+    A decoder loop builds it once per sentence and passes it to ``attend`` at every step.
+    """
+    return ~length_mask(memory_lengths, source_len).unsqueeze(1)
+
+
+def _masked_weights(scores: Tensor, padding: Tensor) -> Tensor:
+    """Scores (B, Q, S) → weights with exact zeros at padding (see ``masked_softmax``).
+
+    The softmax runs in float32 even under bfloat16 autocast.
+    """
+    weights = torch.softmax(full_precision(scores).masked_fill(padding, float("-inf")), dim=-1)
+    return torch.nan_to_num(weights, nan=0.0)
 
 
 class BahdanauAttention(nn.Module):
@@ -43,11 +61,18 @@ class BahdanauAttention(nn.Module):
         self, query: Tensor, keys: Tensor, memory: Tensor, memory_lengths: Tensor
     ) -> tuple[Tensor, Tensor]:
         """Query (B, Q, Hq), keys (B, S, A), memory (B, S, C), lengths (B,) → context (B, Q, C), weights (B, Q, S)."""
+        padding = padding_mask(memory_lengths.to(memory.device), memory.size(1))
+        return self.attend(query, keys, memory, padding)
+
+    def attend(
+        self, query: Tensor, keys: Tensor, memory: Tensor, padding: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``forward`` with the (B, 1, S) ``padding_mask`` made beforehand."""
         projected = self.query_layer(query)  # (B, Q, A)
         # (B, Q, 1, A) + (B, 1, S, A) → (B, Q, S, A) → (B, Q, S)
         energies = torch.tanh(projected.unsqueeze(2) + keys.unsqueeze(1))
         scores = self.energy_layer(energies).squeeze(-1)
-        weights = masked_softmax(scores, memory_lengths)  # (B, Q, S)
+        weights = _masked_weights(scores, padding)  # (B, Q, S)
         return torch.bmm(weights, memory), weights
 
 
@@ -76,8 +101,15 @@ class LuongAttention(nn.Module):
         self, query: Tensor, keys: Tensor, memory: Tensor, memory_lengths: Tensor
     ) -> tuple[Tensor, Tensor]:
         """Query (B, Q, Hq), keys (B, S, Hq), memory (B, S, C), lengths (B,) → context (B, Q, C), weights (B, Q, S)."""
+        padding = padding_mask(memory_lengths.to(memory.device), memory.size(1))
+        return self.attend(query, keys, memory, padding)
+
+    def attend(
+        self, query: Tensor, keys: Tensor, memory: Tensor, padding: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``forward`` with the (B, 1, S) ``padding_mask`` made beforehand."""
         scores = torch.bmm(query, keys.transpose(1, 2))  # (B, Q, S)
-        weights = masked_softmax(scores, memory_lengths)
+        weights = _masked_weights(scores, padding)
         return torch.bmm(weights, memory), weights
 
 

@@ -15,9 +15,17 @@ what predicts the next token, and with *input feeding* it is also fed into the n
     h_t = RNN([e(y_{t-1}) ; h̃_{t-1}], h_{t-1});  c_t = attend(h_t);  h̃_t = tanh(W_c [c_t ; h_t])
 
 Speed: Bahdanau's recurrence needs c_t, and Luong's with input feeding needs h̃_{t-1}, so teacher
-forcing runs a Python loop of T single-step RNN calls. Luong *without* input feeding
-(``input_feed=False``) runs the RNN over the whole target in one fused call and attends for all T
-positions with one batched matmul — several times faster per batch, for usually somewhat lower BLEU.
+forcing runs a Python loop over T. Only what depends on the previous step stays inside it; the rest
+is computed for all T positions at once::
+
+    before the loop   embeddings (B, T, E) and their share of the RNN input projection (B, T, G·H)
+                      (``rnnlab.nn.stepwise``); the padding mask; the keys (in ``init_state``)
+    inside the loop   attention for one query, the context's share of the input projection, the cell
+    after the loop    Bahdanau's deep-output layer over (B, T, H + C + E) in one matmul
+
+Cells with no ``torch.nn`` counterpart (peephole, coupled) run the stack one time step per call
+instead. Luong *without* input feeding (``input_feed=False``) runs the RNN over the whole target in one
+fused call and attends for all T positions with one batched matmul.
 """
 
 from __future__ import annotations
@@ -25,12 +33,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.models.attention import BahdanauAttention, LuongAttention
+from rnnlab.models.attention import BahdanauAttention, LuongAttention, padding_mask
 from rnnlab.models.encoder import EncoderOutput
 from rnnlab.nn.factory import make_rnn
 from rnnlab.nn.state import RecurrentState, hidden_of, select_batch
+from rnnlab.nn.stepwise import StackStepper
 
 
 @dataclass
@@ -155,29 +165,75 @@ class BahdanauDecoder(AttentionDecoder):
         )
         # "Deep output": the prediction sees the state, the context and the previous word.
         self.pre_output = nn.Linear(hidden_size + memory_size + embed_size, hidden_size)
+        self.stepper = StackStepper.of(self.rnn)
+        self.embed_size = embed_size
 
     def forward_with_attention(
         self, tgt_in: Tensor, state: AttentionDecoderState
     ) -> tuple[Tensor, AttentionDecoderState, Tensor]:
         embedded = self.embed_dropout(self.embedding(tgt_in))  # (B, T, E)
-        hidden = state.hidden
-        features, weights = [], []
-        for t in range(tgt_in.size(1)):
-            query = hidden_of(hidden)[-1].unsqueeze(1)  # (B, 1, H): s_{t-1}, top layer
-            context, step_weights = self.attention(
-                query, state.keys, state.memory, state.memory_lengths
-            )  # (B, 1, C), (B, 1, S)
-            emb_t = embedded[:, t : t + 1]  # (B, 1, E)
-            output, hidden = self.rnn(torch.cat([emb_t, context], dim=-1), hidden)  # (B, 1, H)
-            features.append(torch.tanh(self.pre_output(torch.cat([output, context, emb_t], -1))))
-            weights.append(step_weights)
+        padding = padding_mask(state.memory_lengths, state.memory.size(1))  # (B, 1, S)
+        if self.stepper is not None:
+            outputs, contexts, hidden, weights = self._recur_stepwise(embedded, state, padding)
+        else:
+            outputs, contexts, hidden, weights = self._recur_per_call(embedded, state, padding)
+        # (B, T, H + C + E) → (B, T, H): all T positions in one matmul.
+        features = torch.tanh(self.pre_output(torch.cat([outputs, contexts, embedded], -1)))
         next_state = AttentionDecoderState(
             hidden=hidden,
             memory=state.memory,
             keys=state.keys,
             memory_lengths=state.memory_lengths,
         )
-        return self.output_dropout(torch.cat(features, 1)), next_state, torch.cat(weights, 1)
+        return self.output_dropout(features), next_state, weights
+
+    def _recur_stepwise(
+        self, embedded: Tensor, state: AttentionDecoderState, padding: Tensor
+    ) -> tuple[Tensor, Tensor, RecurrentState, Tensor]:
+        """The loop with the embeddings' input projection hoisted; → outputs, contexts, state, weights."""
+        stepper = self.stepper
+        assert stepper is not None
+        weights = stepper.weights(self.rnn)
+        w_embedded, w_context = stepper.split_input(weights, self.embed_size)
+        # Unbound once: slicing [:, t] at every step would make backward fill a (B, T, G·H) zero
+        # tensor per step.
+        embedded_gates = F.linear(embedded, w_embedded, weights[0].b_ih).unbind(1)  # T × (B, G·H)
+        layers = stepper.unstack(state.hidden)
+        top = hidden_of(state.hidden)[-1]  # (B, H): s_{t-1}, top layer
+        outputs, contexts, attention = [], [], []
+        for t in range(embedded.size(1)):
+            context, step_weights = self.attention.attend(
+                top.unsqueeze(1), state.keys, state.memory, padding
+            )  # (B, 1, C), (B, 1, S)
+            context = context.squeeze(1)
+            gates = embedded_gates[t] + F.linear(context, w_context)  # (B, G·H)
+            top, layers = stepper.step(gates, layers, weights, training=self.training)
+            outputs.append(top)
+            contexts.append(context)
+            attention.append(step_weights)
+        return (
+            torch.stack(outputs, 1),  # (B, T, H)
+            torch.stack(contexts, 1),  # (B, T, C)
+            stepper.stack(layers),
+            torch.cat(attention, 1),  # (B, T, S)
+        )
+
+    def _recur_per_call(
+        self, embedded: Tensor, state: AttentionDecoderState, padding: Tensor
+    ) -> tuple[Tensor, Tensor, RecurrentState, Tensor]:
+        """The same loop for any stack, one single-step call of it per position."""
+        hidden = state.hidden
+        outputs, contexts, attention = [], [], []
+        for embedded_t in embedded.split(1, dim=1):  # T × (B, 1, E)
+            query = hidden_of(hidden)[-1].unsqueeze(1)  # (B, 1, H): s_{t-1}, top layer
+            context, step_weights = self.attention.attend(
+                query, state.keys, state.memory, padding
+            )  # (B, 1, C), (B, 1, S)
+            output, hidden = self.rnn(torch.cat([embedded_t, context], -1), hidden)
+            outputs.append(output)
+            contexts.append(context)
+            attention.append(step_weights)
+        return torch.cat(outputs, 1), torch.cat(contexts, 1), hidden, torch.cat(attention, 1)
 
 
 class LuongDecoder(AttentionDecoder):
@@ -219,38 +275,37 @@ class LuongDecoder(AttentionDecoder):
             dropout=dropout,
         )
         self.combine = nn.Linear(memory_size + hidden_size, hidden_size, bias=False)
+        self.stepper = StackStepper.of(self.rnn) if input_feed else None
+        self.embed_size = embed_size
 
     def _initial_attentional(self, memory: Tensor) -> Tensor | None:
         if not self.input_feed:
             return None
         return memory.new_zeros(memory.size(0), self.hidden_size)  # h̃_0 = 0
 
-    def _attend(self, outputs: Tensor, state: AttentionDecoderState) -> tuple[Tensor, Tensor]:
+    def _attend(
+        self, outputs: Tensor, state: AttentionDecoderState, padding: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """RNN outputs (B, T, H) → attentional states h̃ (B, T, H) and weights (B, T, S)."""
-        context, weights = self.attention(outputs, state.keys, state.memory, state.memory_lengths)
+        context, weights = self.attention.attend(outputs, state.keys, state.memory, padding)
         return torch.tanh(self.combine(torch.cat([context, outputs], dim=-1))), weights
 
     def forward_with_attention(
         self, tgt_in: Tensor, state: AttentionDecoderState
     ) -> tuple[Tensor, AttentionDecoderState, Tensor]:
         embedded = self.embed_dropout(self.embedding(tgt_in))  # (B, T, E)
+        padding = padding_mask(state.memory_lengths, state.memory.size(1))  # (B, 1, S)
+        last = None
         if not self.input_feed:
             # One fused RNN call over all T, one batched attention: no Python loop.
             outputs, hidden = self.rnn(embedded, state.hidden)  # (B, T, H)
-            attentional, weights = self._attend(outputs, state)
-            last = None
+            attentional, weights = self._attend(outputs, state, padding)
+        elif self.stepper is not None:
+            attentional, hidden, weights = self._recur_stepwise(embedded, state, padding)
+            last = attentional[:, -1]
         else:
-            hidden, last = state.hidden, state.attentional
-            assert last is not None
-            steps, weights_list = [], []
-            for t in range(tgt_in.size(1)):
-                rnn_in = torch.cat([embedded[:, t : t + 1], last.unsqueeze(1)], dim=-1)
-                output, hidden = self.rnn(rnn_in, hidden)  # (B, 1, H)
-                step, step_weights = self._attend(output, state)  # (B, 1, H), (B, 1, S)
-                last = step.squeeze(1)
-                steps.append(step)
-                weights_list.append(step_weights)
-            attentional, weights = torch.cat(steps, 1), torch.cat(weights_list, 1)
+            attentional, hidden, weights = self._recur_per_call(embedded, state, padding)
+            last = attentional[:, -1]
         next_state = AttentionDecoderState(
             hidden=hidden,
             memory=state.memory,
@@ -259,3 +314,40 @@ class LuongDecoder(AttentionDecoder):
             attentional=last,
         )
         return self.output_dropout(attentional), next_state, weights
+
+    def _recur_stepwise(
+        self, embedded: Tensor, state: AttentionDecoderState, padding: Tensor
+    ) -> tuple[Tensor, RecurrentState, Tensor]:
+        """Input feeding with the embeddings' input projection hoisted; → h̃ (B, T, H), state, weights."""
+        stepper = self.stepper
+        assert stepper is not None and state.attentional is not None
+        weights = stepper.weights(self.rnn)
+        w_embedded, w_feed = stepper.split_input(weights, self.embed_size)
+        embedded_gates = F.linear(embedded, w_embedded, weights[0].b_ih).unbind(1)  # T × (B, G·H)
+        layers = stepper.unstack(state.hidden)
+        last = state.attentional  # (B, H): h̃_{t-1}
+        steps, attention = [], []
+        for t in range(embedded.size(1)):
+            gates = embedded_gates[t] + F.linear(last, w_feed)  # (B, G·H)
+            output, layers = stepper.step(gates, layers, weights, training=self.training)
+            step, step_weights = self._attend(output.unsqueeze(1), state, padding)  # (B, 1, H)
+            last = step.squeeze(1)
+            steps.append(step)
+            attention.append(step_weights)
+        return torch.cat(steps, 1), stepper.stack(layers), torch.cat(attention, 1)
+
+    def _recur_per_call(
+        self, embedded: Tensor, state: AttentionDecoderState, padding: Tensor
+    ) -> tuple[Tensor, RecurrentState, Tensor]:
+        """The same loop for any stack, one single-step call of it per position."""
+        hidden, last = state.hidden, state.attentional
+        assert last is not None
+        steps, attention = [], []
+        for embedded_t in embedded.split(1, dim=1):  # T × (B, 1, E)
+            rnn_in = torch.cat([embedded_t, last.unsqueeze(1)], dim=-1)
+            output, hidden = self.rnn(rnn_in, hidden)  # (B, 1, H)
+            step, step_weights = self._attend(output, state, padding)  # (B, 1, H), (B, 1, S)
+            last = step.squeeze(1)
+            steps.append(step)
+            attention.append(step_weights)
+        return torch.cat(steps, 1), hidden, torch.cat(attention, 1)

@@ -3,6 +3,12 @@
 At every step the recurrent input is ``[embedding(y_{t-1}) ; c]``, where the context ``c`` is the
 encoder's final top-layer hidden state, repeated over time; the initial state is the encoder's final
 state. Because ``c`` is fixed, teacher-forced training runs the whole target in one fused RNN call.
+
+Decoding runs one step per call, and there the fixed context would be projected again at every step:
+``W_ih [e ; c] = W_e e + W_c c``, and ``W_c c`` (3·H·C multiply-adds per row for a GRU, more than the
+embedding's share) depends only on the sentence. ``init_state`` computes it once and keeps it in the
+state; a one-token ``forward`` adds it to the embedding's share and runs the cell equations
+(``rnnlab.nn.stepwise``) instead of the fused call.
 """
 
 from __future__ import annotations
@@ -10,12 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.models.bridge import merge_directions
 from rnnlab.models.encoder import EncoderOutput
 from rnnlab.nn.factory import make_rnn
 from rnnlab.nn.state import RecurrentState, hidden_of, select_batch
+from rnnlab.nn.stepwise import StackStepper
 
 
 @dataclass
@@ -24,11 +32,17 @@ class ContextDecoderState:
     """(L, B, H) or a pair for LSTMs."""
     context: Tensor
     """(B, C) fixed context vector."""
+    context_gates: Tensor | None = None
+    """(B, G·H) the context's share of layer 0's input projection plus its bias, W_c c + b_ih, once
+    per sentence; None for stacks without a ``StackStepper``."""
 
     def select(self, indices: Tensor) -> ContextDecoderState:
         """Keep batch rows ``indices`` (for finished sentences and beam reordering)."""
+        gates = self.context_gates
         return ContextDecoderState(
-            hidden=select_batch(self.hidden, indices), context=self.context.index_select(0, indices)
+            hidden=select_batch(self.hidden, indices),
+            context=self.context.index_select(0, indices),
+            context_gates=gates.index_select(0, indices) if gates is not None else None,
         )
 
 
@@ -63,6 +77,8 @@ class ContextDecoder(nn.Module):
         self.output_dropout = nn.Dropout(embed_dropout)
         self.output = nn.Linear(hidden_size, vocab_size)
         self.num_layers = num_layers
+        self.embed_size = embed_size
+        self.stepper = StackStepper.of(self.rnn)
 
     def init_state(
         self, encoder_output: EncoderOutput, hidden: RecurrentState | None = None
@@ -81,18 +97,43 @@ class ContextDecoder(nn.Module):
             )
         num_directions = encoder_state.size(0) // self.num_layers
         context = merge_directions(encoder_state, num_directions)[-1]  # (B, D·H)
-        return ContextDecoderState(hidden=state, context=context)
+        context_gates = None
+        if self.stepper is not None:
+            weights = self.stepper.weights(self.rnn)
+            _, w_context = self.stepper.split_input(weights, self.embed_size)
+            context_gates = F.linear(context, w_context, weights[0].b_ih)  # (B, G·H)
+        return ContextDecoderState(hidden=state, context=context, context_gates=context_gates)
 
     def forward(
         self, tgt_in: Tensor, state: ContextDecoderState
     ) -> tuple[Tensor, ContextDecoderState]:
         """``tgt_in`` (B, T) ids → features (B, T, H) before the vocabulary projection."""
         embedded = self.embed_dropout(self.embedding(tgt_in))  # (B, T, E)
+        if tgt_in.size(1) == 1 and state.context_gates is not None:
+            return self._one_step(embedded, state)
         context = state.context.unsqueeze(1).expand(-1, tgt_in.size(1), -1)  # (B, T, C)
         outputs, hidden = self.rnn(torch.cat([embedded, context], dim=-1), state.hidden)
         return self.output_dropout(outputs), ContextDecoderState(
             hidden=hidden, context=state.context
         )
+
+    def _one_step(
+        self, embedded: Tensor, state: ContextDecoderState
+    ) -> tuple[Tensor, ContextDecoderState]:
+        """A decoding step with the context's projection taken from the state: (B, 1, E) → (B, 1, H)."""
+        stepper = self.stepper
+        assert stepper is not None and state.context_gates is not None
+        weights = stepper.weights(self.rnn)
+        w_embedded, _ = stepper.split_input(weights, self.embed_size)
+        # W_e e + (W_c c + b_ih): one addmm per step.
+        gates = torch.addmm(state.context_gates, embedded.squeeze(1), w_embedded.t())
+        output, layers = stepper.step(
+            gates, stepper.unstack(state.hidden), weights, training=self.training
+        )
+        next_state = ContextDecoderState(
+            hidden=stepper.stack(layers), context=state.context, context_gates=state.context_gates
+        )
+        return self.output_dropout(output.unsqueeze(1)), next_state
 
     def project(self, features: Tensor) -> Tensor:
         """Features (…, H) → vocabulary logits (…, V)."""

@@ -47,6 +47,66 @@ class EncoderDecoder(nn.Module):
         features, _ = self.decoder(tgt_in, self.start(src, src_lengths))
         return features
 
+    def forward_scheduled(
+        self,
+        src: Tensor,
+        src_lengths: Tensor,
+        tgt_in: Tensor,
+        *,
+        teacher_forcing: float,
+        sample: bool = False,
+    ) -> Tensor:
+        """Scheduled sampling (Bengio et al. 2015): (B, S), (B,), (B, T) → features (B, T, H).
+
+        With ``teacher_forcing`` 1 every input is gold, so this *is* teacher forcing and takes its
+        path (``forward``): the losses are those of teacher forcing bit for bit, dropout masks
+        included. Below 1 it runs ``scheduled_loop``.
+        """
+        if teacher_forcing >= 1.0:
+            return self(src, src_lengths, tgt_in)
+        return self.scheduled_loop(
+            src, src_lengths, tgt_in, teacher_forcing=teacher_forcing, sample=sample
+        )
+
+    def scheduled_loop(
+        self,
+        src: Tensor,
+        src_lengths: Tensor,
+        tgt_in: Tensor,
+        *,
+        teacher_forcing: float,
+        sample: bool = False,
+    ) -> Tensor:
+        """The decoder run one position at a time, feeding back its own predictions: (B, T, H).
+
+        Position 0 reads ``<bos>``; at each later position every sentence independently reads the
+        gold previous token with probability ``teacher_forcing``, otherwise the model's prediction
+        from the step before (argmax, or a sample from its softmax). The choice of token is not
+        differentiated through. One decoder call per position, whatever the decoder: this is the
+        speed cost of scheduled sampling for the decoders whose teacher forcing is one fused call.
+        """
+        state = self.start(src, src_lengths)
+        tokens = tgt_in[:, 0]  # (B,)
+        features = []
+        for t in range(tgt_in.size(1)):
+            step_features, state = self.decoder(tokens.unsqueeze(1), state)  # (B, 1, H)
+            features.append(step_features)
+            if t + 1 == tgt_in.size(1):
+                break
+            gold = tgt_in[:, t + 1]  # (B,)
+            if teacher_forcing >= 1.0:
+                tokens = gold
+                continue
+            with torch.no_grad():
+                logits = self.decoder.project(step_features.squeeze(1)).float()  # (B, V)
+                if sample:
+                    predicted = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1)
+                else:
+                    predicted = logits.argmax(dim=-1)
+                use_gold = torch.rand(gold.shape, device=gold.device) < teacher_forcing
+                tokens = torch.where(use_gold, gold, predicted)
+        return torch.cat(features, dim=1)  # (B, T, H)
+
     def project(self, features: Tensor) -> Tensor:
         return self.decoder.project(features)
 

@@ -77,6 +77,10 @@ class Task(ABC):
     def build_model(self) -> nn.Module:
         """A freshly initialised model sized for the loaded vocabularies."""
 
+    def setup_notes(self) -> list[str]:
+        """Lines worth showing a person once training data is prepared (e.g. embedding coverage)."""
+        return []
+
     def model_meta(self) -> dict[str, Any]:
         """Facts stored with the weights and checked on load (vocabulary sizes and fingerprints)."""
         return {"task": self.name}
@@ -85,6 +89,14 @@ class Task(ABC):
     @abstractmethod
     def train_batches(self, epoch: int) -> list[Batch]:
         """All training batches of ``epoch``, deterministic given the run seed and the epoch."""
+
+    def begin_step(self, step: int) -> dict[str, float]:
+        """Called before training step ``step`` (0-based); returns values to log with it.
+
+        A task whose training changes with the step (scheduled sampling's ε) sets it here; the value
+        is a pure function of the step, so a resumed run continues the same schedule.
+        """
+        return {}
 
     @abstractmethod
     def batch_loss(self, model: nn.Module, batch: Any, carry: Any) -> LossOutput:

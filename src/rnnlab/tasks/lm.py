@@ -27,10 +27,16 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from rnnlab.config import (
+    DataConfig,
+    ModelConfig,
+    PretrainedEmbeddingFields,
+    RunConfig,
+    TrainConfig,
+    VocabFromEmbeddingsFields,
+)
 from rnnlab.data.bundled import bundled_path
 from rnnlab.data.lm_corpus import iter_corpus, text_tokens, tokens_text
 from rnnlab.data.lm_stream import epoch_offset, random_batches, sequential_batches
@@ -40,6 +46,7 @@ from rnnlab.errors import ConfigError, DataError, RnnlabError
 from rnnlab.metrics.perplexity import perplexity
 from rnnlab.models.language_model import RNNLanguageModel, build_language_model
 from rnnlab.nn.state import detach_state, hidden_of
+from rnnlab.tasks import pretrained
 from rnnlab.tasks.base import Batch, LossOutput, Task
 
 EVAL_CHUNK = 256
@@ -47,7 +54,7 @@ EVAL_CHUNK = 256
 
 
 @dataclass
-class LMDataConfig(DataConfig):
+class LMDataConfig(VocabFromEmbeddingsFields, DataConfig):
     """LM data; ``max_len`` is unused (``train.bptt`` sets the sequence length)."""
 
     train: str = field(default_factory=lambda: bundled_path("timemachine/train.txt"))
@@ -65,7 +72,7 @@ class LMDataConfig(DataConfig):
 
 
 @dataclass
-class LMModelConfig(ModelConfig):
+class LMModelConfig(PretrainedEmbeddingFields, ModelConfig):
     num_layers: int = 1
     """Number of stacked recurrent layers."""
     dropout: float = 0.0
@@ -74,6 +81,10 @@ class LMModelConfig(ModelConfig):
     """Share the embedding matrix with the output projection (needs embed_size == hidden_size)."""
     one_hot: bool = False
     """Feed one-hot vectors instead of embeddings (the textbook's from-scratch model)."""
+    softmax: Literal["full", "adaptive"] = "full"
+    """adaptive: adaptive softmax over frequency-ranked clusters (Grave et al. 2017); exact ppl."""
+    cutoffs: list[int] = field(default_factory=lambda: [2000, 6000])
+    """Adaptive softmax: vocabulary ids where the head and each tail cluster end."""
 
 
 @dataclass
@@ -88,6 +99,15 @@ class LMConfig(RunConfig):
     data: LMDataConfig = field(default_factory=LMDataConfig)
     model: LMModelConfig = field(default_factory=LMModelConfig)
     train: LMTrainConfig = field(default_factory=LMTrainConfig)
+
+    def __post_init__(self) -> None:
+        pretrained.check_config(
+            path=self.model.pretrained_embeddings,
+            freeze=self.model.freeze_embeddings,
+            extend=self.data.extend_vocab_from_embeddings,
+            one_hot=self.model.one_hot,
+            weight_decay=self.train.weight_decay,
+        )
 
 
 @dataclass
@@ -113,8 +133,7 @@ def stream_nll(
         targets = ids[start + 1 : start + 1 + chunk].to(device)  # (T,)
         inputs = ids[start : start + targets.numel()].to(device)  # (T,)
         features, state = model(inputs.unsqueeze(0), state)  # (1, T, H)
-        logits = model.project(features.squeeze(0))  # (T, V)
-        total += float(F.cross_entropy(logits.float(), targets, reduction="sum"))
+        total += float(model.token_nll(features.squeeze(0), targets))
     return total, max(ids.numel() - 1, 0)
 
 
@@ -129,6 +148,7 @@ class LanguageModelTask(Task):
         self.vocab: Vocab | None = None
         self.train_ids: Tensor | None = None
         self.valid_ids: Tensor | None = None
+        self.pretrained: dict[str, pretrained.PretrainedMatch] = {}
 
     # -- data -----------------------------------------------------------------------------------
     def token_chunks(self, path: str, *, max_lines: int = 0) -> Iterator[list[str]]:
@@ -161,6 +181,9 @@ class LanguageModelTask(Task):
         for tokens in self.token_chunks(data.train, max_lines=data.max_examples):
             counts.update(tokens)
         self.vocab = Vocab.from_counts(counts, min_freq=data.min_freq)
+        self.vocab, self.pretrained = pretrained.match_word_embeddings(
+            self.config, self.vocab, counts, self.run_dir, side="token"
+        )
         self.vocab.save(self.run_dir / "vocab.json")
         self.train_ids = self.encode_file(data.train, max_lines=data.max_examples)
         self._read_valid()
@@ -173,16 +196,26 @@ class LanguageModelTask(Task):
         self.train_ids = self.encode_file(data.train, max_lines=data.max_examples)
         self._read_valid()
 
+    def setup_notes(self) -> list[str]:
+        return pretrained.coverage_notes(self.pretrained)
+
     def _read_valid(self) -> None:
         if self.config.data.valid:
             self.valid_ids = self.read_ids(self.config.data.valid)
 
     def build_model(self) -> RNNLanguageModel:
         assert self.vocab is not None
+        cfg = self.config.model
+        if cfg.softmax == "adaptive" and self.config.train.label_smoothing > 0:
+            raise ConfigError("train.label_smoothing needs model.softmax=full")
         try:
-            return build_language_model(self.config.model, vocab_size=len(self.vocab))
+            model = build_language_model(cfg, vocab_size=len(self.vocab))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        pretrained.install_word_embeddings(
+            model.embedding, self.pretrained, cfg, side="token", pad_id=self.vocab.pad_id
+        )
+        return model
 
     def model_meta(self) -> dict[str, Any]:
         assert self.vocab is not None
@@ -219,13 +252,9 @@ class LanguageModelTask(Task):
             # a carried state belongs to streams that no longer exist, so start afresh.
             carry = None
         features, state = model(batch.inputs, carry if sequential else None)  # (B, T, H)
-        logits = model.project(features)  # (B, T, V)
         smoothing = self.config.train.label_smoothing if model.training else 0.0
-        loss = F.cross_entropy(
-            logits.flatten(0, 1),
-            batch.targets.flatten(),
-            reduction="sum",
-            label_smoothing=smoothing,
+        loss = model.token_nll(
+            features.flatten(0, 1), batch.targets.flatten(), label_smoothing=smoothing
         )
         return LossOutput(
             loss, int(batch.targets.numel()), carry=detach_state(state) if sequential else None

@@ -32,8 +32,15 @@ from rnnlab.errors import RnnlabError
 from rnnlab.metrics.bleu import corpus_bleu, corpus_bleu_with_signature, mean_d2l_bleu
 from rnnlab.metrics.perplexity import perplexity
 from rnnlab.models.seq2seq import EncoderDecoder, build_seq2seq
+from rnnlab.nn.precision import autocast
+from rnnlab.tasks import pretrained
 from rnnlab.tasks.base import Batch, LossOutput, Task
 from rnnlab.training.losses import masked_token_nll, select_valid
+from rnnlab.training.scheduled_sampling import (
+    Schedule,
+    check_schedule,
+    teacher_forcing_probability,
+)
 
 
 @dataclass
@@ -74,6 +81,26 @@ class Seq2SeqModelConfig(ModelConfig):
     """Read the source in both directions; a bridge maps the 2·L final states to the decoder's L."""
     input_feed: bool = True
     """Luong attention: feed the attentional state into the next step (slower: a per-step loop)."""
+    src_embeddings: str = ""
+    """Initialise source embeddings from this GloVe / word2vec / fastText file (.gz ok)."""
+    tgt_embeddings: str = ""
+    """Initialise target embeddings from this vector file."""
+    freeze_src_embeddings: bool = False
+    """Keep the source rows that got a pretrained vector fixed while training."""
+    freeze_tgt_embeddings: bool = False
+    """Keep the target rows that got a pretrained vector fixed while training."""
+
+
+@dataclass
+class Seq2SeqTrainConfig(TrainConfig):
+    scheduled_sampling: Schedule = "none"
+    """Decay of the teacher-forcing probability ε (Bengio et al. 2015); none = teacher forcing."""
+    ss_k: float = 0.0
+    """The schedule's k: linear: steps until ε reaches 0; exponential: 0 < k < 1; inverse_sigmoid: k ≥ 1."""
+    ss_min_teacher_forcing: float = 0.0
+    """ε never falls below this."""
+    ss_sample: bool = False
+    """Feed a token sampled from the model's softmax instead of its argmax."""
 
 
 @dataclass
@@ -86,6 +113,8 @@ class DecodeConfig:
     """GNMT length-penalty alpha for beam search (0 = none)."""
     batch_size: int = 512
     """Sentences decoded together; large batches amortise the per-step overhead of greedy search."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: decode under bfloat16 autocast (scores and search stay float32)."""
 
 
 @dataclass
@@ -93,8 +122,21 @@ class Seq2SeqConfig(RunConfig):
     task: str = "seq2seq"
     data: Seq2SeqDataConfig = field(default_factory=Seq2SeqDataConfig)
     model: Seq2SeqModelConfig = field(default_factory=Seq2SeqModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: Seq2SeqTrainConfig = field(default_factory=Seq2SeqTrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def __post_init__(self) -> None:
+        train, model = self.train, self.model
+        if train.scheduled_sampling != "none":
+            check_schedule(train.scheduled_sampling, train.ss_k, train.ss_min_teacher_forcing)
+        for side in ("src", "tgt"):
+            pretrained.check_config(
+                path=getattr(model, f"{side}_embeddings"),
+                freeze=getattr(model, f"freeze_{side}_embeddings"),
+                extend=False,
+                one_hot=False,
+                weight_decay=train.weight_decay,
+            )
 
 
 @dataclass
@@ -147,6 +189,9 @@ class Seq2SeqTask(Task):
         self.tgt_vocab: Vocab | None = None
         self.train_data: EncodedPairs | None = None
         self.valid_data: EncodedPairs | None = None
+        self.pretrained: dict[str, pretrained.PretrainedMatch] = {}
+        self.teacher_forcing = 1.0
+        """ε of the current training step (scheduled sampling)."""
 
     # -- data -----------------------------------------------------------------------------------
     def read_pairs(self, path: str) -> Iterator[SentencePair]:
@@ -244,7 +289,28 @@ class Seq2SeqTask(Task):
         self.tgt_vocab = Vocab.from_counts(tgt_counts, min_freq=min_freq)
         self.src_vocab.save(self.run_dir / "vocab.src.json")
         self.tgt_vocab.save(self.run_dir / "vocab.tgt.json")
+        self._match_pretrained({"src": src_counts, "tgt": tgt_counts})
         self._encode_training(self._train_pairs())
+
+    def _match_pretrained(self, counts: dict[str, Counter[str]]) -> None:
+        """Pretrained vectors for each side that names a file; ``counts`` are its training tokens."""
+        model = self.config.model
+        sides = {
+            "src": (model.src_embeddings, self.src_vocab),
+            "tgt": (model.tgt_embeddings, self.tgt_vocab),
+        }
+        for side, (path, vocab) in sides.items():
+            if not path:
+                continue
+            assert vocab is not None
+            _, self.pretrained[side] = pretrained.match(
+                path, vocab, embed_size=model.embed_size, token_counts=counts[side]
+            )
+        if self.pretrained:
+            pretrained.save_coverage(self.run_dir, self.pretrained)
+
+    def setup_notes(self) -> list[str]:
+        return pretrained.coverage_notes(self.pretrained)
 
     def load_artifacts(self) -> None:
         if self.config.data.tokenizer == "sentencepiece":
@@ -262,12 +328,23 @@ class Seq2SeqTask(Task):
 
     def build_model(self) -> EncoderDecoder:
         assert self.src_vocab is not None and self.tgt_vocab is not None
-        return build_seq2seq(
-            self.config.model,
+        cfg = self.config.model
+        model = build_seq2seq(
+            cfg,
             src_vocab_size=len(self.src_vocab),
             tgt_vocab_size=len(self.tgt_vocab),
             padding_idx=self.src_vocab.pad_id,
         )
+        embeddings = {"src": model.encoder.embedding, "tgt": model.decoder.embedding}
+        for side, embedding in embeddings.items():
+            if getattr(cfg, f"{side}_embeddings"):
+                pretrained.install(
+                    embedding,
+                    self.pretrained.get(side),
+                    freeze=getattr(cfg, f"freeze_{side}_embeddings"),
+                    pad_id=self.src_vocab.pad_id,
+                )
+        return model
 
     def model_meta(self) -> dict[str, Any]:
         assert self.src_vocab is not None and self.tgt_vocab is not None
@@ -314,8 +391,26 @@ class Seq2SeqTask(Task):
         return self.batches_of(data, order)
 
     # -- loss -----------------------------------------------------------------------------------
+    def begin_step(self, step: int) -> dict[str, float]:
+        train = self.config.train
+        if train.scheduled_sampling == "none":
+            return {}
+        self.teacher_forcing = teacher_forcing_probability(
+            train.scheduled_sampling, step, k=train.ss_k, minimum=train.ss_min_teacher_forcing
+        )
+        return {"teacher_forcing": self.teacher_forcing}
+
     def batch_loss(self, model: nn.Module, batch: Seq2SeqBatch, carry: Any = None) -> LossOutput:
-        features = model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, H)
+        if model.training and self.config.train.scheduled_sampling != "none":
+            features = model.forward_scheduled(
+                batch.src,
+                batch.src_lengths,
+                batch.tgt_in,
+                teacher_forcing=self.teacher_forcing,
+                sample=self.config.train.ss_sample,
+            )  # (B, T, H)
+        else:
+            features = model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, H)
         valid_features = select_valid(features, batch.tgt_lengths)  # (N, H)
         targets = select_valid(batch.tgt_out, batch.tgt_lengths)  # (N,)
         logits = model.project(valid_features)  # (N, V)
@@ -364,28 +459,29 @@ class Seq2SeqTask(Task):
         alpha = decode.length_penalty if length_penalty is None else length_penalty
         size = max(batch_size or decode.batch_size, 1)
         results: list[list[Hypothesis]] = [[] for _ in sources]
-        for ids in sorted_batches([len(s) for s in sources], size):
-            src_ids, src_lengths = pad_batch([sources[i] for i in ids], self.src_vocab.pad_id)
-            src_ids, src_lengths = src_ids.to(device), src_lengths.to(device)
-            state = model.start(src_ids, src_lengths)
-            search = dict(
-                batch_size=len(ids),
-                bos_id=self.tgt_vocab.bos_id,
-                eos_id=self.tgt_vocab.eos_id,
-                max_len=max_len,
-                length_penalty_alpha=alpha,
-                device=device,
-            )
-            if beam_size > 1 or n_best > 1:
-                hyps = beam_search_hypotheses(
-                    model, state, beam_size=max(beam_size, n_best), n_best=n_best, **search
+        with autocast(device, decode.precision):
+            for ids in sorted_batches([len(s) for s in sources], size):
+                src_ids, src_lengths = pad_batch([sources[i] for i in ids], self.src_vocab.pad_id)
+                src_ids, src_lengths = src_ids.to(device), src_lengths.to(device)
+                state = model.start(src_ids, src_lengths)
+                search = dict(
+                    batch_size=len(ids),
+                    bos_id=self.tgt_vocab.bos_id,
+                    eos_id=self.tgt_vocab.eos_id,
+                    max_len=max_len,
+                    length_penalty_alpha=alpha,
+                    device=device,
                 )
-            else:
-                hyps = [[h] for h in greedy_hypotheses(model, state, **search)]
-            for i, hyp in zip(ids, hyps, strict=True):
-                results[i] = hyp
-            if progress is not None:
-                progress(len(ids))
+                if beam_size > 1 or n_best > 1:
+                    hyps = beam_search_hypotheses(
+                        model, state, beam_size=max(beam_size, n_best), n_best=n_best, **search
+                    )
+                else:
+                    hyps = [[h] for h in greedy_hypotheses(model, state, **search)]
+                for i, hyp in zip(ids, hyps, strict=True):
+                    results[i] = hyp
+                if progress is not None:
+                    progress(len(ids))
         return results
 
     def translate_ids(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +24,18 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.atomic import atomic_write_text
-from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from rnnlab.config import (
+    DataConfig,
+    ModelConfig,
+    PretrainedEmbeddingFields,
+    RunConfig,
+    TrainConfig,
+    VocabFromEmbeddingsFields,
+)
 from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches
 from rnnlab.data.bundled import bundled_path
 from rnnlab.data.conllu_io import TagColumn
+from rnnlab.data.embeddings import lookup_id
 from rnnlab.data.tagged import TaggedFormat, TaggedSentence, read_tagged
 from rnnlab.data.tagset import TagSet
 from rnnlab.data.vocab import Vocab
@@ -34,11 +43,13 @@ from rnnlab.errors import ConfigError, DataError, RnnlabError
 from rnnlab.metrics.tagging import TaggingScores
 from rnnlab.models.char_encoder import CharCNNEncoder, CharRNNEncoder
 from rnnlab.models.tagger import RNNTagger
+from rnnlab.nn.precision import full_precision
+from rnnlab.tasks import pretrained
 from rnnlab.tasks.base import Batch, LossOutput, Task
 
 
 @dataclass
-class TaggerDataConfig(DataConfig):
+class TaggerDataConfig(VocabFromEmbeddingsFields, DataConfig):
     train: str = field(default_factory=lambda: bundled_path("ud-ewt-sample/train.conllu"))
     valid: str = field(default_factory=lambda: bundled_path("ud-ewt-sample/dev.conllu"))
     test: str = ""
@@ -56,7 +67,7 @@ class TaggerDataConfig(DataConfig):
 
 
 @dataclass
-class TaggerModelConfig(ModelConfig):
+class TaggerModelConfig(PretrainedEmbeddingFields, ModelConfig):
     cell: Literal["rnn", "gru", "lstm", "peephole_lstm", "coupled_lstm"] = "lstm"
     embed_size: int = 64
     hidden_size: int = 128
@@ -96,6 +107,15 @@ class TaggerConfig(RunConfig):
     model: TaggerModelConfig = field(default_factory=TaggerModelConfig)
     train: TrainConfig = field(default_factory=_tagger_train_defaults)
     decode: TagDecodeConfig = field(default_factory=TagDecodeConfig)
+
+    def __post_init__(self) -> None:
+        pretrained.check_config(
+            path=self.model.pretrained_embeddings,
+            freeze=self.model.freeze_embeddings,
+            extend=self.data.extend_vocab_from_embeddings,
+            one_hot=False,
+            weight_decay=self.train.weight_decay,
+        )
 
 
 @dataclass
@@ -139,6 +159,7 @@ class TaggerTask(Task):
         self.train_words: frozenset[str] = frozenset()
         self.train_data: TaggedData | None = None
         self.valid_data: TaggedData | None = None
+        self.pretrained: dict[str, pretrained.PretrainedMatch] = {}
 
     # -- data -----------------------------------------------------------------------------------
     def read_sentences(self, path: str) -> list[TaggedSentence]:
@@ -165,9 +186,15 @@ class TaggerTask(Task):
 
     def prepare_training(self) -> None:
         sentences = self._train_sentences()
-        self.word_vocab = Vocab.build(
-            ([self.normalise(w) for w in s.words] for s in sentences),
-            min_freq=self.config.data.min_freq,
+        counts = Counter(self.normalise(w) for s in sentences for w in s.words)
+        self.word_vocab = Vocab.build([counts.elements()], min_freq=self.config.data.min_freq)
+        self.word_vocab, self.pretrained = pretrained.match_word_embeddings(
+            self.config,
+            self.word_vocab,
+            counts,
+            self.run_dir,
+            side="word",
+            normalise=self.normalise,
         )
         self.char_vocab = Vocab.build((w for s in sentences for w in s.words), min_freq=1)
         self.tagset = TagSet.build(s.tags for s in sentences)
@@ -195,6 +222,9 @@ class TaggerTask(Task):
 
     def read_training_data(self) -> None:
         self._encode_training(self._train_sentences())
+
+    def setup_notes(self) -> list[str]:
+        return pretrained.coverage_notes(self.pretrained)
 
     def encode_tagged(self, sentences: list[TaggedSentence]) -> TaggedData:
         assert self.tagset is not None
@@ -233,7 +263,7 @@ class TaggerTask(Task):
                 kernel_size=cfg.char_kernel_size,
                 padding_idx=self.char_vocab.pad_id,
             )
-        return RNNTagger(
+        tagger = RNNTagger(
             vocab_size=len(self.word_vocab),
             num_tags=len(self.tagset),
             embed_size=cfg.embed_size,
@@ -249,6 +279,10 @@ class TaggerTask(Task):
             padding_idx=self.word_vocab.pad_id,
             unk_idx=self.word_vocab.unk_id,
         )
+        pretrained.install_word_embeddings(
+            tagger.embedding, self.pretrained, cfg, side="word", pad_id=self.word_vocab.pad_id
+        )
+        return tagger
 
     def model_meta(self) -> dict[str, Any]:
         assert self.word_vocab is not None and self.char_vocab is not None
@@ -269,13 +303,23 @@ class TaggerTask(Task):
             word = word[: limit // 2] + word[len(word) - (limit - limit // 2) :]
         return self.char_vocab.encode(word) or [self.char_vocab.unk_id]
 
+    def encode_words(self, words: list[str]) -> list[int]:
+        """Word ids; with a vocabulary extended from vectors, an unknown word is also looked up
+        lower-cased and digit-normalised, as its vector would have been."""
+        assert self.word_vocab is not None
+        forms = [self.normalise(w) for w in words]
+        if not self.config.data.extend_vocab_from_embeddings:
+            return self.word_vocab.encode(forms)
+        unk, stoi = self.word_vocab.unk_id, self.word_vocab.stoi
+        return [lookup_id(stoi, w, unk) for w in forms]
+
     def make_batch(
         self, sentences: list[list[str]], tag_ids: list[list[int]] | None = None
     ) -> TaggerBatch:
         """Pad a batch of non-empty sentences; padded positions hold id 0 and are masked by length."""
         assert self.word_vocab is not None and self.char_vocab is not None
         words, lengths = pad_batch(
-            [self.word_vocab.encode(self.normalise(w) for w in s) for s in sentences],
+            [self.encode_words(s) for s in sentences],
             self.word_vocab.pad_id,
         )
         rows: dict[str, int] = {}
@@ -305,7 +349,8 @@ class TaggerTask(Task):
 
     def batch_loss(self, model: nn.Module, batch: TaggerBatch, carry: Any = None) -> LossOutput:
         assert batch.tags is not None
-        emissions = self._emissions(model, batch)  # (B, T, K)
+        # (B, T, K); the loss (a CRF's sums of scores especially) in float32 even under autocast.
+        emissions = full_precision(self._emissions(model, batch))
         loss = model.loss_sum(emissions, batch.tags, batch.lengths)
         return LossOutput(loss, int(batch.lengths.sum()))
 

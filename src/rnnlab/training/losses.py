@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.nn.masking import length_mask, sequence_mask
+from rnnlab.nn.precision import full_precision
 
 
 class MaskedSoftmaxCELoss(nn.CrossEntropyLoss):
@@ -42,5 +43,10 @@ def select_valid(values: Tensor, lengths: Tensor) -> Tensor:
 
 
 def masked_token_nll(logits: Tensor, targets: Tensor, *, label_smoothing: float = 0.0) -> Tensor:
-    """Summed cross-entropy of already-selected valid rows: ``logits`` (N, V), ``targets`` (N,)."""
-    return F.cross_entropy(logits, targets, reduction="sum", label_smoothing=label_smoothing)
+    """Summed cross-entropy of already-selected valid rows: ``logits`` (N, V), ``targets`` (N,).
+
+    The log-softmax and the sum run in float32 even when the logits come out of bfloat16 autocast.
+    """
+    return F.cross_entropy(
+        full_precision(logits), targets, reduction="sum", label_smoothing=label_smoothing
+    )

@@ -28,6 +28,7 @@ from torch import nn
 from rnnlab.atomic import append_text, atomic_write_text
 from rnnlab.config import TrainConfig, from_dict
 from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.nn.precision import autocast
 from rnnlab.tasks.base import Task
 from rnnlab.training import checkpoint as ckpt
 from rnnlab.training.distributed import SINGLE, DistributedContext, wrap_loss
@@ -142,6 +143,7 @@ class Trainer:
         reporter: Reporter | None = None,
         distributed: DistributedContext = SINGLE,
         should_stop: Callable[[], bool] = _never,
+        on_validation: Callable[[int, dict[str, float]], bool] | None = None,
     ) -> None:
         """``should_stop`` is polled after every step: when it turns true (on any rank), every rank
         stops after the same step, a checkpoint is saved and ``fit`` raises ``TrainingStopped``."""
@@ -155,6 +157,9 @@ class Trainer:
         # Only rank 0 speaks; the others train silently (see rnnlab.training.distributed).
         self.reporter = (reporter or SilentReporter()) if distributed.is_main else SilentReporter()
         self.loss_fn = wrap_loss(task, self.model, distributed, device)
+        self.on_validation = on_validation
+        """Called with (step, validation metrics) after each validation; True stops the run."""
+        self.step_stats: dict[str, float] = {}
         self.optimizer = make_adam(self.model, lr=config.lr, weight_decay=config.weight_decay)
         self.state = TrainerState()
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
@@ -184,6 +189,14 @@ class Trainer:
         meta, tensors = self._trainer_tensors()
         model_meta = {**self.task.model_meta(), "step": self.state.step}
         ckpt.save_last(self.run_dir, self.model, model_meta, meta, tensors)
+        self.write_curves()
+
+    def write_curves(self) -> None:
+        """``curves.png``: the run's learning curves so far (see ``rnnlab.plotting``)."""
+        from rnnlab.plotting import RunCurves, plot_learning_curves
+
+        curves = RunCurves(self.run_dir.name, self.metrics.read(), self.task.primary_metric)
+        plot_learning_curves([curves], self.run_dir / "curves.png")
 
     def load_checkpoint(self) -> None:
         """Restore everything ``save_checkpoint`` wrote, for ``--resume``.
@@ -222,6 +235,7 @@ class Trainer:
     def _record(self, record: dict[str, Any]) -> None:
         if not self.distributed.is_main:
             return
+        record = {**record, "minutes": round(self.state.train_seconds / 60.0, 4)}
         self.metrics.append(record)
         self.reporter.record(record)
 
@@ -230,7 +244,9 @@ class Trainer:
         self.model.train()
         dist = self.distributed
         local, has_rows = dist.shard(batch)
-        out = self.loss_fn(local.to(self.device), self.carry)
+        self.step_stats = self.task.begin_step(self.state.step)
+        with autocast(self.device, self.config.precision):
+            out = self.loss_fn(local.to(self.device), self.carry)
         self.carry = out.carry
         loss_sum, num_tokens = out.loss_sum, out.num_tokens
         if dist.enabled:
@@ -320,6 +336,8 @@ class Trainer:
                     f"{self.state.bad_validations} validations"
                 )
                 self.state.early_stopped = stop = True
+        if self.on_validation is not None and self.on_validation(self.state.step, metrics):
+            stop = True
         self.save_checkpoint()
         return stop
 
@@ -354,6 +372,7 @@ class Trainer:
                                 "train_loss": train_loss,
                                 "tokens_per_sec": window_tokens_seen / max(window_seconds, 1e-9),
                                 "lr": self.optimizer.param_groups[0]["lr"],
+                                **self.step_stats,
                             }
                         )
                         bar.set_postfix_str(f"loss {train_loss:.3f}")

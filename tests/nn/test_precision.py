@@ -1,0 +1,53 @@
+"""bf16 autocast: products in bfloat16, scores reduced in float32, parameters left in float32."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from rnnlab.models.attention import BahdanauAttention
+from rnnlab.nn.precision import autocast, full_precision
+from rnnlab.training.losses import masked_token_nll
+
+
+def test_bf16_runs_linear_layers_in_bfloat16_and_fp32_changes_nothing():
+    layer = nn.Linear(4, 3)
+    x = torch.randn(2, 4)
+    with autocast("cpu", "bf16"):
+        assert layer(x).dtype == torch.bfloat16
+    with autocast("cpu", "fp32"):
+        assert torch.equal(layer(x), layer(x))
+        assert layer(x).dtype == torch.float32
+    assert layer.weight.dtype == torch.float32
+
+
+def test_full_precision_lifts_only_16_bit_floats():
+    assert full_precision(torch.zeros(2, dtype=torch.bfloat16)).dtype == torch.float32
+    assert full_precision(torch.zeros(2, dtype=torch.float16)).dtype == torch.float32
+    assert full_precision(torch.zeros(2, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_unknown_precision_is_an_error():
+    with pytest.raises(ValueError, match="fp32, bf16"):
+        autocast("cpu", "fp8")
+
+
+def test_loss_and_attention_softmax_reduce_in_float32_under_bf16():
+    torch.manual_seed(0)
+    logits_layer = nn.Linear(8, 50)
+    features, targets = torch.randn(30, 8), torch.randint(0, 50, (30,))
+    reference = masked_token_nll(logits_layer(features), targets)
+    with autocast("cpu", "bf16"):
+        loss = masked_token_nll(logits_layer(features), targets)
+        attention = BahdanauAttention(query_size=8, memory_size=6, attention_size=8)
+        memory = torch.randn(3, 5, 6)
+        _, weights = attention(
+            torch.randn(3, 2, 8), attention.project_keys(memory), memory, torch.tensor([5, 2, 3])
+        )
+    assert loss.dtype == torch.float32
+    assert weights.dtype == torch.float32
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, 2))
+    assert torch.all(weights[1, :, 2:] == 0)
+    # bfloat16 products keep ~3 significant digits: the loss stays within 1% of float32.
+    assert abs(loss.item() - reference.item()) < 0.01 * reference.item()
