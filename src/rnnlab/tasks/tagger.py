@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +26,7 @@ from rnnlab.atomic import atomic_write_text
 from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches
 from rnnlab.data.conllu_io import TagColumn
-from rnnlab.data.tagged import TaggedFormat, TaggedSentence, read_tagged
+from rnnlab.data.tagged import TaggedFormat, TaggedSentence, iter_tagged, read_tagged
 from rnnlab.data.tagset import TagSet
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import ConfigError, DataError, RnnlabError
@@ -145,9 +146,8 @@ class TaggerTask(Task):
 
     def _train_sentences(self) -> list[TaggedSentence]:
         data = self.config.data
-        sentences = self.read_sentences(data.train)
-        if data.max_examples > 0:
-            sentences = sentences[: data.max_examples]
+        streamed = iter_tagged(data.train, fmt=data.format, tag_column=data.tag_column)
+        sentences = list(islice(streamed, data.max_examples) if data.max_examples > 0 else streamed)
         if not sentences:
             raise DataError(data.train, "no tagged sentences")
         if data.max_len > 0:
