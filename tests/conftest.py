@@ -40,3 +40,27 @@ def reverse_corpus(tmp_path: Path) -> dict[str, Path]:
 @pytest.fixture(autouse=True)
 def _few_threads() -> None:
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def translator_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained reverse-task translator with attention, shared by the whole session."""
+    from tests.tiny_runs import train_translator
+
+    return train_translator(tmp_path_factory.mktemp("translator_run"))
+
+
+@pytest.fixture(scope="session")
+def tagger_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny tagger trained on the bundled EWT sample, shared by the whole session."""
+    from tests.tiny_runs import train_tagger
+
+    return train_tagger(tmp_path_factory.mktemp("tagger_run"))
+
+
+@pytest.fixture(scope="session")
+def lm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny character-level language model that memorised a pangram, shared by the session."""
+    from tests.tiny_runs import train_language_model
+
+    return train_language_model(tmp_path_factory.mktemp("lm_run"))

@@ -65,3 +65,17 @@ def test_every_shipped_config_loads(path):
     task = yaml.safe_load(path.read_text(encoding="utf-8"))["task"]
     config = load_config(task_class(task).config_class, path)
     assert config.task == task
+
+
+@pytest.mark.parametrize("task", ["seq2seq", "lm", "tagger"])
+def test_retargeted_training_data_never_validates_on_the_bundled_corpus(task, tmp_path):
+    from rnnlab.rundir import load_task_config
+
+    assert load_task_config(task, None).data.valid  # the bundled corpus validates itself
+    retargeted = load_task_config(task, None, ["data.train=my-train.txt"])
+    assert retargeted.data.valid == ""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"task: {task}\ndata:\n  train: my-train.txt\n", encoding="utf-8")
+    assert load_task_config(task, config).data.valid == ""
+    both = load_task_config(task, config, ["data.valid=my-valid.txt"])
+    assert both.data.valid == "my-valid.txt"

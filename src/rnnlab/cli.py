@@ -30,7 +30,7 @@ class ConsoleReporter:
 
     def __init__(self, stream: Any = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
-        self.interactive = bool(getattr(stream, "isatty", lambda: False)())
+        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
 
     def record(self, record: dict[str, Any]) -> None:
         if self.interactive and "valid_loss" not in record and "train_loss" in record:
@@ -47,10 +47,11 @@ class ConsoleReporter:
             print(text, file=self.stream, flush=True)
 
     def progress(self, total: int, desc: str, initial: int = 0) -> Any:
+        """A bar over ``total`` items; ``total`` 0 counts items of unknown number (a stream)."""
         from tqdm import tqdm
 
         return tqdm(
-            total=total,
+            total=total or None,
             desc=desc,
             initial=initial,
             file=self.stream,
@@ -175,9 +176,8 @@ def _train(
     import torch
 
     from rnnlab.atomic import reported_as
-    from rnnlab.config import load_config
     from rnnlab.nn.describe import describe
-    from rnnlab.rundir import create_run_dir, read_run_config, task_class
+    from rnnlab.rundir import create_run_dir, load_task_config, read_run_config, task_class
     from rnnlab.training.run_lock import RunLock, RunLocked
     from rnnlab.training.trainer import Trainer, resolve_device
 
@@ -212,7 +212,7 @@ def _train(
     elif not distributed.is_main:
         # Other ranks build the same vocabularies from the same data, in a private directory:
         # only rank 0 writes the run directory.
-        config = load_config(task_class(args.task).config_class, args.config, args.set)
+        config = load_task_config(args.task, args.config, args.set)
         lock(None)
         run_dir = Path(tempfile.mkdtemp(prefix=f"rnnlab-rank{distributed.rank}-"))
         atexit.register(shutil.rmtree, run_dir, ignore_errors=True)
@@ -221,11 +221,7 @@ def _train(
     else:
         if not args.task or not args.out:
             raise RnnlabError("train needs a TASK and --out RUN (or --resume RUN)")
-        config = load_config(task_class(args.task).config_class, args.config, args.set)
-        if config.task != args.task:
-            raise RnnlabError(
-                f"{args.config}: config is for task {config.task!r}, not {args.task!r}"
-            )
+        config = load_task_config(args.task, args.config, args.set)
         run_dir = Path(args.out)
         with reported_as(run_dir):
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -241,6 +237,10 @@ def _train(
         device = torch.device("cuda", distributed.local_rank)
     if distributed.is_main:
         reporter.message(describe(model))
+        if not task.has_validation():
+            reporter.message(
+                "no data.valid: training without validation; best/ will be the last checkpoint"
+            )
         if distributed.enabled:
             reporter.message(f"{distributed.world_size} processes, global batch split across them")
     trainer = Trainer(
@@ -375,46 +375,35 @@ def _translate_exported(args: argparse.Namespace) -> int:
 
 def cmd_translate(args: argparse.Namespace) -> int:
     from rnnlab.export.onnx import is_export_dir
-    from rnnlab.rundir import open_run
+    from rnnlab.inference import Translator, load_as
 
     if is_export_dir(args.run):
         return _translate_exported(args)
-    run = open_run(args.run, device=args.device, overrides=args.set)
-    task = run.task
-    if task.name != "seq2seq":
-        raise RnnlabError(f"{args.run}: translate needs a seq2seq run, this is a {task.name} run")
-    _set_threads(task.config)
+    translator = load_as(
+        Translator, args.run, command="translate", device=args.device, overrides=args.set
+    )
     if args.batch_size:
-        task.config.decode.batch_size = args.batch_size
-    if args.attention_plot and not getattr(run.model, "has_attention", False):
+        translator.batch_size = args.batch_size
+    if args.attention_plot and not translator.has_attention:
         raise RnnlabError(
             f"{args.run}: --attention-plot needs a model with attention "
-            f"(this run has model.attention: {task.config.model.attention})"
+            f"(this run has model.attention: {translator.task.config.model.attention})"
         )
+    beam = max(args.beam or translator.default_beam, args.n_best)
     plotted = False
-    for block in _stdin_blocks(max(args.batch_size or task.config.decode.batch_size, 1) * 8):
-        keep = [i for i, s in enumerate(block) if s.strip()]
-        sources = [task.encode_source(block[i]) for i in keep]
-        decoded = task.translate_ids(
-            run.model,
-            sources,
-            run.device,
-            beam_size=args.beam,
-            n_best=args.n_best,
-            max_len=args.max_len,
+    bar = ConsoleReporter().progress(0, "translating")
+    for block in _stdin_blocks(max(translator.batch_size, 1) * 8):
+        translations = translator.translate(
+            block, beam=beam, n_best=args.n_best, max_len=args.max_len, progress=bar.update
         )
-        out: list[list[str]] = [[""] for _ in block]
-        for i, hyps in zip(keep, decoded, strict=True):
-            out[i] = [task.detokenize(h) for h in hyps]
-        for hyps in out:
-            if args.n_best > 1:
-                print("\t".join(hyps))
-            else:
-                print(hyps[0])
+        for translation in translations:
+            print(translation.line())
         sys.stdout.flush()
-        if args.attention_plot and keep and not plotted:
-            _plot_attention(args, run, block[keep[0]])
+        first = next((line for line in block if line.strip()), None)
+        if args.attention_plot and first is not None and not plotted:
+            _plot_attention(args, translator, first, beam)
             plotted = True
+    bar.close()
     if args.attention_plot and not plotted:
         raise RnnlabError("--attention-plot: no input sentence to plot")
     return 0
@@ -422,7 +411,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Print the prefix and its continuation; greedy unless --temperature or --top-k is given."""
-    from rnnlab.rundir import open_run
+    from rnnlab.data.limits import cut_line
+    from rnnlab.inference import LanguageModel, load_as
 
     if args.length < 0:
         raise RnnlabError(f"--length must be 0 or more, got {args.length}")
@@ -430,27 +420,21 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise RnnlabError(f"--temperature must be positive, got {args.temperature}")
     if args.top_k is not None and args.top_k < 0:
         raise RnnlabError(f"--top-k must be 0 (no limit) or more, got {args.top_k}")
-    from rnnlab.data.limits import cut_line
-
     prefix = cut_line(args.prefix)
     if prefix.cut:
         _notice(prefix.notice("--prefix"))
-    run = open_run(args.run, device=args.device, overrides=args.set)
-    task = run.task
-    if task.name != "lm":
-        raise RnnlabError(f"{args.run}: generate needs an lm run, this is a {task.name} run")
-    _set_threads(task.config)
-    texts = task.generate(  # type: ignore[attr-defined]
-        run.model,
+    model = load_as(
+        LanguageModel, args.run, command="generate", device=args.device, overrides=args.set
+    )
+    sampled = args.temperature is not None or args.top_k is not None
+    text = model.generate(
         prefix.text,
-        run.device,
         length=args.length,
-        greedy=args.temperature is None and args.top_k is None,
-        temperature=args.temperature if args.temperature is not None else 1.0,
+        temperature=(args.temperature or 1.0) if sampled else 0.0,
         top_k=args.top_k or 0,
         seed=args.seed,
     )
-    print(texts[0])
+    print(text)
     return 0
 
 
@@ -469,44 +453,92 @@ def _stdin_conllu_blocks(size: int) -> Iterator[list[Any]]:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    from rnnlab.rundir import open_run
+    from rnnlab.inference import Tagger, load_as
 
-    run = open_run(args.run, device=args.device, overrides=args.set)
-    task = run.task
-    if task.name != "tagger":
-        raise RnnlabError(f"{args.run}: tag needs a tagger run, this is a {task.name} run")
-    _set_threads(task.config)
-    batch_size = max(args.batch_size or task.config.decode.batch_size, 1)
+    tagger = load_as(Tagger, args.run, command="tag", device=args.device, overrides=args.set)
+    if args.batch_size:
+        tagger.batch_size = args.batch_size
+    block_size = max(tagger.batch_size, 1) * 8
+    bar = ConsoleReporter().progress(0, "tagging")
     if args.format == "conllu":
-        column = task.config.data.tag_column
-        for sentences in _stdin_conllu_blocks(batch_size * 8):
-            tags = task.tag(
-                run.model, [s.words for s in sentences], run.device, batch_size=batch_size
-            )
-            for sentence, sentence_tags in zip(sentences, tags, strict=True):
-                sys.stdout.write(sentence.with_tags(column, sentence_tags))
+        column = tagger.task.config.data.tag_column
+        for sentences in _stdin_conllu_blocks(block_size):
+            tagged = tagger.tag([s.words for s in sentences], progress=bar.update)
+            for sentence, result in zip(sentences, tagged, strict=True):
+                sys.stdout.write(sentence.with_tags(column, result.tags))
             sys.stdout.flush()
-        return 0
-    for block in _stdin_blocks(batch_size * 8):
-        sentences = [line.split() for line in block]
-        tags = task.tag(run.model, sentences, run.device, batch_size=batch_size)
-        for words, sentence_tags in zip(sentences, tags, strict=True):
-            print(" ".join(f"{w}/{t}" for w, t in zip(words, sentence_tags, strict=True)))
-        sys.stdout.flush()
+    else:
+        for block in _stdin_blocks(block_size):
+            for result in tagger.tag(block, progress=bar.update):
+                print(result.line())
+            sys.stdout.flush()
+    bar.close()
     return 0
 
 
-def _plot_attention(args: argparse.Namespace, run: Any, sentence: str) -> None:
+def _plot_attention(args: argparse.Namespace, translator: Any, sentence: str, beam: int) -> None:
     """Heatmap of the first input sentence's attention, decoded as it was translated."""
     from rnnlab.plotting import plot_attention
 
-    matrix = run.task.attention_matrix(
-        run.model, sentence, run.device, beam_size=args.beam, max_len=args.max_len
+    [translation] = translator.translate(
+        [sentence], beam=beam, n_best=1, max_len=args.max_len, attention=True
     )
+    matrix = translation.attention
     path = plot_attention(
         matrix.weights, matrix.src_tokens, matrix.out_tokens, args.attention_plot, title=sentence
     )
     print(f"attention plot written to {path}", file=sys.stderr)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Check every model path and the port first (one-line errors), then serve until a signal."""
+    try:
+        from rnnlab.serve.models import parse_model_spec
+        from rnnlab.serve.server import bind, serve
+        from rnnlab.serve.settings import ServeSettings
+    except ImportError as exc:
+        raise RnnlabError(
+            f"serve needs the serve extra (pip install 'rnnlab[serve]'): {exc}"
+        ) from None
+    from rnnlab.inference import load
+    from rnnlab.inference.loading import directory_kind
+    from rnnlab.rundir import read_run_config
+
+    specs = [parse_model_spec(text) for text in args.models]
+    names = [spec.name for spec in specs]
+    for spec in specs:
+        if not spec.name or names.count(spec.name) > 1:
+            raise RnnlabError(
+                f"{spec.path}: model name {spec.name!r} is empty or used twice (use NAME=PATH)"
+            )
+        if directory_kind(spec.path) == "export":
+            raise RnnlabError(f"{spec.path}: serve reads run directories, not exported models")
+        read_run_config(spec.path)
+    try:
+        settings = ServeSettings(
+            max_batch_sentences=args.max_batch_sentences,
+            max_wait_ms=args.max_wait_ms,
+            max_request_bytes=args.max_request_bytes,
+            max_sentences=args.max_sentences,
+            max_chars=args.max_chars,
+            max_queue=args.max_queue,
+        )
+    except ValueError as exc:
+        raise RnnlabError(str(exc).replace("max_", "--max-").replace("_", "-")) from None
+    sock = bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    print(
+        f"rnnlab: serving {', '.join(names)} on http://{host}:{port}", file=sys.stderr, flush=True
+    )
+    failure = serve(
+        specs,
+        sock,
+        settings=settings,
+        loader=lambda path: load(path, device=args.device, threads=args.threads),
+    )
+    if failure is not None:
+        raise RnnlabError(failure)
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -603,6 +635,26 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--device", default="auto")
     tag.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     tag.set_defaults(func=cmd_tag)
+
+    serve = sub.add_parser(
+        "serve", help="serve models over HTTP (JSON API, web page, metrics) with dynamic batching"
+    )
+    serve.add_argument("models", nargs="+", metavar="[NAME=]RUN", help="run directories to serve")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080, help="0 = any free port")
+    serve.add_argument(
+        "--max-batch-sentences", type=int, default=64, help="sentences per batch (1 = no batching)"
+    )
+    serve.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="longest wait for a batch to fill"
+    )
+    serve.add_argument("--max-request-bytes", type=int, default=1_048_576)
+    serve.add_argument("--max-sentences", type=int, default=256, help="per request")
+    serve.add_argument("--max-chars", type=int, default=1000, help="per sentence or prefix")
+    serve.add_argument("--max-queue", type=int, default=1024, help="sentences waiting per model")
+    serve.add_argument("--threads", type=int, default=0, help="PyTorch threads (0 = default)")
+    serve.add_argument("--device", default="auto")
+    serve.set_defaults(func=cmd_serve)
 
     export = sub.add_parser(
         "export", help="export a trained translator for inference outside rnnlab"

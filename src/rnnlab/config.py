@@ -12,14 +12,17 @@ import dataclasses
 import difflib
 import types
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from rnnlab.atomic import atomic_write_text
 from rnnlab.errors import ConfigError
 
-C = TypeVar("C")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+C = TypeVar("C", bound="DataclassInstance")
 
 
 @dataclasses.dataclass
@@ -29,7 +32,7 @@ class DataConfig:
     train: str = ""
     """Training data file (or file prefix for aligned parallel files)."""
     valid: str = ""
-    """Validation data; empty to skip validation."""
+    """Validation data; empty to skip validation. Not inherited: naming data.train alone means none."""
     min_freq: int = 2
     """Tokens seen fewer times in training map to <unk>."""
     max_len: int = 50
@@ -160,7 +163,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, prefix=f"{key}.")
     return value
 
@@ -248,12 +251,25 @@ def load_config(
     """Load ``cls`` from an optional YAML file plus overrides; errors name the file."""
     data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, list(overrides or []))
+    _validate_only_named_data(data)
     try:
         return from_dict(cls, data)
     except ConfigError as exc:
         if path is not None:
             raise ConfigError(f"{path}: {exc}") from None
         raise
+
+
+def _validate_only_named_data(data: dict[str, Any]) -> None:
+    """Training data named without validation data means no validation, never the default's.
+
+    The built-in ``data.valid`` belongs to the built-in training corpus: a German→English model
+    retargeted with ``--set data.train=…`` must not be validated, and its best checkpoint chosen, on
+    English→French sentences.
+    """
+    section = data.get("data")
+    if isinstance(section, dict) and "train" in section and "valid" not in section:
+        section["valid"] = ""
 
 
 def save_config(config: Any, path: str | Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnlab.config import apply_overrides, from_dict, read_yaml, save_config
+from rnnlab.config import apply_overrides, from_dict, load_config, read_yaml, save_config
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.tasks import TASKS, Task
 from rnnlab.training import checkpoint as ckpt
@@ -28,6 +28,25 @@ def task_class(name: str) -> type[Task]:
         return TASKS[name]
     except KeyError:
         raise ConfigError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}") from None
+
+
+def load_task_config(task: str, path: str | Path | None, overrides: list[str] | None = None) -> Any:
+    """The config to train ``task`` with: its defaults, then the YAML file, then the overrides.
+
+    A config written for another task is refused first, by name: its keys would otherwise fail
+    one by one against the wrong schema and point away from the real mistake.
+    """
+    if path is not None:
+        named = read_yaml(path).get("task")
+        if named not in (None, "", task):
+            raise ConfigError(
+                f"{path}: config is for task {named!r}, not {task!r} "
+                f"(train it with: rnnlab train {named} --config {path})"
+            )
+    config = load_config(task_class(task).config_class, path, overrides)
+    if config.task != task:
+        raise ConfigError(f"task {config.task!r} set, but the command trains {task!r}")
+    return config
 
 
 def create_run_dir(path: Path, config: Any, *, overwrite: bool = False) -> None:

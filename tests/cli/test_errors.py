@@ -125,3 +125,32 @@ def test_unknown_words_map_to_unk_and_long_inputs_are_truncated(reverse_corpus, 
     task = open_run(run).task
     ids = task.encode_source("a zzz b " + "c " * 50)
     assert len(ids) == 7 and ids[1] == task.src_vocab.unk_id and ids[-1] == task.src_vocab.eos_id
+
+
+def test_missing_evaluation_data_names_the_path_given(reverse_corpus, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train(reverse_corpus, run, "train.max_steps=2") == 0
+    capsys.readouterr()
+    missing = tmp_path / "missing.tsv"
+    code, message = run_cli(["evaluate", str(run), "--data", str(missing)], capsys)
+    assert_one_line_error(
+        code, message, f"error: {missing}: no such file", f"{missing}.en", f"{missing}.fr"
+    )
+
+
+def test_config_of_another_task_is_named_before_its_keys(capsys):
+    config = "configs/lm/timemachine-char.yaml"
+    code, message = run_cli(["train", "seq2seq", "--config", config, "--out", "unused"], capsys)
+    assert_one_line_error(code, message, config, "config is for task 'lm', not 'seq2seq'")
+    assert "tokenizer" not in message
+
+
+def test_training_without_validation_data_says_so(reverse_corpus, tmp_path, capsys):
+    code = main(
+        ["train", "seq2seq", "--out", str(tmp_path / "run"), "--set", "train.max_steps=2"]
+        + ["--set", f"data.train={reverse_corpus['train']}", "--set", "model.hidden_size=8"]
+    )
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "no data.valid: training without validation" in err
+    assert (tmp_path / "run" / "best" / "model.safetensors").is_file()

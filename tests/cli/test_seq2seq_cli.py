@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import rnnlab
 from rnnlab.cli import main
-from rnnlab.rundir import open_run
 
 TINY = [
     "data.preprocess=none",
@@ -62,8 +62,8 @@ def test_learns_reverse_task(reverse_corpus, tmp_path):
         "metrics.jsonl",
     ):
         assert (run / name).is_file(), name
-    trained = open_run(run)
-    assert trained.task.translate(trained.model, ["a b c d", "", "h g"], trained.device) == [
+    translator = rnnlab.load(run)
+    assert [t.text for t in translator.translate(["a b c d", "", "h g"])] == [
         "d c b a",
         "",
         "g h",
@@ -105,11 +105,11 @@ def test_translate_keeps_order_and_empty_lines(reverse_corpus, tmp_path, monkeyp
     lines = capsys.readouterr().out.split("\n")
     assert len(lines) == 5 and lines[1] == "" and lines[4] == ""
     # Order kept: each output equals translating that line alone.
-    trained = open_run(run)
+    translator = rnnlab.load(run)
     for source, line in zip(
         ["a b c", "d e f g h", "q q"], [lines[0], lines[2], lines[3]], strict=True
     ):
-        assert trained.task.translate(trained.model, [source], trained.device) == [line]
+        assert [t.text for t in translator.translate([source])] == [line]
 
 
 def test_evaluate_json(reverse_corpus, tmp_path, capsys):

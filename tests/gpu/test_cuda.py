@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rnnlab.config import from_dict
+from rnnlab.inference import Translator
 from rnnlab.tasks.seq2seq import Seq2SeqConfig, Seq2SeqTask
 from rnnlab.training.trainer import Trainer
 
@@ -61,6 +62,7 @@ def test_training_and_greedy_decoding_on_cuda_match_cpu(tmp_path, cell):
     assert state.step == 40
     assert next(model.parameters()).is_cuda
     sentences = ["a b c", "h g f e", "d"]
-    on_gpu = task.translate(model, sentences, cuda, beam_size=1)
-    on_cpu = task.translate(model.to("cpu"), sentences, torch.device("cpu"), beam_size=1)
-    assert on_gpu == on_cpu
+    on_gpu = Translator(task=task, model=model, device=cuda).translate(sentences)
+    cpu_model = model.to("cpu")
+    on_cpu = Translator(task=task, model=cpu_model, device=torch.device("cpu")).translate(sentences)
+    assert [t.text for t in on_gpu] == [t.text for t in on_cpu]

@@ -1,4 +1,6 @@
+import collections
 import math
+import random
 
 import pytest
 import sacrebleu
@@ -33,6 +35,11 @@ def test_d2l_bleu_worked_example():
         ("a b", "a b c d", 2, math.exp(1 - 4 / 2)),
         ("", "a b", 2, 0.0),
         ("x", "a b", 2, 0.0),
+        # Shorter than k: n runs up to the prediction's length, so an exact match scores 1.
+        ("est le", "est le", 3, 1.0),
+        ("a", "a", 4, 1.0),
+        ("a b", "a b c", 3, math.exp(1 - 3 / 2)),
+        ("a c", "a b", 4, 0.0),  # p2 = 0
     ],
 )
 def test_d2l_bleu_hand_computed_table(pred, label, k, expected):
@@ -78,3 +85,32 @@ def test_perplexity_definitions():
     assert perplexity(0.0, 10) == 1.0
     assert perplexity(10 * math.log(7), 10) == pytest.approx(7.0)
     assert perplexity(1e6, 1) == math.inf
+
+
+def textbook_bleu(pred_seq: str, label_seq: str, k: int) -> float:
+    """The d2l chapter's ``bleu`` as printed (it divides by zero when the prediction is short)."""
+    pred_tokens, label_tokens = pred_seq.split(" "), label_seq.split(" ")
+    len_pred, len_label = len(pred_tokens), len(label_tokens)
+    score = math.exp(min(0, 1 - len_label / len_pred))
+    for n in range(1, k + 1):
+        num_matches, label_subs = 0, collections.defaultdict(int)
+        for i in range(len_label - n + 1):
+            label_subs[" ".join(label_tokens[i : i + n])] += 1
+        for i in range(len_pred - n + 1):
+            if label_subs[" ".join(pred_tokens[i : i + n])] > 0:
+                num_matches += 1
+                label_subs[" ".join(pred_tokens[i : i + n])] -= 1
+        score *= math.pow(num_matches / (len_pred - n + 1), math.pow(0.5, n))
+    return score
+
+
+def test_d2l_bleu_equals_the_textbook_wherever_the_textbook_is_defined():
+    rng = random.Random(0)
+    checked = 0
+    for _ in range(2000):
+        k = rng.randint(1, 4)
+        pred = " ".join(rng.choice("abcd") for _ in range(rng.randint(k, 8)))
+        label = " ".join(rng.choice("abcd") for _ in range(rng.randint(1, 8)))
+        assert rnnlab.d2l_bleu(pred, label, k) == pytest.approx(textbook_bleu(pred, label, k))
+        checked += 1
+    assert checked == 2000

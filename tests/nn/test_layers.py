@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -146,7 +148,21 @@ def test_python_loops_match_torch(kind, monkeypatch):
 
 def test_loops_are_compiled():
     """On the supported torch the time loops compile; the eager path is only a fallback."""
-    compiled = [lstm_loops.LSTM_FORWARD, lstm_loops.LSTM_BACKWARD, rnn_loops.GRU_FORWARD]
+    loops = [
+        rnn_loops.ELMAN_FORWARD,
+        rnn_loops.ELMAN_BACKWARD,
+        rnn_loops.GRU_FORWARD,
+        rnn_loops.GRU_BACKWARD,
+        lstm_loops.LSTM_FORWARD,
+        lstm_loops.LSTM_BACKWARD,
+        lstm_loops.PEEPHOLE_FORWARD,
+        lstm_loops.PEEPHOLE_BACKWARD,
+        lstm_loops.COUPLED_FORWARD,
+        lstm_loops.COUPLED_BACKWARD,
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback to Python fails this test
+        compiled = [loop._compile() for loop in loops]
     assert all(isinstance(fn, torch.jit.ScriptFunction) for fn in compiled)
 
 

@@ -58,6 +58,19 @@ def tokens_text(tokens: list[str], *, level: Level) -> str:
     return "".join(pieces)
 
 
+def corpus_tokens(text: str, *, level: Level, clean: Clean) -> list[str]:
+    """The tokens of a text given as a string, exactly as ``read_corpus`` reads a file holding it."""
+    if level == "char":
+        return list(clean_text(text, clean))
+    tokens: list[str] = []
+    for line in text.splitlines():
+        words = clean_text(line, clean).split()
+        if words:
+            tokens.extend(words)
+            tokens.append(EOS)
+    return tokens
+
+
 def iter_corpus(
     path: str | Path, *, level: Level, clean: Clean, max_lines: int = 0
 ) -> Iterator[list[str]]:

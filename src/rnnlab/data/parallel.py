@@ -66,12 +66,16 @@ def read_tsv_pairs(
 def iter_aligned_pairs(prefix: str | Path, src_lang: str, tgt_lang: str) -> Iterator[SentencePair]:
     """Sentence pairs from ``PREFIX.src_lang`` and ``PREFIX.tgt_lang`` (each possibly ``.gz``),
     read in step, one line of each in memory at a time."""
-    paths = []
-    for lang in (src_lang, tgt_lang):
-        found = resolve_existing(f"{prefix}.{lang}")
-        if found is None:
-            raise DataError(f"{prefix}.{lang}", "no such file (nor .gz)")
-        paths.append(found)
+    names = [f"{prefix}.{lang}" for lang in (src_lang, tgt_lang)]
+    found = [resolve_existing(name) for name in names]
+    if found[0] is None and found[1] is None:
+        raise DataError(
+            prefix, f"no such file, nor aligned files {names[0]} and {names[1]} (or .gz)"
+        )
+    for name, path, other in zip(names, found, reversed(names), strict=True):
+        if path is None:
+            raise DataError(name, f"no such file (nor .gz), although its aligned {other} exists")
+    paths = [path for path in found if path is not None]
     count = 0
     src_lines, tgt_lines = read_lines(paths[0]), read_lines(paths[1])
     for number, src in src_lines:

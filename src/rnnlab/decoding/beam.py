@@ -17,27 +17,12 @@ without ``<eos>``. With K = 1 and α = 0 this is exactly greedy search.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from rnnlab.decoding.greedy import StepModel
-
-
-@dataclass(frozen=True)
-class Hypothesis:
-    tokens: list[int]
-    """Output token ids without ``<bos>``/``<eos>``."""
-    log_prob: float
-    """Sum of the model's log-probabilities of the tokens (and of ``<eos>`` when it ended)."""
-    score: float
-    """``log_prob`` divided by the length penalty: what hypotheses are ranked by."""
-
-
-def length_penalty(length: int, alpha: float) -> float:
-    """GNMT's lp(|Y|) = ((5 + |Y|) / 6)^α."""
-    return ((5.0 + length) / 6.0) ** alpha
+from rnnlab.decoding.hypothesis import Hypothesis, length_penalty
 
 
 @torch.no_grad()

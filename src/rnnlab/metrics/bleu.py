@@ -20,22 +20,22 @@ import sacrebleu
 
 
 def d2l_bleu(pred_seq: str, label_seq: str, k: int) -> float:
-    """Textbook BLEU of one prediction against one label; an empty prediction scores 0."""
+    """Textbook BLEU of one prediction against one label; an empty prediction scores 0.
+
+    n runs up to ``min(k, len(prediction))``: a prediction shorter than ``k`` has no n-grams of the
+    higher orders, where the textbook code divides by zero. Skipping those orders lets an exact
+    match of any length score 1 and leaves every score the textbook can compute unchanged.
+    """
     pred_tokens, label_tokens = pred_seq.split(), label_seq.split()
     len_pred, len_label = len(pred_tokens), len(label_tokens)
     if len_pred == 0:
         return 0.0
     score = math.exp(min(0.0, 1.0 - len_label / len_pred))
-    for n in range(1, k + 1):
+    for n in range(1, min(k, len_pred) + 1):
         pred_ngrams = Counter(tuple(pred_tokens[i : i + n]) for i in range(len_pred - n + 1))
         label_ngrams = Counter(tuple(label_tokens[i : i + n]) for i in range(len_label - n + 1))
-        total = len_pred - n + 1
-        if total <= 0:
-            # No n-grams of this order exist in the prediction: the textbook divides by zero here;
-            # a precision of 0 is the honest limit.
-            return 0.0
         matches = sum(min(count, label_ngrams[gram]) for gram, count in pred_ngrams.items())
-        score *= math.pow(matches / total, math.pow(0.5, n))
+        score *= math.pow(matches / (len_pred - n + 1), math.pow(0.5, n))
     return score
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def _ratio(num: int, den: int) -> float:
+def _ratio(num: float, den: float) -> float:
     return num / den if den else 0.0
 
 

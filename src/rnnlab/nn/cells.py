@@ -14,6 +14,7 @@ Parameters carry the ``torch.nn`` names and shapes, (G·H, I) and (G·H, H) with
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +38,7 @@ class _Cell(nn.Module):
     ) -> None:
         super().__init__()
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         rows = self.gate_blocks * hidden_size
         self.weight_ih = nn.Parameter(torch.empty(rows, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size, **factory))
@@ -167,15 +168,20 @@ class PeepholeLSTMCell(_Cell):
         for name in ("weight_ci", "weight_cf", "weight_co"):
             self.register_parameter(name, nn.Parameter(torch.empty(self.hidden_size, **factory)))
 
+    def peepholes(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The (H,) peephole weights into the input, forget and output gates."""
+        return self.weight_ci, self.weight_cf, self.weight_co  # type: ignore[return-value]
+
     def forward(
         self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, Tensor]:
         x, (h, c) = self._batched(input, (None, None) if hx is None else hx)
         i, f, g, o = self._gates(x, h).chunk(4, dim=1)
-        i = torch.sigmoid(i + self.weight_ci * c)
-        f = torch.sigmoid(f + self.weight_cf * c)
+        weight_ci, weight_cf, weight_co = self.peepholes()
+        i = torch.sigmoid(i + weight_ci * c)
+        f = torch.sigmoid(f + weight_cf * c)
         c = f * c + i * torch.tanh(g)
-        o = torch.sigmoid(o + self.weight_co * c)  # the output gate peeks at the new cell
+        o = torch.sigmoid(o + weight_co * c)  # the output gate peeks at the new cell
         h = o * torch.tanh(c)
         return (h.squeeze(0), c.squeeze(0)) if input.dim() == 1 else (h, c)
 

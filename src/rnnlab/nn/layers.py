@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -77,7 +78,7 @@ class _RecurrentStack(nn.Module):
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.bidirectional, self.proj_size = bidirectional, proj_size
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         # Names of every direction's parameters in the order its loop takes them (None: absent).
         self._direction_names: list[list[str | None]] = []
         for layer in range(num_layers):
@@ -153,7 +154,7 @@ class _RecurrentStack(nn.Module):
         layers = self.num_layers * self.num_directions
         if hx is None:
             return [like.new_zeros(layers, batch, size) for size in self._state_sizes()]
-        given = list(hx) if self.carries_cell else [hx]
+        given: list[Tensor] = list(hx) if isinstance(hx, (tuple, list)) else [hx]
         if self.carries_cell and len(given) != 2:
             raise ValueError("expected hx to be a tuple (h_0, c_0)")
         states = []
@@ -198,7 +199,8 @@ class _RecurrentStack(nn.Module):
             )
         states = self._initial_states(hx, batch, data, unbatched, sorted_indices)
 
-        layer_input, finals = data, [[] for _ in states]
+        layer_input = data
+        finals: list[list[Tensor]] = [[] for _ in states]
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self.num_directions):
@@ -218,16 +220,22 @@ class _RecurrentStack(nn.Module):
         last_states = [torch.stack(collected) for collected in finals]  # (D·L, B, ·)
 
         if isinstance(input, PackedSequence):
-            output = PackedSequence(layer_input, batch_sizes, sorted_indices, unsorted_indices)
+            packed = PackedSequence(layer_input, batch_sizes, sorted_indices, unsorted_indices)
             if unsorted_indices is not None:
                 last_states = [state.index_select(1, unsorted_indices) for state in last_states]
-        else:
-            output = layer_input.view(steps, batch, -1)  # (T, B, D·P)
-            if unbatched:
-                output, last_states = output.squeeze(1), [s.squeeze(1) for s in last_states]
-            elif self.batch_first:
-                output = output.transpose(0, 1)  # (B, T, D·P)
-        return output, (tuple(last_states) if self.carries_cell else last_states[0])
+            return packed, self._final(last_states)
+        output = layer_input.view(steps, batch, -1)  # (T, B, D·P)
+        if unbatched:
+            output, last_states = output.squeeze(1), [s.squeeze(1) for s in last_states]
+        elif self.batch_first:
+            output = output.transpose(0, 1)  # (B, T, D·P)
+        return output, self._final(last_states)
+
+    def _final(self, last_states: list[Tensor]) -> State:
+        """h_n, or (h_n, c_n) for the LSTM family."""
+        if self.carries_cell:
+            return last_states[0], last_states[1]
+        return last_states[0]
 
     def extra_repr(self) -> str:
         text = f"{self.input_size}, {self.hidden_size}"

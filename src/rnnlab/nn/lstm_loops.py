@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rnnlab.nn.schedule import final_state, fit_state, script_or_eager, time_index
+from rnnlab.nn.schedule import CompiledLoop, final_state, fit_state, time_index
 
 
 def _empty(rows: int, cols: int, like: Tensor) -> Tensor:
@@ -315,9 +315,9 @@ def coupled_backward(
     return d_gates, final_state(dh, dh_done), final_state(dc, dc_done)
 
 
-LSTM_FORWARD = script_or_eager(lstm_forward)
-LSTM_BACKWARD = script_or_eager(lstm_backward)
-PEEPHOLE_FORWARD = script_or_eager(peephole_forward)
-PEEPHOLE_BACKWARD = script_or_eager(peephole_backward)
-COUPLED_FORWARD = script_or_eager(coupled_forward)
-COUPLED_BACKWARD = script_or_eager(coupled_backward)
+LSTM_FORWARD = CompiledLoop(lstm_forward)
+LSTM_BACKWARD = CompiledLoop(lstm_backward)
+PEEPHOLE_FORWARD = CompiledLoop(peephole_forward)
+PEEPHOLE_BACKWARD = CompiledLoop(peephole_backward)
+COUPLED_FORWARD = CompiledLoop(coupled_forward)
+COUPLED_BACKWARD = CompiledLoop(coupled_backward)

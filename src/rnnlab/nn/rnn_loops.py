@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from rnnlab.nn.schedule import final_state, fit_state, script_or_eager, time_index
+from rnnlab.nn.schedule import CompiledLoop, final_state, fit_state, time_index
 
 
 def elman_forward(
@@ -156,7 +156,7 @@ def gru_backward(
     return d_gx, d_gh, final_state(dh, dh_done)
 
 
-ELMAN_FORWARD = script_or_eager(elman_forward)
-ELMAN_BACKWARD = script_or_eager(elman_backward)
-GRU_FORWARD = script_or_eager(gru_forward)
-GRU_BACKWARD = script_or_eager(gru_backward)
+ELMAN_FORWARD = CompiledLoop(elman_forward)
+ELMAN_BACKWARD = CompiledLoop(elman_backward)
+GRU_FORWARD = CompiledLoop(gru_forward)
+GRU_BACKWARD = CompiledLoop(gru_backward)

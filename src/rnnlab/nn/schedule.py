@@ -18,12 +18,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any
 
 import torch
 from torch import Tensor
-
-F = TypeVar("F", bound=Callable)
 
 
 @dataclass(frozen=True)
@@ -52,21 +50,44 @@ class Schedule:
         return Schedule(self.batch_sizes, self.offsets, not self.reverse)
 
 
-def script_or_eager(fn: F) -> F:
-    """Compile a time loop with TorchScript, or return it unchanged if that fails.
+class CompiledLoop:
+    """A time loop compiled with TorchScript on its first call, or run as Python if that fails.
 
     TorchScript runs the loop without the Python interpreter between the per-step kernels and keeps
     the loop a loop, whatever the number of steps. ``torch.compile`` traces the Python loop instead:
     it unrolls it and guards on the ``batch_sizes`` list, so every new sequence length or packed
-    layout means a new compilation -- in a training run, nearly every batch. The loops are plain
-    Python as well, so a torch build without TorchScript runs them eagerly, with the same results.
+    layout means a new compilation -- in a training run, nearly every batch.
+
+    Compiling waits for the first call so that ``import rnnlab.nn`` stays cheap and a program that
+    never runs a scratch layer never compiles one. A failed compile is reported once, as a
+    ``RuntimeWarning`` naming the loop, and the plain Python loop runs instead, with the same results.
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.script(fn)
-    except Exception:  # noqa: BLE001 - any failure to compile means: run the Python loop instead
-        return fn
+
+    def __init__(self, fn: Callable) -> None:
+        self.fn = fn
+        self.__name__ = fn.__name__
+        self.__doc__ = fn.__doc__
+        self._compiled: Callable | None = None
+
+    def __call__(self, *args: Any) -> Any:
+        if self._compiled is None:
+            self._compiled = self._compile()
+        return self._compiled(*args)
+
+    def _compile(self) -> Callable:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return torch.jit.script(self.fn)
+        except Exception as exc:  # noqa: BLE001 - any failure to compile means: run the Python loop
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            warnings.warn(
+                f"TorchScript could not compile the time loop {self.__name__} "
+                f"({type(exc).__name__}: {reason}); running it as Python (same results, slower)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return self.fn
 
 
 # The helpers below run inside the compiled loops, so they keep to what TorchScript understands.

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from rnnlab.data.bundled import bundled_path
 from rnnlab.data.lm_corpus import iter_corpus, text_tokens, tokens_text
 from rnnlab.data.lm_stream import epoch_offset, random_batches, sequential_batches
 from rnnlab.data.vocab import EOS, UNK, Vocab
@@ -49,8 +50,8 @@ EVAL_CHUNK = 256
 class LMDataConfig(DataConfig):
     """LM data; ``max_len`` is unused (``train.bptt`` sets the sequence length)."""
 
-    train: str = "data/timemachine/train.txt"
-    valid: str = "data/timemachine/valid.txt"
+    train: str = field(default_factory=lambda: bundled_path("timemachine/train.txt"))
+    valid: str = field(default_factory=lambda: bundled_path("timemachine/valid.txt"))
     min_freq: int = 1
     """Tokens seen fewer times in training map to <unk>."""
     max_examples: int = 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from pathlib import Path
@@ -19,12 +19,15 @@ from torch import Tensor, nn
 
 from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches, truncate_pad
+from rnnlab.data.bundled import bundled_path
 from rnnlab.data.id_sequences import IdSequences
 from rnnlab.data.parallel import SentencePair, iter_parallel
 from rnnlab.data.text import preprocess_textbook
 from rnnlab.data.tokenizers import SentencePieceTokenizer, Tokenizer, WordTokenizer
 from rnnlab.data.vocab import Vocab
-from rnnlab.decoding.greedy import greedy_search
+from rnnlab.decoding.beam import beam_search_hypotheses
+from rnnlab.decoding.greedy import greedy_hypotheses
+from rnnlab.decoding.hypothesis import Hypothesis
 from rnnlab.errors import RnnlabError
 from rnnlab.metrics.bleu import corpus_bleu, corpus_bleu_with_signature, mean_d2l_bleu
 from rnnlab.metrics.perplexity import perplexity
@@ -35,8 +38,8 @@ from rnnlab.training.losses import masked_token_nll, select_valid
 
 @dataclass
 class Seq2SeqDataConfig(DataConfig):
-    train: str = "data/fra-eng/train.tsv.gz"
-    valid: str = "data/fra-eng/valid.tsv"
+    train: str = field(default_factory=lambda: bundled_path("fra-eng/train.tsv.gz"))
+    valid: str = field(default_factory=lambda: bundled_path("fra-eng/valid.tsv"))
     test: str = ""
     """Optional test data, evaluated at the end of training."""
     src_lang: str = "en"
@@ -335,7 +338,7 @@ class Seq2SeqTask(Task):
 
     # -- decoding -------------------------------------------------------------------------------
     @torch.no_grad()
-    def translate_ids(
+    def translate_hypotheses(
         self,
         model: nn.Module,
         sources: Sequence[list[int]],
@@ -344,88 +347,74 @@ class Seq2SeqTask(Task):
         beam_size: int | None = None,
         n_best: int = 1,
         max_len: int | None = None,
-        progress: Any = None,
-    ) -> list[list[list[int]]]:
-        """Decode encoded sources in length-sorted batches; results in input order, n_best each."""
+        length_penalty: float | None = None,
+        batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[list[Hypothesis]]:
+        """Decode encoded sources in length-sorted batches; ``n_best`` hypotheses each, input order.
+
+        Greedy search runs when one hypothesis of one beam is asked for (beam search with one beam
+        gives the same output, more slowly). ``progress`` is called with the sentences of each batch.
+        """
         assert self.tgt_vocab is not None and self.src_vocab is not None
         model.eval()
         decode = self.config.decode
         beam_size = beam_size or decode.beam_size
         max_len = max_len or decode.max_len
-        results: list[list[list[int]]] = [[] for _ in sources]
-        for ids in sorted_batches([len(s) for s in sources], decode.batch_size):
+        alpha = decode.length_penalty if length_penalty is None else length_penalty
+        size = max(batch_size or decode.batch_size, 1)
+        results: list[list[Hypothesis]] = [[] for _ in sources]
+        for ids in sorted_batches([len(s) for s in sources], size):
             src_ids, src_lengths = pad_batch([sources[i] for i in ids], self.src_vocab.pad_id)
             src_ids, src_lengths = src_ids.to(device), src_lengths.to(device)
             state = model.start(src_ids, src_lengths)
+            search = dict(
+                batch_size=len(ids),
+                bos_id=self.tgt_vocab.bos_id,
+                eos_id=self.tgt_vocab.eos_id,
+                max_len=max_len,
+                length_penalty_alpha=alpha,
+                device=device,
+            )
             if beam_size > 1 or n_best > 1:
-                from rnnlab.decoding.beam import beam_search
-
-                hyps = beam_search(
-                    model,
-                    state,
-                    batch_size=len(ids),
-                    beam_size=max(beam_size, n_best),
-                    n_best=n_best,
-                    bos_id=self.tgt_vocab.bos_id,
-                    eos_id=self.tgt_vocab.eos_id,
-                    max_len=max_len,
-                    length_penalty=decode.length_penalty,
-                    device=device,
+                hyps = beam_search_hypotheses(
+                    model, state, beam_size=max(beam_size, n_best), n_best=n_best, **search
                 )
             else:
-                hyps = [
-                    [h]
-                    for h in greedy_search(
-                        model,
-                        state,
-                        batch_size=len(ids),
-                        bos_id=self.tgt_vocab.bos_id,
-                        eos_id=self.tgt_vocab.eos_id,
-                        max_len=max_len,
-                        device=device,
-                    )
-                ]
+                hyps = [[h] for h in greedy_hypotheses(model, state, **search)]
             for i, hyp in zip(ids, hyps, strict=True):
                 results[i] = hyp
             if progress is not None:
                 progress(len(ids))
         return results
 
+    def translate_ids(
+        self, model: nn.Module, sources: list[list[int]], device: torch.device, **decode: Any
+    ) -> list[list[list[int]]]:
+        """Token ids of ``translate_hypotheses``: what metrics and benchmarks need."""
+        hyps = self.translate_hypotheses(model, sources, device, **decode)
+        return [[h.tokens for h in sentence] for sentence in hyps]
+
     @torch.no_grad()
-    def attention_matrix(
-        self, model: nn.Module, sentence: str, device: torch.device, **decode: Any
+    def attention_of(
+        self, model: nn.Module, src: list[int], output: list[int], device: torch.device
     ) -> AttentionMatrix:
-        """Translate ``sentence`` (best hypothesis) and return where each output token attended."""
+        """Where each token of ``output`` (a decoded hypothesis of ``src``) attended in the source."""
         assert self.src_vocab is not None and self.tgt_vocab is not None
         if not getattr(model, "has_attention", False):
             raise RnnlabError("this model has no attention to plot (model.attention: none)")
-        src = self.encode_source(sentence)
-        hyp = self.translate_ids(model, [src], device, **decode)[0][0]
         src_ids = torch.tensor([src], device=device)
-        tgt_in = torch.tensor([[self.tgt_vocab.bos_id, *hyp]], device=device)
+        tgt_in = torch.tensor([[self.tgt_vocab.bos_id, *output]], device=device)
         weights = model.attention_weights(src_ids, torch.tensor([len(src)]), tgt_in)[0]
         return AttentionMatrix(
             src_tokens=self.src_vocab.decode(src, strip_specials=False),
-            out_tokens=[*self.tgt_vocab.decode(hyp, strip_specials=False), "<eos>"],
+            out_tokens=[*self.tgt_vocab.decode(output, strip_specials=False), "<eos>"],
             weights=weights.cpu(),
         )
 
     def detokenize(self, ids: list[int]) -> str:
         assert self.tgt_vocab is not None
         return self.tgt_tokenizer.decode(self.tgt_vocab.decode(ids))
-
-    def translate(
-        self, model: nn.Module, sentences: list[str], device: torch.device, **kwargs: Any
-    ) -> list[str]:
-        """Translate raw sentences (best hypothesis each); an empty line translates to ''."""
-        keep = [i for i, s in enumerate(sentences) if s.strip()]
-        decoded = self.translate_ids(
-            model, [self.encode_source(sentences[i]) for i in keep], device, **kwargs
-        )
-        out = [""] * len(sentences)
-        for i, hyps in zip(keep, decoded, strict=True):
-            out[i] = self.detokenize(hyps[0])
-        return out
 
     # -- metrics --------------------------------------------------------------------------------
     def _bleu_metrics(

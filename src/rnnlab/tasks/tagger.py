@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 from rnnlab.atomic import atomic_write_text
 from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches
+from rnnlab.data.bundled import bundled_path
 from rnnlab.data.conllu_io import TagColumn
 from rnnlab.data.tagged import TaggedFormat, TaggedSentence, iter_tagged, read_tagged
 from rnnlab.data.tagset import TagSet
@@ -38,8 +40,8 @@ from rnnlab.tasks.base import Batch, LossOutput, Task
 
 @dataclass
 class TaggerDataConfig(DataConfig):
-    train: str = "data/ud-ewt-sample/train.conllu"
-    valid: str = "data/ud-ewt-sample/dev.conllu"
+    train: str = field(default_factory=lambda: bundled_path("ud-ewt-sample/train.conllu"))
+    valid: str = field(default_factory=lambda: bundled_path("ud-ewt-sample/dev.conllu"))
     test: str = ""
     """Optional test data, evaluated at the end of training."""
     format: TaggedFormat = "auto"
@@ -316,8 +318,12 @@ class TaggerTask(Task):
         device: torch.device,
         *,
         batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> list[list[int]]:
-        """Tag ids per sentence, in input order; an empty sentence gets none."""
+        """Tag ids per sentence, in input order; an empty sentence gets none.
+
+        ``progress`` is called with the number of sentences of each finished batch.
+        """
         model.eval()
         results: list[list[int]] = [[] for _ in sentences]
         keep = [i for i, s in enumerate(sentences) if s]
@@ -328,6 +334,8 @@ class TaggerTask(Task):
             predicted = model.decode(self._emissions(model, batch), batch.lengths).tolist()
             for i, tags in zip(rows, predicted, strict=True):
                 results[i] = tags[: len(sentences[i])]
+            if progress is not None:
+                progress(len(rows))
         return results
 
     def tag(
@@ -337,12 +345,15 @@ class TaggerTask(Task):
         device: torch.device,
         *,
         batch_size: int | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> list[list[str]]:
         """Tags per sentence (strings), in input order."""
         assert self.tagset is not None
         return [
             self.tagset.decode(ids)
-            for ids in self.tag_ids(model, sentences, device, batch_size=batch_size)
+            for ids in self.tag_ids(
+                model, sentences, device, batch_size=batch_size, progress=progress
+            )
         ]
 
     # -- metrics --------------------------------------------------------------------------------

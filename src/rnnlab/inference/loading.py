@@ -1,0 +1,95 @@
+"""``rnnlab.load``: open a directory as the inference object of its task.
+
+What a directory is decides how it is opened: a run directory (``config.yaml``) goes through
+``rnnlab.rundir.open_run``; an export directory (``rnnlab-export.json``, written by ``rnnlab
+export``) is recognised so that it can be dispatched to its own runtime, and is refused here until
+that runtime covers every task.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from rnnlab.errors import RnnlabError
+from rnnlab.inference.language_model import LanguageModel
+from rnnlab.inference.tagger import Tagger
+from rnnlab.inference.translator import Translator
+from rnnlab.rundir import CONFIG_FILE, open_run
+
+InferenceModel = Translator | Tagger | LanguageModel
+"""What ``load`` returns: one class per task."""
+
+KINDS: dict[str, type[InferenceModel]] = {
+    "seq2seq": Translator,
+    "tagger": Tagger,
+    "lm": LanguageModel,
+}
+
+EXPORT_MANIFEST = "rnnlab-export.json"
+
+Model = TypeVar("Model", Translator, Tagger, LanguageModel)
+
+
+def directory_kind(path: Path) -> Literal["run", "export"]:
+    """Which loader reads ``path``; a one-line error for anything else."""
+    if (path / EXPORT_MANIFEST).is_file():
+        return "export"
+    if not path.is_dir():
+        raise RnnlabError(f"{path}: no such run directory")
+    if not (path / CONFIG_FILE).is_file():
+        raise RnnlabError(f"{path}: not an rnnlab run directory (no {CONFIG_FILE})")
+    return "run"
+
+
+def load(
+    path: str | Path,
+    *,
+    device: str = "auto",
+    threads: int = 0,
+    overrides: list[str] | None = None,
+) -> InferenceModel:
+    """The ``Translator``, ``Tagger`` or ``LanguageModel`` of a directory, with its best weights.
+
+    ``threads`` > 0 sets PyTorch's intra-op threads (a process-wide setting; 0 = the run's
+    ``train.num_threads`` when that is set, else PyTorch's default); ``overrides`` are
+    ``section.key=value`` settings applied to the run's config (e.g. ``decode.max_len=80``).
+    """
+    import torch
+
+    path = Path(path)
+    if directory_kind(path) == "export":
+        raise RnnlabError(
+            f"{path}: an exported model; rnnlab.load reads run directories "
+            f"(rnnlab translate {path} runs an exported translator)"
+        )
+    run = open_run(path, device=device, overrides=overrides)
+    if threads > 0:
+        torch.set_num_threads(threads)
+    elif run.task.config.train.num_threads > 0:
+        torch.set_num_threads(run.task.config.train.num_threads)
+    cls = KINDS[run.task.name]
+    return cls(task=run.task, model=run.model, device=run.device)  # type: ignore[arg-type]
+
+
+def load_as(
+    cls: type[Model],
+    path: str | Path,
+    *,
+    command: str,
+    device: str = "auto",
+    threads: int = 0,
+    overrides: list[str] | None = None,
+) -> Model:
+    """``load`` for a command that needs one kind of model; a one-line error for another kind."""
+    from rnnlab.rundir import read_run_config
+
+    if directory_kind(Path(path)) == "run":
+        task_name = read_run_config(Path(path), overrides).task
+        if task_name != cls.task_name:
+            raise RnnlabError(
+                f"{path}: {command} needs a {cls.task_name} run, this is a {task_name} run"
+            )
+    model = load(path, device=device, threads=threads, overrides=overrides)
+    assert isinstance(model, cls)
+    return model

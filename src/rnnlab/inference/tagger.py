@@ -1,0 +1,51 @@
+"""Tag sentences with a trained tagger: the one implementation the CLI and server share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from rnnlab.inference.results import TaggedSentence
+from rnnlab.tasks.tagger import TaggerTask
+
+
+class Tagger:
+    """A tagger model with its vocabularies and tag set, ready to tag."""
+
+    task_name = "tagger"
+
+    def __init__(self, *, task: TaggerTask, model: nn.Module, device: torch.device) -> None:
+        self.task = task
+        self.model = model
+        self.device = device
+        self.batch_size = task.config.decode.batch_size
+        """Sentences tagged together."""
+
+    def describe(self) -> dict[str, Any]:
+        """Facts a client shows when picking a model (``GET /v1/models``)."""
+        task = self.task
+        assert task.word_vocab is not None and task.tagset is not None
+        return {
+            "task": self.task_name,
+            "tag_column": task.config.data.tag_column,
+            "word_vocab_size": len(task.word_vocab),
+            "tags": list(task.tagset.itos),
+            "cell": task.config.model.cell,
+            "crf": task.config.model.crf,
+        }
+
+    def tag(
+        self,
+        sentences: list[str] | list[list[str]],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[TaggedSentence]:
+        """Tags per sentence, in order. A string is split on whitespace; an empty sentence gets no tags."""
+        words = [s.split() if isinstance(s, str) else list(s) for s in sentences]
+        tags = self.task.tag(
+            self.model, words, self.device, batch_size=self.batch_size, progress=progress
+        )
+        return [TaggedSentence(tokens=w, tags=t) for w, t in zip(words, tags, strict=True)]

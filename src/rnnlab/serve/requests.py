@@ -1,0 +1,181 @@
+"""Parse and check request bodies into typed requests, before anything reaches a model.
+
+Every rule here maps to one status code: a body that is not JSON, a missing field, an unknown field
+or a value of the wrong type is a 400; too many sentences is a 413; a value of the right type that is
+out of range (an over-long sentence, ``beam`` < 1, ``n_best`` > ``beam``, a negative length) is a 422.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from rnnlab.serve.errors import ApiError
+from rnnlab.serve.settings import ServeSettings
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How a translate request decodes; also its batch key, as batched sentences share settings."""
+
+    beam: int = 1
+    n_best: int = 1
+    attention: bool = False
+    max_len: int | None = None
+    length_penalty: float | None = None
+
+
+@dataclass(frozen=True)
+class TranslateRequest:
+    text: list[str]
+    decode: DecodeSettings
+
+
+@dataclass(frozen=True)
+class TagRequest:
+    tokens: list[list[str]]
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    prefix: str
+    length: int = 100
+    temperature: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "body must be a JSON object")
+    return data
+
+
+def _check_fields(data: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ApiError(400, f"unknown field {unknown[0]!r}; expected some of {', '.join(allowed)}")
+
+
+def _int(data: dict[str, Any], name: str, default: int | None) -> int | None:
+    value = data.get(name, default)
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ApiError(400, f"{name} must be an integer, got {json.dumps(value)[:40]}")
+    return value
+
+
+def _number(data: dict[str, Any], name: str, default: float | None) -> float | None:
+    value = data.get(name, default)
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ApiError(400, f"{name} must be a number, got {json.dumps(value)[:40]}")
+    return float(value)
+
+
+def _bool(data: dict[str, Any], name: str, default: bool) -> bool:
+    value = data.get(name, default)
+    if not isinstance(value, bool):
+        raise ApiError(400, f"{name} must be true or false, got {json.dumps(value)[:40]}")
+    return value
+
+
+def _string_list(value: Any, name: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise ApiError(400, f"{name} must be a list of strings")
+    return value
+
+
+def _check_count(count: int, limits: ServeSettings) -> None:
+    if count > limits.max_sentences:
+        raise ApiError(
+            413, f"{count} sentences in one request; the limit is {limits.max_sentences}"
+        )
+
+
+def _check_length(text: str, what: str, limits: ServeSettings) -> None:
+    if len(text) > limits.max_chars:
+        raise ApiError(422, f"{what} has {len(text)} characters; the limit is {limits.max_chars}")
+
+
+def parse_translate(data: dict[str, Any], limits: ServeSettings) -> TranslateRequest:
+    _check_fields(data, ("text", "beam", "n_best", "attention", "max_len", "length_penalty"))
+    if "text" not in data:
+        raise ApiError(400, "missing field 'text' (a list of sentences)")
+    text = _string_list(data["text"], "text")
+    _check_count(len(text), limits)
+    for i, line in enumerate(text):
+        _check_length(line, f"text[{i}]", limits)
+    request = DecodeSettings(
+        beam=_int(data, "beam", 1) or 0,
+        n_best=_int(data, "n_best", 1) or 0,
+        attention=_bool(data, "attention", False),
+        max_len=_int(data, "max_len", None),
+        length_penalty=_number(data, "length_penalty", None),
+    )
+    if request.beam < 1:
+        raise ApiError(422, f"beam must be 1 or more, got {request.beam}")
+    if not 1 <= request.n_best <= request.beam:
+        raise ApiError(
+            422, f"n_best must be between 1 and beam ({request.beam}), got {request.n_best}"
+        )
+    if request.max_len is not None and not 1 <= request.max_len <= limits.max_chars:
+        raise ApiError(422, f"max_len must be between 1 and {limits.max_chars}")
+    if request.length_penalty is not None and request.length_penalty < 0:
+        raise ApiError(422, f"length_penalty must be 0 or more, got {request.length_penalty}")
+    return TranslateRequest(text=text, decode=request)
+
+
+def parse_tag(data: dict[str, Any], limits: ServeSettings) -> TagRequest:
+    _check_fields(data, ("text", "tokens"))
+    if ("text" in data) == ("tokens" in data):
+        raise ApiError(400, "give exactly one of 'text' (sentences) or 'tokens' (lists of words)")
+    if "text" in data:
+        text = _string_list(data["text"], "text")
+        _check_count(len(text), limits)
+        for i, line in enumerate(text):
+            _check_length(line, f"text[{i}]", limits)
+        return TagRequest(tokens=[line.split() for line in text])
+    value = data["tokens"]
+    if not isinstance(value, list):
+        raise ApiError(400, "tokens must be a list of lists of strings")
+    _check_count(len(value), limits)
+    sentences = [_string_list(words, f"tokens[{i}]") for i, words in enumerate(value)]
+    for i, words in enumerate(sentences):
+        _check_length(" ".join(words), f"tokens[{i}]", limits)
+        if any(not w or w != w.strip() or len(w.split()) != 1 for w in words):
+            raise ApiError(422, f"tokens[{i}] has an empty word or a word with spaces")
+    return TagRequest(tokens=sentences)
+
+
+def parse_generate(data: dict[str, Any], limits: ServeSettings) -> GenerateRequest:
+    _check_fields(data, ("prefix", "length", "temperature", "top_k", "seed"))
+    prefix = data.get("prefix")
+    if not isinstance(prefix, str):
+        raise ApiError(400, "prefix must be a string")
+    _check_length(prefix, "prefix", limits)
+    request = GenerateRequest(
+        prefix=prefix,
+        length=_int(data, "length", min(100, limits.max_chars)) or 0,
+        temperature=_number(data, "temperature", 1.0) or 0.0,
+        top_k=_int(data, "top_k", 0) or 0,
+        seed=_int(data, "seed", None),
+    )
+    if not 0 <= request.length <= limits.max_chars:
+        raise ApiError(
+            422, f"length must be between 0 and {limits.max_chars}, got {request.length}"
+        )
+    if request.temperature < 0:
+        raise ApiError(422, f"temperature must be 0 (greedy) or more, got {request.temperature}")
+    if request.top_k < 0:
+        raise ApiError(422, f"top_k must be 0 (no limit) or more, got {request.top_k}")
+    if request.seed is not None and not 0 <= request.seed < 2**63:
+        raise ApiError(422, "seed must be between 0 and 2^63 - 1")
+    return request

@@ -1,0 +1,89 @@
+"""Run the app under uvicorn on a socket bound first, so a busy port is a one-line error.
+
+SIGTERM and SIGINT stop accepting connections, let in-flight requests finish, stop the model
+workers and return normally (exit status 0); uvicorn's own handler would re-raise the signal after
+the graceful stop, which ends the process with the signal's status instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+
+import uvicorn
+
+from rnnlab.errors import RnnlabError
+from rnnlab.serve.app import create_app
+from rnnlab.serve.metrics import ServeMetrics
+from rnnlab.serve.models import Loader, ModelRegistry, ModelSpec
+from rnnlab.serve.settings import ServeSettings
+
+GRACEFUL_SHUTDOWN_S = 60
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals reach the main thread only (a server run by a test, say)
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket; a port in use (or a bad host) is a one-line user error."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise RnnlabError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise RnnlabError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(
+    specs: list[ModelSpec],
+    sock: socket.socket,
+    *,
+    settings: ServeSettings,
+    loader: Loader,
+    log_level: str = "info",
+) -> str | None:
+    """Serve until a signal; the one-line reason when a model failed to load, else None."""
+    metrics = ServeMetrics()
+    registry = ModelRegistry(specs, settings=settings, metrics=metrics, loader=loader)
+    failures: list[str] = []
+    servers: list[_Server] = []
+
+    def stop_on_failure(message: str) -> None:
+        failures.append(message)
+        for server in servers:
+            server.should_exit = True
+
+    config = uvicorn.Config(
+        create_app(registry, settings, metrics, on_load_failure=stop_on_failure),
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        lifespan="on",
+    )
+    servers.append(_Server(config))
+    servers[0].run(sockets=[sock])
+    return failures[0] if failures else None
