@@ -39,11 +39,12 @@ def _reason(exc: BaseException) -> str:
 @contextmanager
 def reported_as(path: str | Path, *errors: type[BaseException]) -> Iterator[None]:
     """Turn an ``OSError`` (and any of ``errors``) raised inside into ``WriteFailed(path)``."""
+    caught: tuple[type[BaseException], ...] = (OSError, *errors)
     try:
         yield
     except RnnlabError:
         raise
-    except (OSError, *errors) as exc:
+    except caught as exc:
         raise WriteFailed(path, _reason(exc)) from None
 
 

@@ -122,6 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.nproc > 1 and not launched_by_torchrun():
         return _relaunch_with_torchrun(args.argv, args.nproc)
+    from rnnlab.training.run_lock import RunLocked
     from rnnlab.training.trainer import TrainingStopped
 
     config_device = _peek_device(args)
@@ -131,6 +132,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             should_stop = cleanup.enter_context(_stop_on_sigterm())
             try:
                 return _train(args, distributed, cleanup, should_stop)
+            except RunLocked:
+                if distributed.is_main:
+                    raise
+                return EXIT_USER_ERROR  # rank 0 names the holder; one line is enough
             except TrainingStopped:
                 if distributed.is_main:
                     print("rnnlab: terminated", file=sys.stderr)
@@ -173,17 +178,29 @@ def _train(
     from rnnlab.atomic import reported_as
     from rnnlab.nn.describe import describe
     from rnnlab.rundir import create_run_dir, load_task_config, read_run_config, task_class
-    from rnnlab.training.run_lock import RunLock
+    from rnnlab.training.run_lock import RunLock, RunLocked
     from rnnlab.training.trainer import Trainer, resolve_device
 
     reporter = ConsoleReporter()
 
-    def lock(run_dir: Path) -> None:
-        """Only rank 0 writes the run directory, so only rank 0 holds its lock."""
+    def lock(run_dir: Path | None) -> None:
+        """Only rank 0 writes the run directory, so only rank 0 holds its lock; every rank calls
+        this, so that all of them stop (silently but rank 0) when another trainer holds it."""
+        refused: RunLocked | None = None
         if distributed.is_main:
-            held = cleanup.enter_context(RunLock.acquire(run_dir))
-            if held.notice:
-                reporter.message(held.notice)
+            assert run_dir is not None
+            try:
+                held = cleanup.enter_context(RunLock.acquire(run_dir))
+            except RunLocked as exc:
+                refused = exc
+            else:
+                if held.notice:
+                    reporter.message(held.notice)
+        message = distributed.broadcast(str(refused) if refused else None)
+        if refused is not None:
+            raise refused
+        if message is not None:
+            raise RunLocked(message)
 
     if args.resume:
         # Every rank reads the run directory (on several machines: a shared filesystem).
@@ -196,6 +213,7 @@ def _train(
         # Other ranks build the same vocabularies from the same data, in a private directory:
         # only rank 0 writes the run directory.
         config = load_task_config(args.task, args.config, args.set)
+        lock(None)
         run_dir = Path(tempfile.mkdtemp(prefix=f"rnnlab-rank{distributed.rank}-"))
         atexit.register(shutil.rmtree, run_dir, ignore_errors=True)
         task = task_class(config.task)(config, run_dir)

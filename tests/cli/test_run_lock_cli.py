@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from rnnlab.cli import main
-from tests.training.test_run_lock import dead_pid, hold_lock_in_child
+from tests.training.test_run_lock import REPO, dead_pid, hold_lock_in_child
 
 from .test_seq2seq_cli import train
 
@@ -41,3 +44,23 @@ def test_lock_left_by_a_dead_trainer_is_taken_over(reverse_corpus, tmp_path: Pat
     notices = [line for line in err.splitlines() if "taking over the lock" in line]
     assert len(notices) == 1 and f"process {pid}" in notices[0]
     assert not (run / ".lock").exists()
+
+
+def test_second_writer_with_nproc_is_refused_once(reverse_corpus, tmp_path: Path):
+    run = tmp_path / "run"
+    assert train(reverse_corpus, run, "train.max_steps=2") == 0
+    holder = hold_lock_in_child(run)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "rnnlab", "train", "--resume", str(run), "--nproc", "2"],
+            env={**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        holder.communicate("")
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("rnnlab: error: ")]
+    assert len(errors) == 1 and f"pid {holder.pid}" in errors[0]  # rank 0 speaks, rank 1 stops
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]

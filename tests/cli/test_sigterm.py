@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -16,50 +15,21 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
+
+from tests.training.test_distributed import (
+    assert_same_weights,
+    rnnlab,
+    train_losses,
+    write_reverse_task,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-WORDS = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
 BATCHES_PER_EPOCH = 600
-
-
-def write_config(folder: Path) -> Path:
-    """A reverse-the-sentence task with a long first epoch of tiny steps (no dropout: see
-    tests/training/test_distributed.py)."""
-    rng = random.Random(0)
-    lines = []
-    for _ in range(BATCHES_PER_EPOCH * 4):
-        words = [rng.choice(WORDS) for _ in range(rng.randint(2, 6))]
-        lines.append(" ".join(words) + "\t" + " ".join(reversed(words)))
-    (folder / "train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    config = folder / "tiny.yaml"
-    config.write_text(
-        f"""task: seq2seq
-seed: 5
-data: {{train: {folder / "train.tsv"}, valid: "", preprocess: none, min_freq: 1, max_len: 8}}
-model: {{embed_size: 8, hidden_size: 8, num_layers: 1, dropout: 0.0}}
-train: {{epochs: 1, batch_size: 4, lr: 0.01, log_every: 1, device: cpu, num_threads: 1}}
-""",
-        encoding="utf-8",
-    )
-    return config
 
 
 def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-
-
-def rnnlab(*args: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "rnnlab", *args],
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def steps_logged(run: Path) -> int:
@@ -90,26 +60,18 @@ def trainer_state(run: Path) -> dict:
         return json.loads(handle.metadata()["trainer"])["trainer"]
 
 
-def train_losses(run: Path) -> list[float]:
-    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r["train_loss"] for r in records]
-
-
 def assert_same_run(a: Path, b: Path) -> None:
     losses_a, losses_b = train_losses(a), train_losses(b)
     assert len(losses_a) == len(losses_b)
     for x, y in zip(losses_a, losses_b, strict=True):
         assert x == pytest.approx(y, rel=1e-5)
-    wa = load_file(str(a / "last" / "model.safetensors"))
-    wb = load_file(str(b / "last" / "model.safetensors"))
-    assert wa.keys() == wb.keys()
-    for name in wa:
-        torch.testing.assert_close(wa[name], wb[name], rtol=0, atol=1e-6, msg=name)
+    assert_same_weights(a, b)
 
 
 @pytest.mark.parametrize("nproc", [1, 2], ids=["one-process", "nproc-2"])
 def test_sigterm_saves_and_resume_equals_uninterrupted(tmp_path: Path, nproc: int):
-    config = write_config(tmp_path)
+    # A long first epoch of tiny steps.
+    config = write_reverse_task(tmp_path, pairs=BATCHES_PER_EPOCH * 4, batch_size=4, epochs=1)
     stopped, whole = tmp_path / "stopped", tmp_path / "whole"
     common = ["train", "seq2seq", "--config", str(config)]
     launch = ["--nproc", "2"] if nproc > 1 else []

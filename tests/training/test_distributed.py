@@ -17,11 +17,13 @@ REPO = Path(__file__).resolve().parents[2]
 WORDS = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
 
 
-def write_reverse_task(folder: Path) -> Path:
+def write_reverse_task(
+    folder: Path, *, pairs: int = 72, batch_size: int = 18, epochs: int = 5
+) -> Path:
     """A tiny reverse-the-sentence corpus and a config with no dropout (dropout draws differ by rank)."""
     rng = random.Random(0)
     lines = []
-    for _ in range(72):
+    for _ in range(pairs):
         words = [rng.choice(WORDS) for _ in range(rng.randint(2, 7))]
         lines.append(" ".join(words) + "\t" + " ".join(reversed(words)))
     (folder / "train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -31,7 +33,7 @@ def write_reverse_task(folder: Path) -> Path:
 seed: 3
 data: {{train: {folder / "train.tsv"}, valid: "", preprocess: none, min_freq: 1, max_len: 10}}
 model: {{embed_size: 8, hidden_size: 16, num_layers: 2, dropout: 0.0}}
-train: {{epochs: 5, batch_size: 18, lr: 0.01, log_every: 1, device: cpu, num_threads: 1}}
+train: {{epochs: {epochs}, batch_size: {batch_size}, lr: 0.01, log_every: 1, device: cpu, num_threads: 1}}
 """,
         encoding="utf-8",
     )

@@ -13,11 +13,12 @@ Every malformed line is a ``DataError`` naming the file and line.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from rnnlab.data.conllu_io import NUM_COLUMNS, TagColumn, read_conllu
+from rnnlab.data.conllu_io import NUM_COLUMNS, TagColumn, parse_conllu
 from rnnlab.data.io import read_lines
 from rnnlab.errors import DataError
 
@@ -58,8 +59,7 @@ def split_word_tag(token: str) -> tuple[str, str] | None:
     return word, tag
 
 
-def read_word_tag(path: str | Path) -> list[TaggedSentence]:
-    sentences = []
+def iter_word_tag(path: str | Path) -> Iterator[TaggedSentence]:
     for number, text in read_lines(path):
         tokens = text.split()
         if not tokens:
@@ -71,19 +71,17 @@ def read_word_tag(path: str | Path) -> list[TaggedSentence]:
                 raise DataError(path, f"token {token!r} is not of the form word/TAG", number)
             words.append(pair[0])
             tags.append(pair[1])
-        sentences.append(TaggedSentence(words, tags, number))
-    return sentences
+        yield TaggedSentence(words, tags, number)
 
 
-def read_two_column(path: str | Path) -> list[TaggedSentence]:
-    sentences: list[TaggedSentence] = []
+def iter_two_column(path: str | Path) -> Iterator[TaggedSentence]:
     words: list[str] = []
     tags: list[str] = []
     start = 0
     for number, text in read_lines(path):
         if not text.strip():
             if words:
-                sentences.append(TaggedSentence(words, tags, start))
+                yield TaggedSentence(words, tags, start)
             words, tags = [], []
             continue
         columns = text.split("\t")
@@ -96,13 +94,11 @@ def read_two_column(path: str | Path) -> list[TaggedSentence]:
         words.append(columns[0].strip())
         tags.append(columns[1].strip())
     if words:
-        sentences.append(TaggedSentence(words, tags, start))
-    return sentences
+        yield TaggedSentence(words, tags, start)
 
 
-def read_conllu_tagged(path: str | Path, tag_column: TagColumn) -> list[TaggedSentence]:
-    sentences = []
-    for sentence in read_conllu(path):
+def iter_conllu_tagged(path: str | Path, tag_column: TagColumn) -> Iterator[TaggedSentence]:
+    for sentence in parse_conllu(read_lines(path), path):
         if not sentence.tokens:
             continue
         tags = sentence.tags(tag_column)
@@ -113,22 +109,34 @@ def read_conllu_tagged(path: str | Path, tag_column: TagColumn) -> list[TaggedSe
                     f"no {tag_column.upper()} tag (column is '_')",
                     sentence.line_of_word(index),
                 )
-        sentences.append(
-            TaggedSentence(sentence.words, [str(t) for t in tags], sentence.line_numbers[0])
-        )
-    return sentences
+        yield TaggedSentence(sentence.words, [str(t) for t in tags], sentence.line_numbers[0])
+
+
+def iter_tagged(
+    path: str | Path, *, fmt: TaggedFormat = "auto", tag_column: TagColumn = "upos"
+) -> Iterator[TaggedSentence]:
+    """Non-empty tagged sentences of ``path`` in file order, streamed (a parsed CoNLL-U sentence
+    with its token fields is dropped as soon as its words and tags are taken)."""
+    resolved = detect_format(path) if fmt == "auto" else fmt
+    if resolved == "conllu":
+        return iter_conllu_tagged(path, tag_column)
+    if resolved == "two_column":
+        return iter_two_column(path)
+    return iter_word_tag(path)
 
 
 def read_tagged(
     path: str | Path, *, fmt: TaggedFormat = "auto", tag_column: TagColumn = "upos"
 ) -> list[TaggedSentence]:
-    """Non-empty tagged sentences of ``path`` in file order."""
-    resolved = detect_format(path) if fmt == "auto" else fmt
-    if resolved == "conllu":
-        return read_conllu_tagged(path, tag_column)
-    if resolved == "two_column":
-        return read_two_column(path)
-    return read_word_tag(path)
+    """All of ``iter_tagged``."""
+    return list(iter_tagged(path, fmt=fmt, tag_column=tag_column))
 
 
-__all__ = ["TaggedFormat", "TaggedSentence", "detect_format", "read_tagged", "split_word_tag"]
+__all__ = [
+    "TaggedFormat",
+    "TaggedSentence",
+    "detect_format",
+    "iter_tagged",
+    "read_tagged",
+    "split_word_tag",
+]

@@ -17,6 +17,7 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +37,7 @@ from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches
 from rnnlab.data.bundled import bundled_path
 from rnnlab.data.conllu_io import TagColumn
 from rnnlab.data.embeddings import lookup_id
-from rnnlab.data.tagged import TaggedFormat, TaggedSentence, read_tagged
+from rnnlab.data.tagged import TaggedFormat, TaggedSentence, iter_tagged, read_tagged
 from rnnlab.data.tagset import TagSet
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import ConfigError, DataError, RnnlabError
@@ -168,9 +169,8 @@ class TaggerTask(Task):
 
     def _train_sentences(self) -> list[TaggedSentence]:
         data = self.config.data
-        sentences = self.read_sentences(data.train)
-        if data.max_examples > 0:
-            sentences = sentences[: data.max_examples]
+        streamed = iter_tagged(data.train, fmt=data.format, tag_column=data.tag_column)
+        sentences = list(islice(streamed, data.max_examples) if data.max_examples > 0 else streamed)
         if not sentences:
             raise DataError(data.train, "no tagged sentences")
         if data.max_len > 0:
