@@ -203,8 +203,11 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rnnlab.export.loading import is_export_dir
     from rnnlab.rundir import open_run
 
+    if is_export_dir(args.run):
+        return _evaluate_exported(args)
     run = open_run(args.run, device=args.device, overrides=args.set)
     _set_threads(run.task.config)
     extra: dict[str, Any] = {}
@@ -222,8 +225,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        for key, value in _flatten(metrics):
-            print(f"{key}\t{value:.4f}" if isinstance(value, float) else f"{key}\t{value}")
+        _print_metrics(metrics)
+    return 0
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    for key, value in _flatten(metrics):
+        print(f"{key}\t{value:.4f}" if isinstance(value, float) else f"{key}\t{value}")
+
+
+def _evaluate_exported(args: argparse.Namespace) -> int:
+    from rnnlab.export.evaluation import evaluate_export
+    from rnnlab.export.loading import open_export
+
+    model = open_export(args.run)
+    progress = ConsoleReporter().progress(0, "decoding").update
+    metrics = evaluate_export(
+        model, args.data, beam_size=args.beam, per_tag=args.per_tag, progress=progress
+    )
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        _print_metrics(metrics)
     return 0
 
 
@@ -249,37 +272,59 @@ def _stdin_blocks(size: int) -> Iterator[list[str]]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from rnnlab.export.onnx import export_seq2seq
+    from rnnlab.export.onnx import export_run, require_export_extra
     from rnnlab.rundir import open_run
 
+    require_export_extra()
     run = open_run(args.run, which=args.which, device="cpu", overrides=args.set)
-    if run.task.name != "seq2seq":
-        raise RnnlabError(
-            f"{args.run}: export supports seq2seq runs, this is a {run.task.name} run"
-        )
     out = Path(args.out) if args.out else Path(args.run) / "export" / args.format
-    export_seq2seq(run.task, run.model, out)
+    export_run(run.task, run.model, out, quantize=args.quantize)
     print(out)
     return 0
 
 
 def _translate_exported(args: argparse.Namespace) -> int:
-    """``rnnlab translate EXPORT_DIR``: ONNX Runtime, no model code (greedy only)."""
-    from rnnlab.export.runtime import OnnxTranslator
+    """``rnnlab translate EXPORT_DIR``: the same options and output as for a run directory."""
+    from rnnlab.export.loading import open_export_as, runtime_call
 
-    if (args.beam or 1) > 1 or args.n_best > 1:
-        raise RnnlabError(f"{args.run}: an exported model translates greedily (no --beam/--n-best)")
-    translator = OnnxTranslator(args.run)
+    translator = open_export_as(args.run, "seq2seq", command="translate")
     size = max(args.batch_size or translator.batch_size, 1)
+    plotted = False
     for block in _stdin_blocks(size * 8):
-        for text in translator.translate(block, max_len=args.max_len, batch_size=size):
-            print(text)
+        results = runtime_call(
+            translator.translate,
+            block,
+            beam=args.beam or translator.default_beam,
+            n_best=args.n_best,
+            max_len=args.max_len,
+            batch_size=size,
+        )
+        for result in results:
+            print(result.line())
         sys.stdout.flush()
+        keep = [i for i, line in enumerate(block) if line.strip()]
+        if args.attention_plot and keep and not plotted:
+            from rnnlab.plotting import plot_attention
+
+            first = runtime_call(
+                translator.translate, [block[keep[0]]], beam=args.beam or 1, attention=True
+            )[0].attention
+            path = plot_attention(
+                first.weights,
+                first.src_tokens,
+                first.out_tokens,
+                args.attention_plot,
+                title=block[keep[0]],
+            )
+            print(f"attention plot written to {path}", file=sys.stderr)
+            plotted = True
+    if args.attention_plot and not plotted:
+        raise RnnlabError("--attention-plot: no input sentence to plot")
     return 0
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from rnnlab.export.onnx import is_export_dir
+    from rnnlab.export.loading import is_export_dir
     from rnnlab.rundir import open_run
 
     if is_export_dir(args.run):
@@ -327,6 +372,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Print the prefix and its continuation; greedy unless --temperature or --top-k is given."""
+    from rnnlab.export.loading import is_export_dir
     from rnnlab.rundir import open_run
 
     if args.length < 0:
@@ -335,6 +381,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise RnnlabError(f"--temperature must be positive, got {args.temperature}")
     if args.top_k is not None and args.top_k < 0:
         raise RnnlabError(f"--top-k must be 0 (no limit) or more, got {args.top_k}")
+    if is_export_dir(args.run):
+        return _generate_exported(args)
     run = open_run(args.run, device=args.device, overrides=args.set)
     task = run.task
     if task.name != "lm":
@@ -354,6 +402,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate_exported(args: argparse.Namespace) -> int:
+    from rnnlab.export.loading import open_export_as, runtime_call
+
+    model = open_export_as(args.run, "lm", command="generate")
+    greedy = args.temperature is None and args.top_k is None
+    text = runtime_call(
+        model.generate,
+        args.prefix,
+        length=args.length,
+        temperature=0.0 if greedy else (args.temperature or 1.0),
+        top_k=args.top_k or 0,
+        seed=args.seed,
+    )
+    print(text)
+    return 0
+
+
 def _stdin_conllu_blocks(size: int) -> Iterator[list[Any]]:
     """CoNLL-U sentences from stdin in blocks of ``size``, streamed like ``_stdin_blocks``."""
     from rnnlab.data.conllu_io import parse_conllu
@@ -369,8 +434,11 @@ def _stdin_conllu_blocks(size: int) -> Iterator[list[Any]]:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
+    from rnnlab.export.loading import is_export_dir
     from rnnlab.rundir import open_run
 
+    if is_export_dir(args.run):
+        return _tag_exported(args)
     run = open_run(args.run, device=args.device, overrides=args.set)
     task = run.task
     if task.name != "tagger":
@@ -392,6 +460,27 @@ def cmd_tag(args: argparse.Namespace) -> int:
         tags = task.tag(run.model, sentences, run.device, batch_size=batch_size)
         for words, sentence_tags in zip(sentences, tags, strict=True):
             print(" ".join(f"{w}/{t}" for w, t in zip(words, sentence_tags, strict=True)))
+        sys.stdout.flush()
+    return 0
+
+
+def _tag_exported(args: argparse.Namespace) -> int:
+    from rnnlab.export.loading import open_export_as
+    from rnnlab.rundir import read_run_config
+
+    tagger = open_export_as(args.run, "tagger", command="tag")
+    batch_size = max(args.batch_size or tagger.batch_size, 1)
+    if args.format == "conllu":
+        column = read_run_config(Path(args.run)).data.tag_column
+        for sentences in _stdin_conllu_blocks(batch_size * 8):
+            tagged = tagger.tag([s.words for s in sentences], batch_size=batch_size)
+            for sentence, result in zip(sentences, tagged, strict=True):
+                sys.stdout.write(sentence.with_tags(column, result.tags))
+            sys.stdout.flush()
+        return 0
+    for block in _stdin_blocks(batch_size * 8):
+        for result in tagger.tag([line.split() for line in block], batch_size=batch_size):
+            print(result.line())
         sys.stdout.flush()
     return 0
 
@@ -505,12 +594,18 @@ def build_parser() -> argparse.ArgumentParser:
     tag.set_defaults(func=cmd_tag)
 
     export = sub.add_parser(
-        "export", help="export a trained translator for inference outside rnnlab"
+        "export", help="export a trained model to ONNX, for inference without PyTorch"
     )
     export.add_argument("run")
     export.add_argument("--format", choices=["onnx"], default="onnx")
     export.add_argument("--out", help="output folder (default RUN/export/FORMAT)")
     export.add_argument("--which", choices=["best", "last"], default="best")
+    export.add_argument(
+        "--quantize",
+        choices=["int8"],
+        default=None,
+        help="int8: ONNX Runtime dynamic quantisation of the weight matrices",
+    )
     export.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     export.set_defaults(func=cmd_export)
     return parser

@@ -235,6 +235,11 @@ class LanguageModelTask(Task):
         if ids.numel() < 2:
             raise DataError(path, "too short to score (a language model needs at least 2 tokens)")
         nll, count = stream_nll(model, ids, device)  # type: ignore[arg-type]
+        return self.perplexity_report(tokens, nll, count)
+
+    def perplexity_report(self, tokens: list[str], nll: float, count: int) -> dict[str, Any]:
+        """``evaluate``'s metrics from a file's tokens and their summed NLL."""
+        assert self.vocab is not None
         oov = sum(1 for t in tokens[1:] if t not in self.vocab and t != UNK)
         return {
             "perplexity": perplexity(nll, count),
