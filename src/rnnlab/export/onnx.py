@@ -101,7 +101,7 @@ def _export_graph(
         logger.setLevel(logging.ERROR)
         try:
             program = torch.onnx.export(
-                module,
+                module.eval(),
                 args,
                 dynamo=True,
                 custom_translation_table=translation_table(),
@@ -113,12 +113,20 @@ def _export_graph(
                 verbose=False,
             )
         except Exception as exc:  # noqa: BLE001 - any exporter failure is a refusal
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RnnlabError(f"cannot export {path.stem}.onnx: {first}") from None
+            raise RnnlabError(f"cannot export {path.stem}.onnx: {_exporter_reason(exc)}") from None
         finally:
             logger.setLevel(level)
         assert program is not None
         program.save(str(path), external_data=False)
+
+
+def _exporter_reason(exc: Exception) -> str:
+    """The line of an exporter error that says what went wrong (after its "Exception summary")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if line.startswith("Exception summary") and index + 1 < len(lines):
+            return lines[index + 1]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _session(path: Path) -> Any:
@@ -344,7 +352,7 @@ def _export_tagger(task: Any, model: nn.Module, out: Path) -> dict[str, Any]:
         out / "tagger.onnx",
         input_names=words_in + chars_in,
         output_names=words_out,
-        dynamic_shapes=(dims[0], dims[1], tuple(dims[2:])),
+        dynamic_shapes=(dims[0], dims[1], tuple(dims[2:])) if has_chars else tuple(dims),
     )
     session = _session(out / "tagger.onnx")
     for lengths, seed in (([1], 1), ([9, 1, 4, 2, 6, 3], 2)):
