@@ -87,7 +87,7 @@ def check_parity(task, model, runtime) -> None:
                 np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
             with torch.no_grad():
                 log_probs, state = model.step(tokens, state)
-            onnx_log_probs, _, onnx_state = runtime._step(tokens.numpy(), onnx_state)
+            (onnx_log_probs,), _, onnx_state = runtime._step(tokens.numpy(), onnx_state)
             np.testing.assert_allclose(onnx_log_probs, log_probs.numpy(), atol=1e-4)
             tokens = log_probs.argmax(-1)
 

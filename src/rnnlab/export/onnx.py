@@ -153,6 +153,35 @@ def _check(name: str, expected: list[Tensor], got: list[np.ndarray], atol: float
             )
 
 
+def add_top_k(path: Path) -> None:
+    """Give a step graph a ``TopK`` of its log-probabilities, with k as an input.
+
+    Searches need only the k best tokens per row (k = 1 greedy, 2·beam for beam search): asking ONNX
+    Runtime for ``top_log_probs``/``top_tokens`` (B, k) instead of ``log_probs`` (B, V) spares a
+    copy of B·V floats out of the session and a partial sort over them in numpy at every step.
+    Ties keep the lower token id first (the ONNX ``TopK`` contract).
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    graph.input.append(helper.make_tensor_value_info("k", TensorProto.INT64, [1]))
+    graph.node.append(
+        helper.make_node(
+            "TopK", ["log_probs", "k"], ["top_log_probs", "top_tokens"], axis=-1, largest=1, sorted=1
+        )
+    )
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info("top_log_probs", TensorProto.FLOAT, ["batch", "k"]),
+            helper.make_tensor_value_info("top_tokens", TensorProto.INT64, ["batch", "k"]),
+        ]
+    )
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
 def _axes_that_change(shapes_a: list[torch.Size], shapes_b: list[torch.Size]) -> list[int | None]:
     """Per tensor, the one axis whose size differs between two probes (None if none does)."""
     axes: list[int | None] = []
@@ -254,6 +283,8 @@ def _export_seq2seq(task: Any, model: nn.Module, out: Path) -> dict[str, Any]:
         dynamic_shapes=({0: batch}, state_dims(batch_axes, src_axes)),
     )
 
+    add_top_k(out / "step.onnx")
+
     # Check with shapes the trace never saw: batch 1 with a 1-token source, and a larger batch.
     start_session, step_session = _session(out / "start.onnx"), _session(out / "step.onnx")
     for lengths, seed in (([1], 3), ([7, 1, 4, 9, 2], 4)):
@@ -263,8 +294,9 @@ def _export_seq2seq(task: Any, model: nn.Module, out: Path) -> dict[str, Any]:
         tokens = torch.full((len(lengths),), tgt_vocab.bos_id, dtype=torch.long)
         for _ in range(3):
             feed = {"tokens": tokens.numpy(), **dict(zip(state_in, got, strict=True))}
+            feed["k"] = np.array([1], dtype=np.int64)
             log_probs, state = model.step(tokens, state)
-            got_step = step_session.run(None, feed)
+            got_step = step_session.run(["log_probs", *attention_out, *moving_out], feed)
             _check("step.onnx", [log_probs], got_step[:1], CHECK_ATOL)
             moving = iter(got_step[1 + len(attention_out) :])
             got = [before if s else next(moving) for before, s in zip(got, static, strict=True)]
@@ -470,7 +502,11 @@ def quantize_int8(path: Path) -> None:
     quantized = path.with_suffix(".int8.onnx")
     with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
-        quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
+        logging.disable(logging.WARNING)  # its advice to pre-process is for convolutional nets
+        try:
+            quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
+        finally:
+            logging.disable(logging.NOTSET)
     os.replace(quantized, path)
 
 

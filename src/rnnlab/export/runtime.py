@@ -260,10 +260,12 @@ class OnnxTranslator:
         self.step = _session(self.folder / m["graphs"]["step"], num_threads)
         self.state = m["state"]
         self.static = [bool(s.get("static")) for s in self.state]
+        self.moving_outputs = [s["output"] for s in self.state if not s.get("static")]
         self.has_attention = bool(m["attention"])
         self.src_itos = _json_list(self.folder, m["vocab"]["src"], "tokens")
         self.tgt_itos = _json_list(self.folder, m["vocab"]["tgt"], "tokens")
         self.src_stoi = {tok: i for i, tok in enumerate(self.src_itos)}
+        self.vocab_size = len(self.tgt_itos)
         specials = m["specials"]
         self.pad_id, self.unk_id = specials["pad"], specials["unk"]
         self.bos_id, self.eos_id = specials["bos"], specials["eos"]
@@ -314,22 +316,28 @@ class OnnxTranslator:
         return self.start.run(None, {"src": src, "src_lengths": lengths})
 
     def _step(
-        self, tokens: np.ndarray, state: list[np.ndarray]
-    ) -> tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]:
-        """tokens (B,) → log_probs (B, V), attention (B, S) or None, the next state."""
-        feed = {"tokens": tokens}
+        self, tokens: np.ndarray, state: list[np.ndarray], *, top: int = 0, attention: bool = False
+    ) -> tuple[list[np.ndarray], np.ndarray | None, list[np.ndarray]]:
+        """tokens (B,) → scores, attention (B, S) or None, the next state.
+
+        Scores are ``[log_probs (B, V)]``, or with ``top`` = k > 0 the k best of each row,
+        ``[top_log_probs (B, k), top_tokens (B, k)]``: the session then copies out only those.
+        """
+        feed = {"tokens": tokens, "k": np.array([max(top, 1)], dtype=np.int64)}
         feed.update({spec["input"]: value for spec, value in zip(self.state, state, strict=True)})
-        outputs = self.step.run(None, feed)
-        log_probs, rest = outputs[0], outputs[1:]
-        attention = None
-        if self.has_attention:
-            attention, rest = rest[0], rest[1:]
+        names = ["top_log_probs", "top_tokens"] if top else ["log_probs"]
+        names += ["attention"] if attention else []
+        outputs = self.step.run(names + self.moving_outputs, feed)
+        scores, rest = outputs[: 2 if top else 1], outputs[2 if top else 1 :]
+        weights = None
+        if attention:
+            weights, rest = rest[0], rest[1:]
         moving = iter(rest)
         next_state = [
             value if static else next(moving)
             for value, static in zip(state, self.static, strict=True)
         ]
-        return log_probs, attention, next_state
+        return scores, weights, next_state
 
     def _select(
         self, state: list[np.ndarray], rows: np.ndarray, *, within_blocks: bool = False
@@ -352,9 +360,8 @@ class OnnxTranslator:
         for _ in range(max_len):
             if active.size == 0:
                 break
-            log_probs, _, state = self._step(tokens, state)
-            tokens = log_probs.argmax(axis=-1).astype(np.int64)
-            picked = log_probs[np.arange(tokens.size), tokens]
+            (best, best_tokens), _, state = self._step(tokens, state, top=1)
+            tokens, picked = best_tokens[:, 0].astype(np.int64), best[:, 0]
             for row, token, value in zip(
                 active.tolist(), tokens.tolist(), picked.tolist(), strict=True
             ):
@@ -382,18 +389,16 @@ class OnnxTranslator:
         scores = np.full((batch, k), -np.inf, dtype=np.float32)
         scores[:, 0] = 0.0
         for t in range(max_len):
-            log_probs, _, state = self._step(tokens, state)  # (B_a·K, V)
-            vocab_size = log_probs.shape[-1]
-            cand = (scores[:, :, None] + log_probs.reshape(-1, k, vocab_size)).reshape(
-                -1, k * vocab_size
-            )
-            num_cand = min(2 * k, cand.shape[1])
-            top = np.argpartition(-cand, num_cand - 1, axis=1)[:, :num_cand]
-            top_scores = np.take_along_axis(cand, top, 1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            cand_index = np.take_along_axis(top, order, 1)  # (B_a, 2K), best first
-            cand_scores = np.take_along_axis(top_scores, order, 1)
-            cand_beam, cand_token = cand_index // vocab_size, cand_index % vocab_size
+            # A sentence's 2K best candidates over K·V are among the 2K best tokens of each of
+            # its K rows, so the step graph's TopK hands over (B_a·K, 2K), not (B_a·K, V).
+            width = min(2 * k, self.vocab_size)
+            (row_best, row_tokens), _, state = self._step(tokens, state, top=width)
+            cand = (scores[:, :, None] + row_best.reshape(-1, k, width)).reshape(-1, k * width)
+            num_cand = min(2 * k, k * width)
+            order = np.argsort(-cand, axis=1, kind="stable")[:, :num_cand]  # (B_a, 2K)
+            cand_scores = np.take_along_axis(cand, order, 1)
+            cand_beam = order // width
+            cand_token = np.take_along_axis(row_tokens.reshape(-1, k * width), order, 1)
             is_eos = cand_token == self.eos_id
 
             ended = np.argwhere(is_eos[:, :k] & np.isfinite(cand_scores[:, :k]))
@@ -477,7 +482,9 @@ class OnnxTranslator:
         state = self._start([src])
         rows = []
         for token in [self.bos_id, *hyp]:
-            _, weights, state = self._step(np.array([token], dtype=np.int64), state)
+            _, weights, state = self._step(
+                np.array([token], dtype=np.int64), state, attention=True
+            )
             assert weights is not None
             rows.append(weights[0])
         return AttentionMatrix(
@@ -540,7 +547,7 @@ class OnnxTranslator:
             tgt, lengths = _pad([targets[i] for i in ids], self.pad_id)
             tokens = np.full(len(ids), self.bos_id, dtype=np.int64)
             for t in range(tgt.shape[1]):
-                log_probs, _, state = self._step(tokens, state)
+                (log_probs,), _, state = self._step(tokens, state)
                 valid = lengths > t
                 picked = log_probs[np.arange(len(ids)), tgt[:, t]]
                 total -= float(picked[valid].astype(np.float64).sum())
