@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from rnnlab.config import from_dict
-from rnnlab.rundir import create_run_dir, task_class
+from rnnlab.rundir import create_run_dir, open_run, task_class
 from rnnlab.training.trainer import Trainer
 
 WORDS = ["a", "b", "c", "d", "e", "f", "g", "h"]
@@ -31,7 +31,7 @@ def make_run(
     """Create a run directory under ``root`` with ``config`` (a dict), a model, and best weights.
 
     ``train_steps`` > 0 trains that many steps (a checkpoint is written either way, so that
-    ``rnnlab export RUN`` finds weights).
+    ``rnnlab export RUN`` finds weights); the model returned holds the run's best weights.
     """
     cls = task_class(task)
     full = {"task": task, **config}
@@ -52,8 +52,9 @@ def make_run(
     lr = cfg.train.lr if train_steps > 0 else 0.0
     cfg.train.lr = lr
     Trainer(task=instance, model=model, config=cfg.train, run_dir=run, device=CPU).fit()
-    model.eval()
-    return instance, model
+    # What ``rnnlab export RUN`` reads: the best weights (without validation, those of the first
+    # epoch's end), not necessarily the last ones still in ``model``.
+    return instance, open_run(run, device="cpu").model
 
 
 def seq2seq_config(train: Path, *, max_len: int = 70, **model: Any) -> dict[str, Any]:
