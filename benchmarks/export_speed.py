@@ -30,7 +30,9 @@ SEARCHES = {"greedy": 1, "beam5": 5}
 
 def worker(args: argparse.Namespace) -> None:
     """One measurement: load one engine, translate the test set, print one JSON line."""
-    sources_text = [line.split("\t")[0] for line in Path(args.sources).read_text("utf-8").splitlines()]
+    sources_text = [
+        line.split("\t")[0] for line in Path(args.sources).read_text("utf-8").splitlines()
+    ]
     references = Path(args.references).read_text("utf-8").splitlines()
     beam = SEARCHES[args.search]
     threads = args.threads[0]
@@ -172,10 +174,12 @@ def main() -> None:
                 entry = summary[f"{engine}/{search}/t{threads}"]
                 entry["x_eager_greedy"] = entry["sentences_per_s"] / base
                 entry["x_same_engine_greedy"] = (
-                    entry["sentences_per_s"] / summary[f"{engine}/greedy/t{threads}"]["sentences_per_s"]
+                    entry["sentences_per_s"]
+                    / summary[f"{engine}/greedy/t{threads}"]["sentences_per_s"]
                 )
                 entry["x_fp32_same_search"] = (
-                    entry["sentences_per_s"] / summary[f"onnx-fp32/{search}/t{threads}"]["sentences_per_s"]
+                    entry["sentences_per_s"]
+                    / summary[f"onnx-fp32/{search}/t{threads}"]["sentences_per_s"]
                 )
     report = {
         "run": args.run,

@@ -135,3 +135,18 @@ def test_beam_scores_and_length_penalty_match_eager(exported):
         np.testing.assert_allclose(
             [h.score for h in got_hyps], [h.score for h in want_hyps], atol=1e-4
         )
+
+
+def test_sentencepiece_translator_exports_its_subword_models(tmp_path):
+    pytest.importorskip("sentencepiece")
+    (tmp_path / "train.tsv").write_text("\n".join(reverse_lines(300, 0)) + "\n", encoding="utf-8")
+    config = seq2seq_config(tmp_path / "train.tsv", cell="gru", attention="luong_general")
+    config["data"].update(tokenizer="sentencepiece", spm_vocab_size=30)
+    task, model = make_run(tmp_path, "seq2seq", config)
+    folder = export_run(task, model, tmp_path / "export")
+    assert {"spm.src.model", "spm.tgt.model"} <= {p.name for p in folder.iterdir()}
+    lines = [line.split("\t")[0].replace(" ", "") for line in reverse_lines(30, 4)]
+    runtime = load(folder)
+    assert [t.text for t in runtime.translate(lines)] == task.translate(
+        model, lines, CPU, beam_size=1
+    )

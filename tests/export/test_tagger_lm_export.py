@@ -122,3 +122,42 @@ def test_lm_sampling_is_seeded_and_top_k_limits_the_choice(language_model):
     assert runtime.generate("the ", length=30, top_k=1, seed=5) == runtime.generate(
         "the ", length=30, temperature=0
     )
+
+
+def test_cli_tag_and_evaluate_on_an_export_equal_the_run(tagger, monkeypatch, capsys):
+    import io
+    import sys
+
+    from rnnlab.cli import main
+
+    task, _, runtime = tagger
+    dev = f"{EWT}/dev.conllu"
+    text = "is it too late now to say sorry\n\nThe quick brown fox .\n"
+    conllu = "\n\n".join(open(dev, encoding="utf-8").read().split("\n\n")[:5]) + "\n\n"
+    outputs = []
+    for target in (task.run_dir, runtime.folder):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+        assert main(["tag", str(target)]) == 0
+        monkeypatch.setattr(sys, "stdin", io.StringIO(conllu))
+        assert main(["tag", str(target), "--format", "conllu"]) == 0
+        assert main(["evaluate", str(target), "--data", dev, "--json", "--per-tag"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    assert '"accuracy"' in outputs[0] and "/" in outputs[0]
+
+
+def test_cli_generate_and_evaluate_on_an_export_equal_the_run(language_model, capsys):
+    from rnnlab.cli import main
+
+    task, _, runtime = language_model
+    outputs = []
+    for target in (task.run_dir, runtime.folder):
+        assert main(["generate", str(target), "--prefix", "the time", "--length", "30"]) == 0
+        assert main(["evaluate", str(target), "--data", "data/timemachine/valid.txt"]) == 0
+        outputs.append(capsys.readouterr().out.splitlines())
+    run, exported = outputs
+    assert exported[0] == run[0]  # greedy generation
+    metrics = [dict(line.split("\t") for line in out[1:]) for out in outputs]
+    assert metrics[1].keys() == metrics[0].keys()
+    assert float(metrics[1]["loss"]) == pytest.approx(float(metrics[0]["loss"]), abs=1e-4)
+    assert metrics[1]["tokens"] == metrics[0]["tokens"]

@@ -169,7 +169,12 @@ def add_top_k(path: Path) -> None:
     graph.input.append(helper.make_tensor_value_info("k", TensorProto.INT64, [1]))
     graph.node.append(
         helper.make_node(
-            "TopK", ["log_probs", "k"], ["top_log_probs", "top_tokens"], axis=-1, largest=1, sorted=1
+            "TopK",
+            ["log_probs", "k"],
+            ["top_log_probs", "top_tokens"],
+            axis=-1,
+            largest=1,
+            sorted=1,
         )
     )
     graph.output.extend(

@@ -482,9 +482,7 @@ class OnnxTranslator:
         state = self._start([src])
         rows = []
         for token in [self.bos_id, *hyp]:
-            _, weights, state = self._step(
-                np.array([token], dtype=np.int64), state, attention=True
-            )
+            _, weights, state = self._step(np.array([token], dtype=np.int64), state, attention=True)
             assert weights is not None
             rows.append(weights[0])
         return AttentionMatrix(
