@@ -182,3 +182,19 @@ def test_runtime_tokenizer_matches_rnnlab(mode):
         assert normalize(text, mode).split() == tokenizer.encode(text)
         tokens = tokenizer.encode(text)
         assert detokenize(tokens, mode) == tokenizer.decode(tokens)
+
+
+def test_runtime_language_model_text_matches_rnnlab():
+    from rnnlab.data.lm_corpus import text_tokens, tokens_text
+    from rnnlab.export import runtime
+
+    text = "The Time-Machine!\n\nIt was  2 o'clock.\n"
+    for level in ("char", "word"):
+        for clean in ("none", "timemachine"):
+            tokens = runtime.corpus_tokens(text, level=level, clean=clean)
+            assert runtime.tokens_text(tokens, level=level) == tokens_text(tokens, level=level)
+            if level == "char":
+                assert tokens == text_tokens(text, level=level, clean=clean)
+            else:
+                words = [t for t in tokens if t != "<eos>"]
+                assert words == text_tokens(text, level=level, clean=clean)

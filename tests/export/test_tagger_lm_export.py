@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,7 +134,8 @@ def test_cli_tag_and_evaluate_on_an_export_equal_the_run(tagger, monkeypatch, ca
     task, _, runtime = tagger
     dev = f"{EWT}/dev.conllu"
     text = "is it too late now to say sorry\n\nThe quick brown fox .\n"
-    conllu = "\n\n".join(open(dev, encoding="utf-8").read().split("\n\n")[:5]) + "\n\n"
+    blocks = Path(dev).read_text(encoding="utf-8").split("\n\n")
+    conllu = "\n\n".join(blocks[:5]) + "\n\n"
     outputs = []
     for target in (task.run_dir, runtime.folder):
         monkeypatch.setattr(sys, "stdin", io.StringIO(text))

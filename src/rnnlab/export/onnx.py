@@ -21,7 +21,6 @@ The folder (see ``write_manifest``)::
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import json
@@ -67,14 +66,6 @@ def require_export_extra() -> None:
             f"rnnlab export needs the 'export' extra (missing: {', '.join(missing)}); "
             "install it with: pip install 'rnnlab[export]'"
         )
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -516,6 +507,8 @@ def quantize_int8(path: Path) -> None:
 
 
 def config_sha256(run_dir: Path) -> str:
+    from rnnlab.export.runtime import sha256_of
+
     return sha256_of(run_dir / "config.yaml")
 
 
@@ -560,6 +553,7 @@ def write_manifest(
 ) -> None:
     """The manifest: what the folder holds and the sha256 of every file, checked on load."""
     import rnnlab
+    from rnnlab.export.runtime import sha256_of
 
     files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
     manifest = {

@@ -60,21 +60,10 @@ def recurrent(
 
 
 @recurrent.register_fake
-def _recurrent_shapes(
-    x: Tensor,
-    lengths: Tensor | None,
-    h0: Tensor,
-    c0: Tensor,
-    w: Tensor,
-    r: Tensor,
-    b: Tensor,
-    p: Tensor | None,
-    cell: str,
-    hidden_size: int,
-    bidirectional: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    directions = 2 if bidirectional else 1
-    y = x.new_empty(x.shape[0], directions, x.shape[1], hidden_size)
+def _recurrent_shapes(x, lengths, h0, c0, *weights_and_options):  # noqa: ANN001, ANN202
+    """Output shapes from input shapes: what ``torch.export`` traces instead of running the op."""
+    hidden_size, bidirectional = weights_and_options[-2:]
+    y = x.new_empty(x.shape[0], 2 if bidirectional else 1, x.shape[1], hidden_size)
     return y, h0.new_empty(h0.shape), c0.new_empty(c0.shape)
 
 

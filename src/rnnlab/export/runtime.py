@@ -50,7 +50,7 @@ class ExportError(ValueError):
 # The folder
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -77,7 +77,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         file = folder / name
         if not file.is_file():
             raise ExportError(f"{file}: missing from the export folder")
-        if _sha256(file) != expected:
+        if sha256_of(file) != expected:
             raise ExportError(
                 f"{file}: modified since export (sha256 does not match the manifest); "
                 "export the run again"
@@ -92,6 +92,22 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class ExportedModel:
+    """What every task's runtime holds: its folder, the checked manifest, one session per graph."""
+
+    task_name = ""
+
+    def __init__(
+        self, folder: str | Path, *, num_threads: int = 0, manifest: dict | None = None
+    ) -> None:
+        self.folder = Path(folder)
+        self.manifest = manifest if manifest is not None else read_manifest(self.folder)
+        self.sessions = {
+            name: _session(self.folder / file, num_threads)
+            for name, file in self.manifest["graphs"].items()
+        }
 
 
 def _json_list(folder: Path, name: str, key: str) -> list[str]:
@@ -245,7 +261,7 @@ def length_penalty(length: int, alpha: float) -> float:
 # Translation
 
 
-class OnnxTranslator:
+class OnnxTranslator(ExportedModel):
     """The encoder and decoder-step graphs of a translator, its vocabularies and tokenizers."""
 
     task_name = "seq2seq"
@@ -253,11 +269,9 @@ class OnnxTranslator:
     def __init__(
         self, folder: str | Path, *, num_threads: int = 0, manifest: dict | None = None
     ) -> None:
-        self.folder = Path(folder)
-        self.manifest = manifest if manifest is not None else read_manifest(self.folder)
+        super().__init__(folder, num_threads=num_threads, manifest=manifest)
         m = self.manifest
-        self.start = _session(self.folder / m["graphs"]["start"], num_threads)
-        self.step = _session(self.folder / m["graphs"]["step"], num_threads)
+        self.start, self.step = self.sessions["start"], self.sessions["step"]
         self.state = m["state"]
         self.static = [bool(s.get("static")) for s in self.state]
         self.moving_outputs = [s["output"] for s in self.state if not s.get("static")]
@@ -580,7 +594,7 @@ def viterbi(emissions: np.ndarray, lengths: np.ndarray, crf: dict[str, np.ndarra
     return np.stack(path[::-1], axis=1)
 
 
-class OnnxTagger:
+class OnnxTagger(ExportedModel):
     """The emission graph of a tagger, its vocabularies and (with a CRF) its transition scores."""
 
     task_name = "tagger"
@@ -588,10 +602,9 @@ class OnnxTagger:
     def __init__(
         self, folder: str | Path, *, num_threads: int = 0, manifest: dict | None = None
     ) -> None:
-        self.folder = Path(folder)
-        self.manifest = manifest if manifest is not None else read_manifest(self.folder)
+        super().__init__(folder, num_threads=num_threads, manifest=manifest)
         m = self.manifest
-        self.session = _session(self.folder / m["graphs"]["tagger"], num_threads)
+        self.session = self.sessions["tagger"]
         self.inputs: list[str] = m["inputs"]
         self.word_stoi = {
             tok: i for i, tok in enumerate(_json_list(self.folder, m["vocab"]["words"], "tokens"))
@@ -674,7 +687,7 @@ SCORE_CHUNK = 256
 """Tokens per scoring call; the state is carried between calls, so this only trades memory."""
 
 
-class OnnxLanguageModel:
+class OnnxLanguageModel(ExportedModel):
     """The step and scoring graphs of a language model and its vocabulary."""
 
     task_name = "lm"
@@ -682,11 +695,9 @@ class OnnxLanguageModel:
     def __init__(
         self, folder: str | Path, *, num_threads: int = 0, manifest: dict | None = None
     ) -> None:
-        self.folder = Path(folder)
-        self.manifest = manifest if manifest is not None else read_manifest(self.folder)
+        super().__init__(folder, num_threads=num_threads, manifest=manifest)
         m = self.manifest
-        self.step = _session(self.folder / m["graphs"]["step"], num_threads)
-        self.score = _session(self.folder / m["graphs"]["score"], num_threads)
+        self.step, self.score = self.sessions["step"], self.sessions["score"]
         self.state = m["state"]
         self.itos = _json_list(self.folder, m["vocab"]["tokens"], "tokens")
         self.stoi = {tok: i for i, tok in enumerate(self.itos)}
