@@ -162,16 +162,20 @@ def test_export_without_the_extra_names_it(trained, monkeypatch, capsys):
     assert err.count("\n") == 1 and "pip install 'rnnlab[export]'" in err and "onnx" in err
 
 
-def test_a_model_the_exporter_cannot_handle_is_refused_at_export(tmp_path, capsys):
-    (tmp_path / "train.tsv").write_text("\n".join(reverse_lines(40, 0)) + "\n", encoding="utf-8")
-    config = seq2seq_config(tmp_path / "train.tsv", cell="gru")
-    config["data"]["num_steps"] = 8
-    task, _ = make_run(tmp_path, "seq2seq", config)
+def test_an_export_that_would_not_run_like_the_model_is_refused(
+    trained, tmp_path, monkeypatch, capsys
+):
+    """Every export is run on new shapes and compared with the model before it is kept; with a
+    tolerance no graph can meet, the export must be refused in one line, leaving no folder."""
+    import rnnlab.export.onnx as exporter
+
+    task, _, _, _ = trained
+    monkeypatch.setattr(exporter, "CHECK_ATOL", -1.0)
     out = tmp_path / "export"
     assert main(["export", str(task.run_dir), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "num_steps" in err
-    assert not out.exists()
+    assert err.count("\n") == 1 and "export refused" in err and "start.onnx" in err
+    assert not out.exists() and not list(tmp_path.glob(".export-*"))
 
 
 @pytest.mark.parametrize("mode", ["textbook", "punct", "none"])

@@ -208,18 +208,9 @@ def _random_rows(lengths: list[int], low: int, high: int, seed: int) -> list[lis
 # seq2seq
 
 
-def _check_seq2seq_supported(config: Any, model: nn.Module) -> None:
-    if config.data.num_steps > 0:
-        raise RnnlabError(
-            "export refused: data.num_steps > 0 (the textbook's fixed-length batches) is not "
-            "exported; the runtime decodes variable-length batches"
-        )
-
-
 @torch.no_grad()
 def _export_seq2seq(task: Any, model: nn.Module, out: Path) -> dict[str, Any]:
     config = task.config
-    _check_seq2seq_supported(config, model)
     src_vocab, tgt_vocab = task.src_vocab, task.tgt_vocab
     cell = config.model.cell
     portable = portable_seq2seq(model, cell)
