@@ -309,8 +309,10 @@ def _translate_exported(args: argparse.Namespace) -> int:
             first = runtime_call(
                 translator.translate, [block[keep[0]]], beam=args.beam or 1, attention=True
             )[0].attention
+            import torch
+
             path = plot_attention(
-                first.weights,
+                torch.from_numpy(first.weights),
                 first.src_tokens,
                 first.out_tokens,
                 args.attention_plot,

@@ -202,3 +202,18 @@ def test_runtime_language_model_text_matches_rnnlab():
             else:
                 words = [t for t in tokens if t != "<eos>"]
                 assert words == text_tokens(text, level=level, clean=clean)
+
+
+def test_attention_of_an_export_equals_the_run_and_plots(trained, tmp_path, monkeypatch):
+    import numpy as np
+
+    task, model, folder, _ = trained
+    sentence = SENTENCES[3]
+    want = task.attention_matrix(model, sentence, CPU)
+    got = load(folder).translate([sentence], attention=True)[0].attention
+    assert got.src_tokens == want.src_tokens and got.out_tokens == want.out_tokens
+    np.testing.assert_allclose(got.weights, want.weights.numpy(), atol=1e-5)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(sentence + "\n"))
+    plot = tmp_path / "attention.png"
+    assert main(["translate", str(folder), "--attention-plot", str(plot)]) == 0
+    assert plot.stat().st_size > 0
