@@ -24,7 +24,7 @@ def evaluate_export(
 ) -> dict[str, Any]:
     """Metrics of an opened export (``open_export``) on a data file in its task's format."""
     folder = Path(model.folder)
-    task = task_class(model.task_name)(read_run_config(folder), folder)
+    task: Any = task_class(model.task_name)(read_run_config(folder), folder)
     task.load_artifacts()
     if per_tag and model.task_name != "tagger":
         raise RnnlabError(f"{folder}: --per-tag needs a tagger, this is a {model.task_name} model")

@@ -96,7 +96,7 @@ def state_names(structure: Any) -> list[str]:
 # seq2seq
 
 
-def portable_seq2seq(model: nn.Module, cell: str) -> nn.Module:
+def portable_seq2seq(model: Any, cell: str) -> Any:
     """A copy of an ``EncoderDecoder`` whose encoder reads by lengths and whose decoder steps by cells."""
     portable = copy.deepcopy(model).cpu().eval()
     portable.encoder.rnn = PortableRecurrent(model.encoder.rnn, cell)
@@ -107,9 +107,9 @@ def portable_seq2seq(model: nn.Module, cell: str) -> nn.Module:
 class Seq2SeqStart(nn.Module):
     """``EncoderDecoder.start`` with ``sequence_lens`` in place of packing; a flat state out."""
 
-    def __init__(self, portable: nn.Module) -> None:
+    def __init__(self, portable: Any) -> None:
         super().__init__()
-        self.model = portable
+        self.model: Any = portable
 
     def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, ...]:
         encoder = self.model.encoder
@@ -130,9 +130,9 @@ class Seq2SeqStep(nn.Module):
     rather than receiving a copy of them at every step.
     """
 
-    def __init__(self, portable: nn.Module, structure: Any, static: list[bool]) -> None:
+    def __init__(self, portable: Any, structure: Any, static: list[bool]) -> None:
         super().__init__()
-        self.model = portable
+        self.model: Any = portable
         self.structure = structure
         self.static = static
         self.has_attention = isinstance(portable.decoder, AttentionDecoder)
@@ -164,9 +164,9 @@ class Seq2SeqStep(nn.Module):
 class TaggerEmissions(nn.Module):
     """``RNNTagger.forward`` (emission scores) with lengths in place of packing."""
 
-    def __init__(self, tagger: nn.Module, cell: str) -> None:
+    def __init__(self, tagger: Any, cell: str) -> None:
         super().__init__()
-        self.tagger = copy.deepcopy(tagger).cpu().eval()
+        self.tagger: Any = copy.deepcopy(tagger).cpu().eval()
         self.tagger.rnn = PortableRecurrent(tagger.rnn, cell)
         char_encoder = tagger.char_encoder
         self.char_rnn = hasattr(char_encoder, "rnn")
@@ -174,7 +174,7 @@ class TaggerEmissions(nn.Module):
             self.tagger.char_encoder.rnn = PortableRecurrent(char_encoder.rnn, cell)
 
     def _char_vectors(self, chars: Tensor, char_lengths: Tensor) -> Tensor:
-        encoder = self.tagger.char_encoder
+        encoder: Any = self.tagger.char_encoder
         if not self.char_rnn:
             return encoder(chars, char_lengths)  # the CNN needs no packing
         _, state = encoder.rnn(encoder.embedding(chars), None, char_lengths)
@@ -203,11 +203,11 @@ class LMGraph(nn.Module):
     ``PortableRecurrent`` it scores a whole stretch of text in one call.
     """
 
-    def __init__(self, model: nn.Module, cell: str, *, step: bool) -> None:
+    def __init__(self, model: Any, cell: str, *, step: bool) -> None:
         super().__init__()
-        self.model = copy.deepcopy(model).cpu().eval()
+        self.model: Any = copy.deepcopy(model).cpu().eval()
         self.step = step
-        stack = CellStack if step else PortableRecurrent
+        stack: Any = CellStack if step else PortableRecurrent
         self.model.rnn = stack(model.rnn, cell)
         self.carries_cell = isinstance(self.model.start(1), tuple)
 

@@ -121,7 +121,7 @@ def _exporter_reason(exc: Exception) -> str:
 
 
 def _session(path: Path) -> Any:
-    import onnxruntime as ort
+    import onnxruntime as ort  # type: ignore[import-untyped]
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -209,7 +209,7 @@ def _random_rows(lengths: list[int], low: int, high: int, seed: int) -> list[lis
 
 
 @torch.no_grad()
-def _export_seq2seq(task: Any, model: nn.Module, out: Path) -> dict[str, Any]:
+def _export_seq2seq(task: Any, model: Any, out: Path) -> dict[str, Any]:
     config = task.config
     src_vocab, tgt_vocab = task.src_vocab, task.tgt_vocab
     cell = config.model.cell
@@ -333,7 +333,7 @@ def _export_seq2seq(task: Any, model: nn.Module, out: Path) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def _export_tagger(task: Any, model: nn.Module, out: Path) -> dict[str, Any]:
+def _export_tagger(task: Any, model: Any, out: Path) -> dict[str, Any]:
     config = task.config
     graph = TaggerEmissions(model, config.model.cell)
     has_chars = model.char_encoder is not None
@@ -413,7 +413,7 @@ def _export_tagger(task: Any, model: nn.Module, out: Path) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def _export_lm(task: Any, model: nn.Module, out: Path) -> dict[str, Any]:
+def _export_lm(task: Any, model: Any, out: Path) -> dict[str, Any]:
     config = task.config
     cell = config.model.cell
     vocab_size = len(task.vocab)
@@ -484,7 +484,10 @@ EXPORTERS: dict[str, Callable[[Any, nn.Module, Path], dict[str, Any]]] = {
 
 def quantize_int8(path: Path) -> None:
     """ONNX Runtime dynamic quantisation: int8 weights for MatMul/Gemm/Gather/LSTM, in place."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import (  # type: ignore[import-untyped]
+        QuantType,
+        quantize_dynamic,
+    )
 
     quantized = path.with_suffix(".int8.onnx")
     with warnings.catch_warnings(), redirect_stdout(io.StringIO()):

@@ -23,6 +23,8 @@ input-gate block holds the negated forget-gate weights: σ(−z_f) = 1 − σ(z_
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -74,7 +76,7 @@ def recurrent_to_onnx(
     from onnxscript import opset18 as op
 
     direction = "bidirectional" if bidirectional else "forward"
-    seq_lens = op.Cast(lengths, to=6) if lengths is not None else None  # int32
+    seq_lens: Any = op.Cast(lengths, to=6) if lengths is not None else None  # int32
     if cell in ("lstm", "peephole_lstm", "coupled_lstm"):
         y, h_n, c_n = op.LSTM(
             x,
@@ -122,7 +124,7 @@ class PortableRecurrent(nn.Module):
     optional ``lengths`` (B,) that play the part of packing.
     """
 
-    def __init__(self, rnn: nn.Module, cell: str) -> None:
+    def __init__(self, rnn: Any, cell: str) -> None:
         super().__init__()
         if getattr(rnn, "proj_size", 0):
             raise ValueError("LSTM projections (proj_size) have no ONNX operator")
@@ -236,7 +238,7 @@ class CellStack(nn.Module):
     with x (B, 1, I).
     """
 
-    def __init__(self, rnn: nn.Module, cell: str) -> None:
+    def __init__(self, rnn: Any, cell: str) -> None:
         super().__init__()
         if rnn.bidirectional or getattr(rnn, "proj_size", 0):
             raise ValueError("a step stack is unidirectional and without projection")

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
+import onnxruntime as ort  # type: ignore[import-untyped]
 
 MANIFEST = "rnnlab-export.json"
 FORMAT = "rnnlab-onnx"
