@@ -328,19 +328,21 @@ def onnx_figures(systems: Systems, rnnlab_greedy: Any) -> Any:
         return "skipped: onnxruntime is not installed"
     if not has_module("rnnlab.export.onnx"):
         return "skipped: rnnlab.export is not in this tree"
-    from rnnlab.export.onnx import export_seq2seq
-    from rnnlab.export.runtime import OnnxTranslator
+    from rnnlab.config import save_config
+    from rnnlab.export.onnx import export_run
+    from rnnlab.export.runtime import load
 
     spec, task = systems.spec, systems.task
-    folder = Path(tempfile.mkdtemp(prefix="rnnlab-onnx-"))
-    export_seq2seq(task, systems.trainer.model.eval(), folder)
-    translator = OnnxTranslator(folder, num_threads=torch.get_num_threads())
+    folder = Path(tempfile.mkdtemp(prefix="rnnlab-onnx-")) / "export"
+    save_config(task.config, Path(task.run_dir) / "config.yaml")  # an export records its config
+    export_run(task, systems.trainer.model.eval(), folder)
+    translator = load(folder, num_threads=torch.get_num_threads())
     sources = systems.valid.src
     eager = task.translate_ids(
         systems.trainer.model, sources, CPU, beam_size=1, max_len=spec.num_steps
     )
     exported = translator.translate_ids(sources, max_len=spec.num_steps)
-    same = sum(e[0] == o for e, o in zip(eager, exported, strict=True))
+    same = sum(e[0] == o[0].tokens for e, o in zip(eager, exported, strict=True))
 
     def onnx_greedy() -> tuple[float, float]:
         return harness.timed(lambda: len(translator.translate_ids(sources, max_len=spec.num_steps)))

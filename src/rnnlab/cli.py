@@ -284,8 +284,11 @@ def _format_metrics(metrics: dict[str, Any]) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rnnlab.export.loading import is_export_dir
     from rnnlab.rundir import open_run
 
+    if is_export_dir(args.run):
+        return _evaluate_exported(args)
     run = open_run(args.run, device=args.device, overrides=args.set)
     _set_threads(run.task.config)
     extra: dict[str, Any] = {}
@@ -303,8 +306,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        for key, value in _flatten(metrics):
-            print(f"{key}\t{value:.4f}" if isinstance(value, float) else f"{key}\t{value}")
+        _print_metrics(metrics)
+    return 0
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    for key, value in _flatten(metrics):
+        print(f"{key}\t{value:.4f}" if isinstance(value, float) else f"{key}\t{value}")
+
+
+def _evaluate_exported(args: argparse.Namespace) -> int:
+    from rnnlab.export.evaluation import evaluate_export
+    from rnnlab.export.loading import open_export
+
+    model = open_export(args.run)
+    progress = ConsoleReporter().progress(0, "decoding").update
+    metrics = evaluate_export(
+        model, args.data, beam_size=args.beam, per_tag=args.per_tag, progress=progress
+    )
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        _print_metrics(metrics)
     return 0
 
 
@@ -344,43 +367,20 @@ def _stdin_blocks(size: int) -> Iterator[list[str]]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from rnnlab.export.onnx import export_seq2seq
+    from rnnlab.export.onnx import export_run, require_export_extra
     from rnnlab.rundir import open_run
 
+    require_export_extra()
     run = open_run(args.run, which=args.which, device="cpu", overrides=args.set)
-    if run.task.name != "seq2seq":
-        raise RnnlabError(
-            f"{args.run}: export supports seq2seq runs, this is a {run.task.name} run"
-        )
     out = Path(args.out) if args.out else Path(args.run) / "export" / args.format
-    export_seq2seq(run.task, run.model, out)
+    export_run(run.task, run.model, out, quantize=args.quantize)
     print(out)
     return 0
 
 
-def _translate_exported(args: argparse.Namespace) -> int:
-    """``rnnlab translate EXPORT_DIR``: ONNX Runtime, no model code (greedy only)."""
-    from rnnlab.export.onnx import check_manifest
-    from rnnlab.export.runtime import OnnxTranslator
-
-    if (args.beam or 1) > 1 or args.n_best > 1:
-        raise RnnlabError(f"{args.run}: an exported model translates greedily (no --beam/--n-best)")
-    check_manifest(args.run)
-    translator = OnnxTranslator(args.run)
-    size = max(args.batch_size or translator.batch_size, 1)
-    for block in _stdin_blocks(size * 8):
-        for text in translator.translate(block, max_len=args.max_len, batch_size=size):
-            print(text)
-        sys.stdout.flush()
-    return 0
-
-
 def cmd_translate(args: argparse.Namespace) -> int:
-    from rnnlab.export.onnx import is_export_dir
     from rnnlab.inference import Translator, load_as
 
-    if is_export_dir(args.run):
-        return _translate_exported(args)
     translator = load_as(
         Translator, args.run, command="translate", device=args.device, overrides=args.set
     )
@@ -389,7 +389,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     if args.attention_plot and not translator.has_attention:
         raise RnnlabError(
             f"{args.run}: --attention-plot needs a model with attention "
-            f"(this run has model.attention: {translator.task.config.model.attention})"
+            f"(this model has model.attention: {translator.attention_kind})"
         )
     beam = max(args.beam or translator.default_beam, args.n_best)
     plotted = False
@@ -463,7 +463,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
     block_size = max(tagger.batch_size, 1) * 8
     bar = ConsoleReporter().progress(0, "tagging")
     if args.format == "conllu":
-        column = tagger.task.config.data.tag_column
+        column = tagger.tag_column
         for sentences in _stdin_conllu_blocks(block_size):
             tagged = tagger.tag([s.words for s in sentences], progress=bar.update)
             for sentence, result in zip(sentences, tagged, strict=True):
@@ -578,9 +578,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise RnnlabError(
                 f"{spec.path}: model name {spec.name!r} is empty or used twice (use NAME=PATH)"
             )
-        if directory_kind(spec.path) == "export":
-            raise RnnlabError(f"{spec.path}: serve reads run directories, not exported models")
-        read_run_config(spec.path)
+        if directory_kind(spec.path) == "run":
+            read_run_config(spec.path)
     try:
         settings = ServeSettings(
             max_batch_sentences=args.max_batch_sentences,
@@ -724,12 +723,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     export = sub.add_parser(
-        "export", help="export a trained translator for inference outside rnnlab"
+        "export", help="export a trained model to ONNX, for inference without PyTorch"
     )
     export.add_argument("run")
     export.add_argument("--format", choices=["onnx"], default="onnx")
     export.add_argument("--out", help="output folder (default RUN/export/FORMAT)")
     export.add_argument("--which", choices=["best", "last"], default="best")
+    export.add_argument(
+        "--quantize",
+        choices=["int8"],
+        default=None,
+        help="int8: ONNX Runtime dynamic quantisation of the weight matrices",
+    )
     export.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     export.set_defaults(func=cmd_export)
 

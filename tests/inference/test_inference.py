@@ -60,7 +60,7 @@ def test_load_refuses_what_is_not_a_run(tmp_path, tagger_run):
     with pytest.raises(RnnlabError, match="translate needs a seq2seq run, this is a tagger run"):
         load_as(Translator, tagger_run, command="translate")
     (tmp_path / "rnnlab-export.json").write_text("{}")
-    with pytest.raises(RnnlabError, match="an exported model"):
+    with pytest.raises(RnnlabError, match="rnnlab-export.json: export format"):
         rnnlab.load(tmp_path)
 
 

@@ -1,315 +1,562 @@
-"""Export a trained translator to ONNX: an encoder graph, a decoder-step graph and a JSON manifest.
+"""Export a trained run to a self-contained ONNX folder that a torch-free runtime reads.
 
-The two graphs are the step protocol of ``rnnlab.models.seq2seq`` frozen into files::
+Exporter: ``torch.onnx.export(..., dynamo=True)``, the one PyTorch develops going forward, for every
+graph. It cannot trace packed sequences or rnnlab's scratch time loops, so recurrent layers reach it
+as one custom operator per layer mapped to ONNX's ``RNN``/``GRU``/``LSTM`` (``recurrent.py``); no
+graph needs the TorchScript exporter.
 
-    start.onnx   src (B, S) int64, src_lengths (B,) int64  →  state.0 … state.K-1
-    step.onnx    tokens (B,) int64, state.0 … state.K-1   →  log_probs (B, V), next.0 … next.K-1
+Every dynamic dimension (batch, source length, text length, words and characters per batch) is a
+``torch.export.Dim``, and each export is checked before it is kept: the graphs are run by ONNX
+Runtime on inputs of *other* shapes than the example they were traced with, and compared with the
+eager model. A model that does not pass is refused with a one-line error, never written.
 
-A decoder state (a dataclass of tensors and (h, c) tuples) is flattened into K tensors in field
-order; the manifest records each one's name and batch axis, so a runtime can drop finished sentences
-from every state tensor without knowing what the state means. A new decoder (attention) only has to
-keep ``start``/``step`` working: its state flattens the same way.
+The folder (see ``write_manifest``)::
 
-The output folder holds everything a translator needs — the graphs, both vocabularies, the tokenizer
-settings and a copy of ``runtime.py`` — so ``python EXPORT/runtime.py EXPORT`` translates stdin
-without rnnlab or PyTorch installed.
+    rnnlab-export.json   task, rnnlab version, opset, sha256 of the run's config and of every file
+    config.yaml          the run's resolved config
+    *.onnx               the graphs of ``graphs.py``
+    vocab.*.json, spm.*.model, tags.json …   the run's vocabularies, tokenizer models, tag set
+    runtime.py           translate, tag, generate and score with numpy + onnxruntime only
 """
 
 from __future__ import annotations
 
-import dataclasses
+import importlib.util
+import io
 import json
+import logging
+import os
 import shutil
 import warnings
+from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from rnnlab.atomic import building_dir, reported_as
 from rnnlab.errors import RnnlabError
+from rnnlab.export.graphs import (
+    LMGraph,
+    Seq2SeqStart,
+    Seq2SeqStep,
+    TaggerEmissions,
+    flatten_state,
+    portable_seq2seq,
+    state_names,
+)
+from rnnlab.export.loading import MANIFEST, is_export_dir
 
-MANIFEST = "rnnlab-export.json"
-FORMAT_VERSION = 1
-OPSET = 17
+FORMAT = "rnnlab-onnx"
+FORMAT_VERSION = 2
+OPSET = 18
+QUANTIZE_CHOICES = ("int8",)
+CHECK_ATOL = 1e-4
+"""Largest difference between ONNX Runtime and eager PyTorch an export may show on its check."""
+
+
+def require_export_extra() -> None:
+    """One line naming the extra to install, instead of an exporter's traceback."""
+    missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if not importlib.util.find_spec(m)]
+    if missing:
+        raise RnnlabError(
+            f"rnnlab export needs the 'export' extra (missing: {', '.join(missing)}); "
+            "install it with: pip install 'rnnlab[export]'"
+        )
+
 
 # ---------------------------------------------------------------------------------------------------
-# Flattening a decoder state to a list of tensors and back.
-# A structure is ("tensor",) | ("tuple", [structures]) | ("dataclass", cls, [(field, structure)])
-# | ("const", value).
+# One graph
 
 
-def flatten_state(state: Any) -> tuple[list[Tensor], Any]:
-    tensors: list[Tensor] = []
+def _export_graph(
+    module: nn.Module,
+    args: tuple[Any, ...],
+    path: Path,
+    *,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_shapes: Any,
+) -> None:
+    from rnnlab.export.recurrent import translation_table
 
-    def walk(node: Any) -> Any:
-        if isinstance(node, Tensor):
-            tensors.append(node)
-            return ("tensor",)
-        if isinstance(node, tuple | list):
-            return ("tuple", [walk(x) for x in node])
-        if dataclasses.is_dataclass(node) and not isinstance(node, type):
-            return (
-                "dataclass",
-                type(node),
-                [(f.name, walk(getattr(node, f.name))) for f in dataclasses.fields(node)],
+    # The exporter reports progress on stdout/stderr and warns about axis renaming; the library
+    # never prints, and what it checks is the result (``_check``).
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        logger.setLevel(logging.ERROR)
+        try:
+            program = torch.onnx.export(
+                module.eval(),
+                args,
+                dynamo=True,
+                custom_translation_table=translation_table(),
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=dynamic_shapes,
+                opset_version=OPSET,
+                optimize=True,
+                verbose=False,
             )
-        return ("const", node)
-
-    return tensors, walk(state)
-
-
-def unflatten_state(structure: Any, tensors: list[Tensor] | tuple[Tensor, ...]) -> Any:
-    items = iter(tensors)
-
-    def build(node: Any) -> Any:
-        kind = node[0]
-        if kind == "tensor":
-            return next(items)
-        if kind == "tuple":
-            return tuple(build(x) for x in node[1])
-        if kind == "dataclass":
-            return node[1](**{name: build(child) for name, child in node[2]})
-        return node[1]
-
-    return build(structure)
+        except Exception as exc:  # noqa: BLE001 - any exporter failure is a refusal
+            raise RnnlabError(f"cannot export {path.stem}.onnx: {_exporter_reason(exc)}") from None
+        finally:
+            logger.setLevel(level)
+        assert program is not None
+        program.save(str(path), external_data=False)
 
 
-def state_names(structure: Any) -> list[str]:
-    """Readable names of the flattened tensors: ``hidden.0``, ``context`` …"""
-    names: list[str] = []
-
-    def walk(node: Any, prefix: str) -> None:
-        kind = node[0]
-        if kind == "tensor":
-            names.append(prefix or "state")
-        elif kind == "tuple":
-            for i, child in enumerate(node[1]):
-                walk(child, f"{prefix}.{i}" if prefix else str(i))
-        elif kind == "dataclass":
-            for name, child in node[2]:
-                walk(child, f"{prefix}.{name}" if prefix else name)
-
-    walk(structure, "")
-    return names
+def _exporter_reason(exc: Exception) -> str:
+    """The line of an exporter error that says what went wrong (after its "Exception summary")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for index, line in enumerate(lines):
+        if line.startswith("Exception summary") and index + 1 < len(lines):
+            return lines[index + 1]
+    return lines[0] if lines else type(exc).__name__
 
 
-# ---------------------------------------------------------------------------------------------------
-# The two graphs.
+def _session(path: Path) -> Any:
+    import onnxruntime as ort  # type: ignore[import-untyped]
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-class StartGraph(nn.Module):
-    """``model.start`` with a flat tuple of state tensors as output."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, ...]:
-        tensors, _ = flatten_state(self.model.start(src, src_lengths))
-        return tuple(tensors)
-
-
-class StepGraph(nn.Module):
-    """``model.step`` over flat state tensors: (tokens, *state) → (log_probs, *next_state)."""
-
-    def __init__(self, model: nn.Module, structure: Any) -> None:
-        super().__init__()
-        self.model = model
-        self.structure = structure
-
-    def forward(self, tokens: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
-        log_probs, next_state = self.model.step(tokens, unflatten_state(self.structure, state))
-        tensors, _ = flatten_state(next_state)
-        return (log_probs, *tensors)
+def _check(name: str, expected: list[Tensor], got: list[np.ndarray], atol: float) -> None:
+    for index, (want, have) in enumerate(zip(expected, got, strict=True)):
+        want_np = want.detach().float().numpy()
+        if want_np.shape != have.shape:
+            raise RnnlabError(
+                f"export refused: {name} output {index} has shape {have.shape} under ONNX Runtime, "
+                f"{want_np.shape} in PyTorch"
+            )
+        finite = np.isfinite(want_np)
+        diff = float(np.abs(np.where(finite, want_np - have, 0.0)).max(initial=0.0))
+        if diff > atol or not np.array_equal(finite, np.isfinite(have)):
+            raise RnnlabError(
+                f"export refused: {name} differs from the PyTorch model by {diff:.2g} (> {atol:g})"
+            )
 
 
-def batch_axes(model: nn.Module, src_vocab_size: int) -> list[int]:
-    """Which axis of each state tensor is the batch: the one that changes with the batch size."""
-    shapes = []
-    for batch in (2, 3):
-        src = torch.full((batch, 4), min(4, src_vocab_size - 1), dtype=torch.long)
-        tensors, _ = flatten_state(model.start(src, torch.full((batch,), 4, dtype=torch.long)))
-        shapes.append([t.shape for t in tensors])
-    axes = []
-    for two, three in zip(*shapes, strict=True):
-        changed = [i for i, (a, b) in enumerate(zip(two, three, strict=True)) if a != b]
-        if len(changed) != 1:
-            raise ValueError(f"cannot tell the batch axis of a state tensor of shape {tuple(two)}")
-        axes.append(changed[0])
+def add_top_k(path: Path) -> None:
+    """Give a step graph a ``TopK`` of its log-probabilities, with k as an input.
+
+    Searches need only the k best tokens per row (k = 1 greedy, 2·beam for beam search): asking ONNX
+    Runtime for ``top_log_probs``/``top_tokens`` (B, k) instead of ``log_probs`` (B, V) spares a
+    copy of B·V floats out of the session and a partial sort over them in numpy at every step.
+    Ties keep the lower token id first (the ONNX ``TopK`` contract).
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    graph.input.append(helper.make_tensor_value_info("k", TensorProto.INT64, [1]))
+    graph.node.append(
+        helper.make_node(
+            "TopK",
+            ["log_probs", "k"],
+            ["top_log_probs", "top_tokens"],
+            axis=-1,
+            largest=1,
+            sorted=1,
+        )
+    )
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info("top_log_probs", TensorProto.FLOAT, ["batch", "k"]),
+            helper.make_tensor_value_info("top_tokens", TensorProto.INT64, ["batch", "k"]),
+        ]
+    )
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _axes_that_change(shapes_a: list[torch.Size], shapes_b: list[torch.Size]) -> list[int | None]:
+    """Per tensor, the one axis whose size differs between two probes (None if none does)."""
+    axes: list[int | None] = []
+    for a, b in zip(shapes_a, shapes_b, strict=True):
+        changed = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+        if len(changed) > 1:
+            raise RnnlabError(
+                f"export refused: a state tensor of shape {tuple(a)} is not understood"
+            )
+        axes.append(changed[0] if changed else None)
     return axes
 
 
-def _export(module: nn.Module, args: tuple[Any, ...], path: Path, **kwargs: Any) -> None:
-    with warnings.catch_warnings():
-        # The TorchScript exporter is the one that maps packed sequences to ONNX's sequence_lens;
-        # its deprecation warnings and tracer notes are not actionable here.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), opset_version=OPSET, dynamo=False, **kwargs)
+def _padded(rows: list[list[int]], pad: int = 0) -> tuple[Tensor, Tensor]:
+    lengths = torch.tensor([len(r) for r in rows])
+    out = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r)
+    return out, lengths
 
 
-def export_seq2seq(task: Any, model: nn.Module, out_dir: str | Path) -> Path:
-    """Write ``start.onnx``, ``step.onnx``, the manifest and ``runtime.py`` into ``out_dir``.
+def _random_rows(lengths: list[int], low: int, high: int, seed: int) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randint(low, high, (n,), generator=generator).tolist() for n in lengths]
 
-    The folder is assembled beside ``out_dir`` and swapped in whole, so a failed export (a full
-    disk: ``WriteFailed`` naming ``out_dir``) leaves a previous export there usable.
-    """
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not is_export_dir(out):
-        raise RnnlabError(f"{out}: exists and is not an rnnlab export; refusing to replace it")
-    with reported_as(out):
-        out.parent.mkdir(parents=True, exist_ok=True)
-    with building_dir(out) as build:
-        _write_export(task, model, build)
-    return out
+
+# ---------------------------------------------------------------------------------------------------
+# seq2seq
 
 
 @torch.no_grad()
-def _write_export(task: Any, model: nn.Module, out: Path) -> None:
-    model = model.to("cpu").eval()
+def _export_seq2seq(task: Any, model: Any, out: Path) -> dict[str, Any]:
+    config = task.config
     src_vocab, tgt_vocab = task.src_vocab, task.tgt_vocab
-    # Example inputs: two sentences of different lengths so the packed path is traced.
-    src = torch.tensor([[4, 5, 6, src_vocab.eos_id], [5, src_vocab.eos_id, 0, 0]])
-    src = src.clamp(max=len(src_vocab) - 1)
-    src_lengths = torch.tensor([4, 2])
-    state = model.start(src, src_lengths)
+    cell = config.model.cell
+    portable = portable_seq2seq(model, cell)
+    low, high = 4, max(len(src_vocab), 5)
+
+    def start_of(lengths: list[int], seed: int) -> tuple[Tensor, Tensor, Any]:
+        rows = [[*r[:-1], src_vocab.eos_id] for r in _random_rows(lengths, low, high, seed)]
+        src, src_lengths = _padded(rows, src_vocab.pad_id)
+        return src, src_lengths, model.start(src, src_lengths)
+
+    src, src_lengths, state = start_of([5, 3, 2], 0)
     tensors, structure = flatten_state(state)
+    shapes = [t.shape for t in tensors]
+    batch_axes = _axes_that_change(
+        shapes, [t.shape for t in flatten_state(start_of([5, 3, 2, 4], 1)[2])[0]]
+    )
+    src_axes = _axes_that_change(
+        shapes, [t.shape for t in flatten_state(start_of([6, 3, 2], 2)[2])[0]]
+    )
+    if any(axis is None for axis in batch_axes):
+        raise RnnlabError("export refused: a decoder state tensor has no batch axis")
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    src_len = torch.export.Dim("src_len", min=1, max=4096)
+
+    def state_dims(axes_b: list[int | None], axes_s: list[int | None]) -> tuple[dict, ...]:
+        dims = []
+        for b_axis, s_axis in zip(axes_b, axes_s, strict=True):
+            spec = {b_axis: batch}
+            if s_axis is not None:
+                spec[s_axis] = src_len
+            dims.append(spec)
+        return tuple(dims)
+
     names = state_names(structure)
+    tokens = torch.full((src.size(0),), tgt_vocab.bos_id, dtype=torch.long)
+    next_tensors = flatten_state(model.step(tokens, state)[1])[0]
+    static = [after is before for after, before in zip(next_tensors, tensors, strict=True)]
     state_in = [f"state.{i}" for i in range(len(tensors))]
     state_out = [f"next.{i}" for i in range(len(tensors))]
-    axes = batch_axes(model, len(src_vocab))
-
-    _export(
-        StartGraph(model),
+    moving_out = [name for name, s in zip(state_out, static, strict=True) if not s]
+    _export_graph(
+        Seq2SeqStart(portable),
         (src, src_lengths),
         out / "start.onnx",
         input_names=["src", "src_lengths"],
         output_names=state_in,
-        dynamic_axes={
-            "src": {0: "batch", 1: "src_len"},
-            "src_lengths": {0: "batch"},
-            **{name: {axis: "batch"} for name, axis in zip(state_in, axes, strict=True)},
-        },
+        dynamic_shapes={"src": {0: batch, 1: src_len}, "src_lengths": {0: batch}},
     )
-    tokens = torch.full((2,), tgt_vocab.bos_id, dtype=torch.long)
-    _export(
-        StepGraph(model, structure),
+    step = Seq2SeqStep(portable, structure, static)
+    attention_out = ["attention"] if step.has_attention else []
+    _export_graph(
+        step,
         (tokens, *tensors),
         out / "step.onnx",
         input_names=["tokens", *state_in],
-        output_names=["log_probs", *state_out],
-        dynamic_axes={
-            "tokens": {0: "batch"},
-            "log_probs": {0: "batch"},
-            **{name: {axis: "batch"} for name, axis in zip(state_in, axes, strict=True)},
-            **{name: {axis: "batch"} for name, axis in zip(state_out, axes, strict=True)},
-        },
+        output_names=["log_probs", *attention_out, *moving_out],
+        dynamic_shapes=({0: batch}, state_dims(batch_axes, src_axes)),
     )
-    config = task.config
-    manifest = {
-        "format": "rnnlab-seq2seq-onnx",
-        "format_version": FORMAT_VERSION,
-        "opset": OPSET,
-        "start": "start.onnx",
-        "step": "step.onnx",
+
+    add_top_k(out / "step.onnx")
+
+    # Check with shapes the trace never saw: batch 1 with a 1-token source, and a larger batch.
+    start_session, step_session = _session(out / "start.onnx"), _session(out / "step.onnx")
+    for lengths, seed in (([1], 3), ([7, 1, 4, 9, 2], 4)):
+        src, src_lengths, state = start_of(lengths, seed)
+        got = start_session.run(None, {"src": src.numpy(), "src_lengths": src_lengths.numpy()})
+        _check("start.onnx", flatten_state(state)[0], got, CHECK_ATOL)
+        tokens = torch.full((len(lengths),), tgt_vocab.bos_id, dtype=torch.long)
+        for _ in range(3):
+            feed = {"tokens": tokens.numpy(), **dict(zip(state_in, got, strict=True))}
+            feed["k"] = np.array([1], dtype=np.int64)
+            log_probs, state = model.step(tokens, state)
+            got_step = step_session.run(["log_probs", *attention_out, *moving_out], feed)
+            _check("step.onnx", [log_probs], got_step[:1], CHECK_ATOL)
+            moving = iter(got_step[1 + len(attention_out) :])
+            got = [before if s else next(moving) for before, s in zip(got, static, strict=True)]
+            _check("step.onnx", flatten_state(state)[0], got, CHECK_ATOL)
+            tokens = log_probs.argmax(-1)
+
+    files = {"vocab.src.json": "vocab.src.json", "vocab.tgt.json": "vocab.tgt.json"}
+    tokenizer: dict[str, Any] = {
+        "kind": config.data.tokenizer,
+        "preprocess": config.data.preprocess,
+        "max_len": config.data.max_len,
+    }
+    if config.data.tokenizer == "sentencepiece":
+        src_spm, tgt_spm = task._spm_paths()
+        tokenizer["spm_src"], tokenizer["spm_tgt"] = src_spm.name, tgt_spm.name
+        files[src_spm.name] = src_spm.name
+        files[tgt_spm.name] = tgt_spm.name
+    return {
+        "graphs": {"start": "start.onnx", "step": "step.onnx"},
         "state": [
-            {"name": name, "input": i, "output": o, "batch_axis": axis}
-            for name, i, o, axis in zip(names, state_in, state_out, axes, strict=True)
+            {"name": name, "input": i, "output": o, "batch_axis": axis, "static": s}
+            for name, i, o, axis, s in zip(
+                names, state_in, state_out, batch_axes, static, strict=True
+            )
         ],
-        "src_vocab": list(src_vocab.itos),
-        "tgt_vocab": list(tgt_vocab.itos),
+        "attention": step.has_attention,
+        "vocab": {"src": "vocab.src.json", "tgt": "vocab.tgt.json"},
         "specials": {
             "pad": src_vocab.pad_id,
             "unk": src_vocab.unk_id,
             "bos": tgt_vocab.bos_id,
             "eos": tgt_vocab.eos_id,
         },
-        "tokenizer": {
-            "kind": "word",
-            "preprocess": config.data.preprocess,
-            "max_len": config.data.max_len,
+        "tokenizer": tokenizer,
+        "decode": {
+            "max_len": config.decode.max_len,
+            "beam_size": config.decode.beam_size,
+            "length_penalty": config.decode.length_penalty,
+            "batch_size": config.decode.batch_size,
         },
-        "decode": {"max_len": config.decode.max_len, "batch_size": config.decode.batch_size},
-        "model": dataclasses.asdict(config.model),
+        "copy": files,
     }
-    (out / MANIFEST).write_text(
-        json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8"
+
+
+# ---------------------------------------------------------------------------------------------------
+# tagger
+
+
+@torch.no_grad()
+def _export_tagger(task: Any, model: Any, out: Path) -> dict[str, Any]:
+    config = task.config
+    graph = TaggerEmissions(model, config.model.cell)
+    has_chars = model.char_encoder is not None
+    words_in, words_out = ["words", "lengths"], ["emissions"]
+    chars_in = ["chars", "char_lengths", "word_types"] if has_chars else []
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    steps = torch.export.Dim("steps", min=1, max=4096)
+    types = torch.export.Dim("word_types", min=1, max=1 << 20)
+    chars = torch.export.Dim("chars", min=1, max=4096)
+    alphabet = [w for w in task.char_vocab.itos[4:]] or ["a"]
+
+    def batch_of(lengths: list[int], seed: int) -> list[Tensor]:
+        rng = np.random.default_rng(seed)
+        words = task.word_vocab.itos[4:] or ["x"]
+        sentences = [
+            [
+                str(rng.choice(words)) if rng.random() < 0.7 else "".join(rng.choice(alphabet, 3))
+                for _ in range(n)
+            ]
+            for n in lengths
+        ]
+        made = task.make_batch(sentences)
+        inputs = [made.words, made.lengths]
+        if has_chars:
+            inputs += [made.chars, made.char_lengths, made.word_types]
+        return inputs
+
+    example = batch_of([5, 3, 2], 0)
+    dims: list[dict[int, Any]] = [{0: batch, 1: steps}, {0: batch}]
+    if has_chars:
+        dims += [{0: types, 1: chars}, {0: types}, {0: batch, 1: steps}]
+    _export_graph(
+        graph,
+        tuple(example),
+        out / "tagger.onnx",
+        input_names=words_in + chars_in,
+        output_names=words_out,
+        dynamic_shapes=(dims[0], dims[1], tuple(dims[2:])) if has_chars else tuple(dims),
     )
-    shutil.copyfile(Path(__file__).with_name("runtime.py"), out / "runtime.py")
-
-
-def is_export_dir(path: str | Path) -> bool:
-    return (Path(path) / MANIFEST).is_file()
-
-
-# What the runtime reads from a manifest: (key, type) at the top, then inside each section.
-_TOP: dict[str, type] = {
-    "format_version": int,
-    "start": str,
-    "step": str,
-    "state": list,
-    "src_vocab": list,
-    "tgt_vocab": list,
-    "specials": dict,
-    "tokenizer": dict,
-    "decode": dict,
-}
-_SECTIONS: dict[str, dict[str, type]] = {
-    "specials": {"pad": int, "unk": int, "bos": int, "eos": int},
-    "tokenizer": {"preprocess": str, "max_len": int},
-    "decode": {"max_len": int, "batch_size": int},
-}
-_STATE: dict[str, type] = {"name": str, "input": str, "output": str, "batch_axis": int}
-
-
-def _check_fields(path: Path, where: str, node: dict[str, Any], fields: dict[str, type]) -> None:
-    for key, kind in fields.items():
-        value = node.get(key)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise RnnlabError(f"{path}: {where}{key} is missing or not of type {kind.__name__}")
-
-
-def check_manifest(folder: str | Path) -> dict[str, Any]:
-    """The manifest of an export folder, checked for everything the runtime reads from it.
-
-    ``runtime.py`` must stay free of rnnlab, so it trusts its manifest; ``rnnlab translate EXPORT``
-    checks it here first, so a damaged or hand-edited manifest is one line naming it.
-    """
-    path = Path(folder) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        reason = " ".join(str(exc).split())
-        raise RnnlabError(f"{path}: not a readable export manifest ({reason})") from None
-    if not isinstance(manifest, dict):
-        raise RnnlabError(f"{path}: not a readable export manifest (not a JSON object)")
-    _check_fields(path, "", manifest, _TOP)
-    if manifest["format_version"] != FORMAT_VERSION:
-        raise RnnlabError(
-            f"{path}: export format version {manifest['format_version']} is not "
-            f"{FORMAT_VERSION}; export the run again with this rnnlab"
+    session = _session(out / "tagger.onnx")
+    for lengths, seed in (([1], 1), ([9, 1, 4, 2, 6, 3], 2)):
+        inputs = batch_of(lengths, seed)
+        expected = model(*inputs)
+        got = session.run(
+            None, {n: t.numpy() for n, t in zip(words_in + chars_in, inputs, strict=True)}
         )
-    for section, fields in _SECTIONS.items():
-        _check_fields(path, f"{section}.", manifest[section], fields)
-    for index, spec in enumerate(manifest["state"]):
-        if not isinstance(spec, dict):
-            raise RnnlabError(f"{path}: state[{index}] is not an object")
-        _check_fields(path, f"state[{index}].", spec, _STATE)
-    for side in ("src_vocab", "tgt_vocab"):
-        tokens = manifest[side]
-        if not tokens or not all(isinstance(t, str) for t in tokens):
-            raise RnnlabError(f"{path}: {side} must be a non-empty list of strings")
-    for name, side in (
-        ("pad", "src_vocab"),
-        ("unk", "src_vocab"),
-        ("bos", "tgt_vocab"),
-        ("eos", "tgt_vocab"),
-    ):
-        if not 0 <= manifest["specials"][name] < len(manifest[side]):
-            raise RnnlabError(f"{path}: specials.{name} is outside {side}")
-    for graph in ("start", "step"):
-        name = manifest[graph]
-        if Path(name).name != name or name in ("", ".", ".."):
-            raise RnnlabError(f"{path}: {graph} must name a file inside the export folder")
-    return manifest
+        _check("tagger.onnx", [expected], got, CHECK_ATOL)
+
+    crf = None
+    if model.crf is not None:
+        crf = {
+            "transitions": model.crf.transitions.detach().float().tolist(),
+            "start": model.crf.start_transitions.detach().float().tolist(),
+            "end": model.crf.end_transitions.detach().float().tolist(),
+        }
+    files = {
+        name: name
+        for name in ("vocab.words.json", "vocab.chars.json", "tags.json", "train_words.json")
+    }
+    return {
+        "graphs": {"tagger": "tagger.onnx"},
+        "inputs": words_in + chars_in,
+        "vocab": {"words": "vocab.words.json", "chars": "vocab.chars.json", "tags": "tags.json"},
+        "specials": {"pad": task.word_vocab.pad_id, "unk": task.word_vocab.unk_id},
+        "tokenizer": {
+            "lowercase": config.data.lowercase,
+            "max_word_chars": config.data.max_word_chars,
+        },
+        "crf": crf,
+        "decode": {"batch_size": config.decode.batch_size},
+        "copy": files,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# language model
+
+
+@torch.no_grad()
+def _export_lm(task: Any, model: Any, out: Path) -> dict[str, Any]:
+    config = task.config
+    cell = config.model.cell
+    vocab_size = len(task.vocab)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    steps = torch.export.Dim("steps", min=1, max=1 << 20)
+    tensors, structure = flatten_state(model.start(3))
+    names = state_names(structure)
+    state_in = [f"state.{i}" for i in range(len(tensors))]
+    state_out = [f"next.{i}" for i in range(len(tensors))]
+    state_dims = tuple({1: batch} for _ in tensors)
+    tokens = torch.randint(0, vocab_size, (3, 5), generator=torch.Generator().manual_seed(0))
+    _export_graph(
+        LMGraph(model, cell, step=True),
+        (tokens[:, 0], *tensors),
+        out / "step.onnx",
+        input_names=["tokens", *state_in],
+        output_names=["log_probs", *state_out],
+        dynamic_shapes=({0: batch}, state_dims),
+    )
+    _export_graph(
+        LMGraph(model, cell, step=False),
+        (tokens, *tensors),
+        out / "score.onnx",
+        input_names=["tokens", *state_in],
+        output_names=["log_probs", *state_out],
+        dynamic_shapes=({0: batch, 1: steps}, state_dims),
+    )
+    step_session, score_session = _session(out / "step.onnx"), _session(out / "score.onnx")
+    for rows, length in ((1, 1), (6, 11)):
+        ids = torch.randint(
+            0, vocab_size, (rows, length), generator=torch.Generator().manual_seed(rows)
+        )
+        start = model.start(rows)
+        features, state = model(ids, start)
+        log_probs = torch.log_softmax(model.project(features).float(), -1)
+        start_np = [t.numpy() for t in flatten_state(start)[0]]
+        got = score_session.run(
+            None, {"tokens": ids.numpy(), **dict(zip(state_in, start_np, strict=True))}
+        )
+        _check("score.onnx", [log_probs, *flatten_state(state)[0]], got, CHECK_ATOL)
+        step_log_probs, step_state = model.step(ids[:, 0], start)
+        got = step_session.run(
+            None, {"tokens": ids[:, 0].numpy(), **dict(zip(state_in, start_np, strict=True))}
+        )
+        _check("step.onnx", [step_log_probs, *flatten_state(step_state)[0]], got, CHECK_ATOL)
+    return {
+        "graphs": {"step": "step.onnx", "score": "score.onnx"},
+        "state": [
+            {"name": name, "input": i, "output": o, "batch_axis": 1, "shape": list(t.shape)}
+            for name, i, o, t in zip(names, state_in, state_out, tensors, strict=True)
+        ],
+        "vocab": {"tokens": "vocab.json"},
+        "tokenizer": {"level": config.data.tokenizer, "clean": config.data.clean},
+        "copy": {"vocab.json": "vocab.json"},
+    }
+
+
+EXPORTERS: dict[str, Callable[[Any, nn.Module, Path], dict[str, Any]]] = {
+    "seq2seq": _export_seq2seq,
+    "tagger": _export_tagger,
+    "lm": _export_lm,
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The folder
+
+
+def quantize_int8(path: Path) -> None:
+    """ONNX Runtime dynamic quantisation: int8 weights for MatMul/Gemm/Gather/LSTM, in place."""
+    from onnxruntime.quantization import (  # type: ignore[import-untyped]
+        QuantType,
+        quantize_dynamic,
+    )
+
+    quantized = path.with_suffix(".int8.onnx")
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)  # its advice to pre-process is for convolutional nets
+        try:
+            quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
+        finally:
+            logging.disable(logging.NOTSET)
+    os.replace(quantized, path)
+
+
+def config_sha256(run_dir: Path) -> str:
+    from rnnlab.export.runtime import sha256_of
+
+    return sha256_of(run_dir / "config.yaml")
+
+
+def export_run(
+    task: Any, model: nn.Module, out_dir: str | Path, *, quantize: str | None = None
+) -> Path:
+    """Write the export folder of a trained model; the folder appears whole or not at all."""
+    require_export_extra()
+    if quantize is not None and quantize not in QUANTIZE_CHOICES:
+        raise RnnlabError(
+            f"--quantize: expected one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}"
+        )
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not is_export_dir(out):
+        raise RnnlabError(f"{out}: exists and is not an rnnlab export folder; choose another --out")
+    run_dir = Path(task.run_dir)
+    model = model.to("cpu").eval()
+    with reported_as(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    # Assembled beside ``out`` and swapped in whole: a failed export (a full disk is a one-line
+    # ``WriteFailed`` naming ``out``) leaves a previous export there usable.
+    with building_dir(out) as staging:
+        manifest = EXPORTERS[task.name](task, model, staging)
+        copies = manifest.pop("copy")
+        for target, source in copies.items():
+            shutil.copyfile(run_dir / source, staging / target)
+        shutil.copyfile(run_dir / "config.yaml", staging / "config.yaml")
+        if quantize == "int8":
+            for graph in manifest["graphs"].values():
+                quantize_int8(staging / graph)
+        shutil.copyfile(Path(__file__).with_name("runtime.py"), staging / "runtime.py")
+        write_manifest(staging, task=task.name, run_dir=run_dir, quantize=quantize, body=manifest)
+    return out
+
+
+def write_manifest(
+    folder: Path, *, task: str, run_dir: Path, quantize: str | None, body: dict[str, Any]
+) -> None:
+    """The manifest: what the folder holds and the sha256 of every file, checked on load."""
+    import rnnlab
+    from rnnlab.export.runtime import sha256_of
+
+    files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "rnnlab_version": rnnlab.__version__,
+        "task": task,
+        "opset": OPSET,
+        "exporter": f"torch.onnx.export(dynamo=True), torch {torch.__version__.split('+')[0]}",
+        "quantize": quantize,
+        "config_sha256": config_sha256(run_dir),
+        "source_run": str(run_dir.resolve()),
+        **body,
+        "files": {name: sha256_of(folder / name) for name in files},
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), "utf-8")

@@ -2,8 +2,8 @@
 
 What a directory is decides how it is opened: a run directory (``config.yaml``) goes through
 ``rnnlab.rundir.open_run``; an export directory (``rnnlab-export.json``, written by ``rnnlab
-export``) is recognised so that it can be dispatched to its own runtime, and is refused here until
-that runtime covers every task.
+export``) is opened by its ONNX Runtime runtime behind the same interface
+(``rnnlab.inference.exported``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from rnnlab.errors import RnnlabError
+from rnnlab.export.loading import MANIFEST as EXPORT_MANIFEST
 from rnnlab.inference.language_model import LanguageModel
 from rnnlab.inference.tagger import Tagger
 from rnnlab.inference.translator import Translator
@@ -26,7 +27,6 @@ KINDS: dict[str, type[InferenceModel]] = {
     "lm": LanguageModel,
 }
 
-EXPORT_MANIFEST = "rnnlab-export.json"
 
 Model = TypeVar("Model", Translator, Tagger, LanguageModel)
 
@@ -59,10 +59,9 @@ def load(
 
     path = Path(path)
     if directory_kind(path) == "export":
-        raise RnnlabError(
-            f"{path}: an exported model; rnnlab.load reads run directories "
-            f"(rnnlab translate {path} runs an exported translator)"
-        )
+        from rnnlab.inference.exported import load_export
+
+        return load_export(path, threads=threads)
     run = open_run(path, device=device, overrides=overrides)
     if threads > 0:
         torch.set_num_threads(threads)
@@ -84,12 +83,17 @@ def load_as(
     """``load`` for a command that needs one kind of model; a one-line error for another kind."""
     from rnnlab.rundir import read_run_config
 
-    if directory_kind(Path(path)) == "run":
+    kind = directory_kind(Path(path))
+    if kind == "run":
         task_name = read_run_config(Path(path), overrides).task
         if task_name != cls.task_name:
             raise RnnlabError(
                 f"{path}: {command} needs a {cls.task_name} run, this is a {task_name} run"
             )
     model = load(path, device=device, threads=threads, overrides=overrides)
-    assert isinstance(model, cls)
+    if not isinstance(model, cls):
+        raise RnnlabError(
+            f"{path}: {command} needs a {cls.task_name} model, this export is a "
+            f"{model.task_name} model"
+        )
     return model

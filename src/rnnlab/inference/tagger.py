@@ -24,6 +24,11 @@ class Tagger:
         self.batch_size = task.config.decode.batch_size
         """Sentences tagged together."""
 
+    @property
+    def tag_column(self) -> str:
+        """The CoNLL-U column the tagger fills (``data.tag_column``: upos or xpos)."""
+        return self.task.config.data.tag_column
+
     def describe(self) -> dict[str, Any]:
         """Facts a client shows when picking a model (``GET /v1/models``)."""
         task = self.task

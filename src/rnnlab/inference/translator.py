@@ -34,6 +34,11 @@ class Translator:
         return bool(getattr(self.model, "has_attention", False))
 
     @property
+    def attention_kind(self) -> str:
+        """``model.attention`` of the run: none, bahdanau, luong_dot or luong_general."""
+        return self.task.config.model.attention
+
+    @property
     def default_beam(self) -> int:
         """The run's ``decode.beam_size``: what ``rnnlab translate`` uses without ``--beam``."""
         return self.task.config.decode.beam_size

@@ -78,7 +78,11 @@ class ContextDecoder(nn.Module):
         self.output = nn.Linear(hidden_size, vocab_size)
         self.num_layers = num_layers
         self.embed_size = embed_size
-        self.stepper = StackStepper.of(self.rnn)
+
+    @property
+    def stepper(self) -> StackStepper | None:
+        """The stepwise runner of ``self.rnn``, asked afresh so a replaced stack is never stale."""
+        return StackStepper.of(self.rnn)
 
     def init_state(
         self, encoder_output: EncoderOutput, hidden: RecurrentState | None = None

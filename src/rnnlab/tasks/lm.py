@@ -277,6 +277,11 @@ class LanguageModelTask(Task):
             )
         ids = self.read_ids(path)
         nll, count = stream_nll(model, ids, device)  # type: ignore[arg-type]
+        return self.perplexity_report(path, nll, count)
+
+    def perplexity_report(self, path: str, nll: float, count: int) -> dict[str, Any]:
+        """``evaluate``'s metrics from a file and its summed NLL (however it was computed)."""
+        assert self.vocab is not None
         oov, first = 0, True
         for tokens in self.token_chunks(path):  # a second pass: the ids no longer tell <unk> apart
             oov += sum(1 for t in tokens[int(first) :] if t not in self.vocab and t != UNK)

@@ -538,7 +538,12 @@ class Seq2SeqTask(Task):
         data = self.encode_pairs(self.read_pairs(path))
         nll, count = self.teacher_forced_nll(model, data, device)
         decoded = self.translate_ids(model, data.src, device, **decode)
-        hyps = [self.detokenize(h[0]) for h in decoded]
+        return self.translation_report([self.detokenize(h[0]) for h in decoded], data, nll, count)
+
+    def translation_report(
+        self, hyps: list[str], data: EncodedPairs, nll: float, count: int
+    ) -> dict[str, Any]:
+        """``evaluate``'s metrics from translations and the teacher-forced NLL of the references."""
         bleu, signature = corpus_bleu_with_signature(hyps, data.references)
 
         def split(text: str) -> str:

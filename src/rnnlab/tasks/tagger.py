@@ -403,12 +403,14 @@ class TaggerTask(Task):
 
     # -- metrics --------------------------------------------------------------------------------
     def score(self, model: nn.Module, data: TaggedData, device: torch.device) -> TaggingScores:
+        return self.score_tags(data, self.tag(model, data.words, device))
+
+    def score_tags(self, data: TaggedData, tags: list[list[str]]) -> TaggingScores:
+        """Accuracy, OOV accuracy and per-tag scores of predicted ``tags`` against ``data``."""
         assert self.tagset is not None
         known = frozenset(self.tagset.itos)
         scores = TaggingScores()
-        for words, gold, predicted in zip(
-            data.words, data.tags, self.tag(model, data.words, device), strict=True
-        ):
+        for words, gold, predicted in zip(data.words, data.tags, tags, strict=True):
             scores.add(
                 gold, predicted, oov=[w not in self.train_words for w in words], known_tags=known
             )

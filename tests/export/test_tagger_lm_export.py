@@ -1,0 +1,165 @@
+"""Exported taggers (softmax and CRF, word and character encoders) and language models equal eager."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxscript")
+pytest.importorskip("onnxruntime")
+
+from rnnlab.export.onnx import export_run  # noqa: E402
+from rnnlab.export.runtime import load, viterbi  # noqa: E402
+from rnnlab.models.crf import LinearChainCRF  # noqa: E402
+from rnnlab.tasks.lm import stream_nll  # noqa: E402
+from tests.export.runs import CPU, make_run  # noqa: E402
+
+EWT = "data/ud-ewt-sample"
+TAGGERS = [
+    {"crf": True, "char_encoder": "rnn", "cell": "gru"},
+    {"crf": False, "char_encoder": "cnn", "cell": "lstm"},
+    {"crf": True, "char_encoder": "none", "cell": "coupled_lstm", "lowercase": True},
+]
+
+
+@pytest.fixture(scope="module", params=TAGGERS, ids=lambda p: f"{p['char_encoder']}-crf{p['crf']}")
+def tagger(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tagger")
+    model_options = {k: v for k, v in request.param.items() if k != "lowercase"}
+    config = {
+        "data": {
+            "train": f"{EWT}/train.conllu",
+            "valid": "",
+            "max_examples": 200,
+            "lowercase": request.param.get("lowercase", False),
+        },
+        "model": {
+            "embed_size": 8,
+            "hidden_size": 12,
+            "char_embed_size": 6,
+            "char_hidden_size": 6,
+            "dropout": 0.0,
+            **model_options,
+        },
+        "train": {"batch_size": 16, "lr": 0.01},
+    }
+    task, model = make_run(root, "tagger", config, train_steps=15)
+    return task, model, load(export_run(task, model, root / "export"))
+
+
+def test_tags_equal_eager_on_other_shapes(tagger):
+    task, model, runtime = tagger
+    sentences = [s.words for s in task.read_sentences(f"{EWT}/dev.conllu")[:37]]
+    sentences[0] = ["Supercalifragilisticexpialidocious-ly"]  # one word, longer than max_word_chars
+    sentences[1] = []
+    long_sentence = [w for s in sentences[2:] for w in s][:60]
+    sentences.append(long_sentence)
+    eager = task.tag(model, sentences, CPU)
+    assert [t.tags for t in runtime.tag(sentences, batch_size=7)] == eager
+    assert runtime.tag(["a b c"])[0].tokens == ["a", "b", "c"]
+    # emissions within 1e-4 of eager
+    batch = task.make_batch(sentences[2:9])
+    with torch.no_grad():
+        want = model(batch.words, batch.lengths, batch.chars, batch.char_lengths, batch.word_types)
+    (got,) = runtime.session.run(None, runtime._feed(sentences[2:9]))
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+
+
+def test_numpy_viterbi_equals_the_crf():
+    torch.manual_seed(0)
+    crf = LinearChainCRF(5)
+    crf.start_transitions.data.normal_()
+    crf.end_transitions.data.normal_()
+    emissions = torch.randn(6, 9, 5)
+    lengths = torch.tensor([9, 1, 4, 9, 2, 7])
+    params = {
+        "transitions": crf.transitions.detach().numpy(),
+        "start": crf.start_transitions.detach().numpy(),
+        "end": crf.end_transitions.detach().numpy(),
+    }
+    want = crf.viterbi(emissions, lengths)
+    got = viterbi(emissions.numpy(), lengths.numpy(), params)
+    for row, n in enumerate(lengths.tolist()):
+        assert got[row, :n].tolist() == want[row, :n].tolist()
+
+
+@pytest.fixture(scope="module", params=["lstm", "gru"])
+def language_model(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    config = {
+        "data": {"train": "data/timemachine/train.txt", "valid": "", "max_examples": 300},
+        "model": {"embed_size": 8, "hidden_size": 12, "num_layers": 2, "cell": request.param},
+        "train": {"batch_size": 8, "bptt": 16, "lr": 0.01},
+    }
+    task, model = make_run(root, "lm", config, train_steps=30)
+    return task, model, load(export_run(task, model, root / "export"))
+
+
+def test_lm_greedy_generation_and_perplexity_equal_eager(language_model):
+    task, model, runtime = language_model
+    eager = task.generate(model, "the time traveller", CPU, length=60, greedy=True)[0]
+    assert runtime.generate("the time traveller", length=60, temperature=0) == eager
+    assert runtime.generate("x", length=0, temperature=0) == "x"
+    ids = task.read_ids("data/timemachine/valid.txt")
+    nll, count = stream_nll(model, ids, CPU)
+    onnx_nll, onnx_count = runtime.nll(ids.tolist())
+    assert onnx_count == count
+    assert onnx_nll / count == pytest.approx(nll / count, abs=1e-4)
+    text = "the time machine is a story"
+    expected = math.exp(stream_nll(model, task.encode(list(text)), CPU)[0] / (len(text) - 1))
+    assert runtime.perplexity(text) == pytest.approx(expected, rel=1e-4)
+
+
+def test_lm_sampling_is_seeded_and_top_k_limits_the_choice(language_model):
+    _, _, runtime = language_model
+    first = runtime.generate("the ", length=50, temperature=1.0, seed=3)
+    assert runtime.generate("the ", length=50, temperature=1.0, seed=3) == first
+    assert runtime.generate("the ", length=50, temperature=1.0, seed=4) != first
+    # with top_k = 1 sampling is greedy search
+    assert runtime.generate("the ", length=30, top_k=1, seed=5) == runtime.generate(
+        "the ", length=30, temperature=0
+    )
+
+
+def test_cli_tag_and_evaluate_on_an_export_equal_the_run(tagger, monkeypatch, capsys):
+    import io
+    import sys
+
+    from rnnlab.cli import main
+
+    task, _, runtime = tagger
+    dev = f"{EWT}/dev.conllu"
+    text = "is it too late now to say sorry\n\nThe quick brown fox .\n"
+    blocks = Path(dev).read_text(encoding="utf-8").split("\n\n")
+    conllu = "\n\n".join(blocks[:5]) + "\n\n"
+    outputs = []
+    for target in (task.run_dir, runtime.folder):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+        assert main(["tag", str(target)]) == 0
+        monkeypatch.setattr(sys, "stdin", io.StringIO(conllu))
+        assert main(["tag", str(target), "--format", "conllu"]) == 0
+        assert main(["evaluate", str(target), "--data", dev, "--json", "--per-tag"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    assert '"accuracy"' in outputs[0] and "/" in outputs[0]
+
+
+def test_cli_generate_and_evaluate_on_an_export_equal_the_run(language_model, capsys):
+    from rnnlab.cli import main
+
+    task, _, runtime = language_model
+    outputs = []
+    for target in (task.run_dir, runtime.folder):
+        assert main(["generate", str(target), "--prefix", "the time", "--length", "30"]) == 0
+        assert main(["evaluate", str(target), "--data", "data/timemachine/valid.txt"]) == 0
+        outputs.append(capsys.readouterr().out.splitlines())
+    run, exported = outputs
+    assert exported[0] == run[0]  # greedy generation
+    metrics = [dict(line.split("\t") for line in out[1:]) for out in outputs]
+    assert metrics[1].keys() == metrics[0].keys()
+    assert float(metrics[1]["loss"]) == pytest.approx(float(metrics[0]["loss"]), abs=1e-4)
+    assert metrics[1]["tokens"] == metrics[0]["tokens"]
