@@ -163,7 +163,11 @@ class ExportedLanguageModel(LanguageModel):
         return float(runtime_call(self.runtime.perplexity, text))
 
 
-EXPORTED = {"seq2seq": ExportedTranslator, "tagger": ExportedTagger, "lm": ExportedLanguageModel}
+EXPORTED: dict[str, Callable[[Any], Translator | Tagger | LanguageModel]] = {
+    "seq2seq": ExportedTranslator,
+    "tagger": ExportedTagger,
+    "lm": ExportedLanguageModel,
+}
 
 
 def load_export(path: str | Path, *, threads: int = 0) -> Translator | Tagger | LanguageModel:

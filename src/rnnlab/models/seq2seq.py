@@ -31,12 +31,16 @@ class EncoderDecoder(nn.Module):
     """A composite of an encoder, an optional bridge and a decoder; built by ``build_seq2seq``."""
 
     def __init__(
-        self, *, encoder: Seq2SeqEncoder, decoder: nn.Module, bridge: Bridge | None = None
+        self,
+        *,
+        encoder: Seq2SeqEncoder,
+        decoder: ContextDecoder | AttentionDecoder,
+        bridge: Bridge | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.bridge = bridge
-        self.decoder = decoder
+        self.decoder: ContextDecoder | AttentionDecoder = decoder
 
     @property
     def has_attention(self) -> bool:

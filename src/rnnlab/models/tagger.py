@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnnlab.models.char_encoder import CharCNNEncoder, CharRNNEncoder
 from rnnlab.models.crf import LinearChainCRF
 from rnnlab.nn.factory import make_rnn
 from rnnlab.nn.masking import length_mask
@@ -46,7 +47,7 @@ class RNNTagger(nn.Module):
         cell: str = "lstm",
         rnn_impl: str = "fused",
         bidirectional: bool = True,
-        char_encoder: nn.Module | None = None,
+        char_encoder: CharRNNEncoder | CharCNNEncoder | None = None,
         crf: bool = False,
         word_dropout: float = 0.0,
         padding_idx: int = 0,

@@ -124,8 +124,8 @@ class StackStepper:
         """The inverse of ``unstack``."""
         if self.kind == "lstm":
             return (
-                torch.stack([s[0] for s in layers]),  # type: ignore[index]
-                torch.stack([s[1] for s in layers]),  # type: ignore[index]
+                torch.stack([s[0] for s in layers]),
+                torch.stack([s[1] for s in layers]),
             )
         return torch.stack(layers)  # type: ignore[arg-type]
 
@@ -157,7 +157,7 @@ class StackStepper:
         self, gi: Tensor, state: RecurrentState, w: LayerWeights
     ) -> tuple[Tensor, RecurrentState]:
         if self.kind == "lstm":
-            h, c = state  # type: ignore[misc]
+            h, c = state
             gates = gi + F.linear(h, w.w_hh, w.b_hh)  # (B, 4H): i, f, g, o as in torch.nn
             i, f, g, o = gates.chunk(4, dim=-1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)

@@ -8,21 +8,24 @@ logging.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from rnnlab.config import RunConfig
 
+B = TypeVar("B", bound="Batch")
+
 
 @dataclass
 class Batch:
     """Base for task batches: a dataclass of tensors (and plain values) movable to a device."""
 
-    def to(self, device: torch.device) -> Batch:
+    def to(self: B, device: torch.device) -> B:
         moved = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -87,7 +90,7 @@ class Task(ABC):
 
     # -- training -------------------------------------------------------------------------------
     @abstractmethod
-    def train_batches(self, epoch: int) -> list[Batch]:
+    def train_batches(self, epoch: int) -> Sequence[Batch]:
         """All training batches of ``epoch``, deterministic given the run seed and the epoch."""
 
     def begin_step(self, step: int) -> dict[str, float]:

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -246,6 +246,7 @@ class LanguageModelTask(Task):
 
     def batch_loss(self, model: nn.Module, batch: LMBatch, carry: Any = None) -> LossOutput:
         """Summed NLL of a (B, T) batch; under sequential batching the final state is carried."""
+        model = cast(RNNLanguageModel, model)  # the task's own model: its methods, not nn.Module's
         sequential = self.config.data.batching == "sequential"
         if carry is not None and hidden_of(carry).size(1) != batch.inputs.size(0):
             # The streams were cut differently (a run resumed with another train.batch_size):

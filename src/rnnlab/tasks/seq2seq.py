@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -401,6 +401,7 @@ class Seq2SeqTask(Task):
         return {"teacher_forcing": self.teacher_forcing}
 
     def batch_loss(self, model: nn.Module, batch: Seq2SeqBatch, carry: Any = None) -> LossOutput:
+        model = cast(EncoderDecoder, model)  # the task's own model: its methods, not nn.Module's
         if model.training and self.config.train.scheduled_sampling != "none":
             features = model.forward_scheduled(
                 batch.src,
@@ -451,6 +452,7 @@ class Seq2SeqTask(Task):
         Greedy search runs when one hypothesis of one beam is asked for (beam search with one beam
         gives the same output, more slowly). ``progress`` is called with the sentences of each batch.
         """
+        model = cast(EncoderDecoder, model)  # the task's own model: its methods, not nn.Module's
         assert self.tgt_vocab is not None and self.src_vocab is not None
         model.eval()
         decode = self.config.decode
@@ -496,6 +498,7 @@ class Seq2SeqTask(Task):
         self, model: nn.Module, src: list[int], output: list[int], device: torch.device
     ) -> AttentionMatrix:
         """Where each token of ``output`` (a decoded hypothesis of ``src``) attended in the source."""
+        model = cast(EncoderDecoder, model)  # the task's own model: its methods, not nn.Module's
         assert self.src_vocab is not None and self.tgt_vocab is not None
         if not getattr(model, "has_attention", False):
             raise RnnlabError("this model has no attention to plot (model.attention: none)")

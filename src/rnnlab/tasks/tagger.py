@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -243,7 +243,7 @@ class TaggerTask(Task):
         assert self.word_vocab is not None and self.char_vocab is not None
         assert self.tagset is not None
         cfg = self.config.model
-        char_encoder: nn.Module | None = None
+        char_encoder: CharRNNEncoder | CharCNNEncoder | None = None
         if cfg.char_encoder == "rnn":
             char_encoder = CharRNNEncoder(
                 num_chars=len(self.char_vocab),
@@ -348,6 +348,7 @@ class TaggerTask(Task):
         return model(batch.words, batch.lengths, batch.chars, batch.char_lengths, batch.word_types)
 
     def batch_loss(self, model: nn.Module, batch: TaggerBatch, carry: Any = None) -> LossOutput:
+        model = cast(RNNTagger, model)  # the task's own model: its methods, not nn.Module's
         assert batch.tags is not None
         # (B, T, K); the loss (a CRF's sums of scores especially) in float32 even under autocast.
         emissions = full_precision(self._emissions(model, batch))
@@ -369,6 +370,7 @@ class TaggerTask(Task):
 
         ``progress`` is called with the number of sentences of each finished batch.
         """
+        model = cast(RNNTagger, model)  # the task's own model: its methods, not nn.Module's
         model.eval()
         results: list[list[int]] = [[] for _ in sentences]
         keep = [i for i, s in enumerate(sentences) if s]
