@@ -54,3 +54,37 @@ def test_a_command_for_another_task_is_refused_on_an_export(exported_translator)
 def test_runtime_errors_are_rnnlab_errors(exported_translator):
     with pytest.raises(RnnlabError, match="beam must be 1 or more"):
         rnnlab.load(exported_translator).translate(["a"], beam=0)
+
+
+def test_export_on_a_full_disk_keeps_the_previous_export(
+    translator_run, exported_translator, tmp_path, monkeypatch, capsys
+):
+    import errno
+    import os
+    import shutil
+    from pathlib import Path
+
+    from rnnlab.cli import main
+    from rnnlab.export import onnx as onnx_export
+
+    previous = tmp_path / "export"
+    shutil.copytree(exported_translator, previous)
+    before = {p.name: p.read_bytes() for p in previous.iterdir()}
+
+    def disk_fills_up(src, dst):
+        Path(dst).write_bytes(Path(src).read_bytes()[:100])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+
+    monkeypatch.setattr(onnx_export.shutil, "copyfile", disk_fills_up)
+    assert main(["export", str(translator_run), "--out", str(previous)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"rnnlab: error: {previous}: cannot write (no space left on device); "
+        "the previous version is kept"
+    ]
+    assert {p.name: p.read_bytes() for p in previous.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    monkeypatch.undo()
+    assert [t.text for t in rnnlab.load(previous).translate(LINES)] == [
+        t.text for t in rnnlab.load(exported_translator).translate(LINES)
+    ]
