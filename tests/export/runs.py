@@ -76,3 +76,21 @@ def seq2seq_config(train: Path, *, max_len: int = 70, **model: Any) -> dict[str,
         "train": {"batch_size": 32, "lr": 0.01},
         "decode": {"max_len": 12, "batch_size": 16},
     }
+
+
+def eager_translate(task: Any, model: torch.nn.Module, sentences: list[str]) -> list[str]:
+    """Greedy translations by the PyTorch model, through the inference API."""
+    from rnnlab.inference import Translator
+
+    translator = Translator(task=task, model=model, device=CPU)
+    return [t.text for t in translator.translate(sentences)]
+
+
+def eager_attention(task: Any, model: torch.nn.Module, sentence: str) -> Any:
+    """The PyTorch model's attention matrix for its greedy translation of ``sentence``."""
+    from rnnlab.inference import Translator
+
+    [translation] = Translator(task=task, model=model, device=CPU).translate(
+        [sentence], attention=True
+    )
+    return translation.attention

@@ -20,7 +20,14 @@ from rnnlab.cli import main  # noqa: E402
 from rnnlab.data.tokenizers import WordTokenizer  # noqa: E402
 from rnnlab.export.runtime import detokenize, load, normalize  # noqa: E402
 from rnnlab.metrics.bleu import corpus_bleu  # noqa: E402
-from tests.export.runs import CPU, make_run, reverse_lines, seq2seq_config  # noqa: E402
+from tests.export.runs import (  # noqa: E402
+    CPU,
+    eager_attention,
+    eager_translate,
+    make_run,
+    reverse_lines,
+    seq2seq_config,
+)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +113,7 @@ def test_int8_keeps_greedy_output_close_and_the_folder_small(trained):
     full, quantized = load(fp32), load(int8)
     assert json.loads((int8 / "rnnlab-export.json").read_text())["quantize"] == "int8"
     reference = [t.text for t in full.translate(SENTENCES)]
-    assert reference == task.translate(model, SENTENCES, CPU, beam_size=1)
+    assert reference == eager_translate(task, model, SENTENCES)
     assert corpus_bleu([t.text for t in quantized.translate(SENTENCES)], reference) > 80
     size = sum((fp32 / g).stat().st_size for g in ("start.onnx", "step.onnx"))
     size_int8 = sum((int8 / g).stat().st_size for g in ("start.onnx", "step.onnx"))
@@ -140,7 +147,7 @@ def test_runtime_runs_where_importing_torch_fails(trained):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     greedy, beam = json.loads(done.stdout)
-    assert greedy == task.translate(model, SENTENCES[:30], CPU, beam_size=1)
+    assert greedy == eager_translate(task, model, SENTENCES[:30])
     eager_beam = task.translate_ids(
         model, [task.encode_source(s) for s in SENTENCES[:30]], CPU, beam_size=3, n_best=2
     )
@@ -209,7 +216,7 @@ def test_attention_of_an_export_equals_the_run_and_plots(trained, tmp_path, monk
 
     task, model, folder, _ = trained
     sentence = SENTENCES[3]
-    want = task.attention_matrix(model, sentence, CPU)
+    want = eager_attention(task, model, sentence)
     got = load(folder).translate([sentence], attention=True)[0].attention
     assert got.src_tokens == want.src_tokens and got.out_tokens == want.out_tokens
     np.testing.assert_allclose(got.weights, want.weights.numpy(), atol=1e-5)

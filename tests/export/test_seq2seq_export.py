@@ -18,7 +18,7 @@ pytest.importorskip("onnxruntime")
 from rnnlab.export.graphs import flatten_state  # noqa: E402
 from rnnlab.export.onnx import export_run  # noqa: E402
 from rnnlab.export.runtime import load  # noqa: E402
-from tests.export.runs import CPU, make_run, reverse_lines, seq2seq_config  # noqa: E402
+from tests.export.runs import CPU, eager_translate, make_run, reverse_lines, seq2seq_config  # noqa: E402
 
 # Every cell, every attention (Luong general with and without input feeding) and both encoder
 # directions each appear at least once; the full product runs under the slow marker.
@@ -147,6 +147,4 @@ def test_sentencepiece_translator_exports_its_subword_models(tmp_path):
     assert {"spm.src.model", "spm.tgt.model"} <= {p.name for p in folder.iterdir()}
     lines = [line.split("\t")[0].replace(" ", "") for line in reverse_lines(30, 4)]
     runtime = load(folder)
-    assert [t.text for t in runtime.translate(lines)] == task.translate(
-        model, lines, CPU, beam_size=1
-    )
+    assert [t.text for t in runtime.translate(lines)] == eager_translate(task, model, lines)

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from rnnlab.cli import main
+from rnnlab.inference import Translator
 from rnnlab.rundir import open_run
 
 TINY = [
@@ -53,7 +54,8 @@ def test_bf16_training_tracks_fp32_and_keeps_float32_weights(reverse_corpus, tmp
 
     run = open_run(tmp_path / "fp32")
     sentences = [" ".join(str(i) for i in range(n, n + 5)) for n in range(4, 24, 2)]
-    fp32_out = run.task.translate(run.model, sentences, run.device)
+    translator = Translator(task=run.task, model=run.model, device=run.device)
+    fp32_out = [t.text for t in translator.translate(sentences)]
     run.task.config.decode.precision = "bf16"
-    bf16_out = run.task.translate(run.model, sentences, run.device)
+    bf16_out = [t.text for t in translator.translate(sentences)]
     assert sum(a == b for a, b in zip(fp32_out, bf16_out, strict=True)) >= 8

@@ -85,6 +85,8 @@ def test_any_safetensors_file(tmp_path: Path, data: bytes):
 class _Task:
     """What the trainer asks of a task to save and restore a checkpoint, nothing more."""
 
+    primary_metric = "valid_loss"
+
     def model_meta(self) -> dict[str, Any]:
         return {"task": "fuzz"}
 
