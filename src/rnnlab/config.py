@@ -209,7 +209,8 @@ def from_dict(cls: type[C], data: Any, prefix: str = "") -> C:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f"; did you mean {prefix}{close[0]}?" if close else ""
-            raise ConfigError(f"unknown config key {prefix}{key}{hint}")
+            shown = str(key) if str(key).isprintable() else repr(key)  # a key may hold a newline
+            raise ConfigError(f"unknown config key {prefix}{shown}{hint}")
         kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
     return cls(**kwargs)
 

@@ -116,3 +116,8 @@ def test_any_set_values(overrides: list[str]):
 def test_config_files_long(tmp_path: Path, data: bytes, document: dict):
     check_file(tmp_path, data)
     check_file(tmp_path, yaml.safe_dump(document, allow_unicode=True).encode("utf-8"))
+
+
+def test_unknown_key_with_a_line_break_stays_on_one_line(tmp_path: Path):
+    """Found by the long profile: the key was printed raw, newline and all."""
+    check_file(tmp_path, yaml.safe_dump({"data": {"\n": None}}).encode("utf-8"))

@@ -143,3 +143,9 @@ def test_state_files_long(tmp_path: Path, saved_state, data):
     meta, tensors = saved_state
     keep = data.draw(st.sets(st.sampled_from(sorted(tensors))))
     check_trainer_state(tmp_path, data.draw(mutated(meta)), {k: tensors[k] for k in keep})
+
+
+def test_python_random_state_out_of_range(tmp_path: Path, saved_state):
+    """Found by the long profile: random.setstate raised OverflowError on a negative word."""
+    meta, tensors = saved_state
+    check_trainer_state(tmp_path, {**meta, "python_random": [3, [-1] * 625, None]}, tensors)

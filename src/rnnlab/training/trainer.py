@@ -207,7 +207,15 @@ class Trainer:
         found = ckpt.load_last(self.run_dir)
         try:
             self._restore(found)
-        except (ConfigError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+        except (
+            ConfigError,
+            KeyError,
+            IndexError,
+            TypeError,
+            ValueError,
+            OverflowError,
+            RuntimeError,
+        ) as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise RnnlabError(
                 f"{found.directory}: checkpoint does not fit this run ({reason[:300]})"
