@@ -49,19 +49,19 @@ def test_teacher_forcing_one_is_teacher_forcing_bit_for_bit(attention, input_fee
 
 
 @pytest.mark.parametrize(("attention", "input_feed"), DECODERS)
-def test_step_loop_fed_gold_tokens_matches_teacher_forcing(attention, input_feed):
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_step_loop_fed_gold_tokens_matches_teacher_forcing(attention, input_feed, cell):
     """The loop itself, one decoder call per position, against the teacher-forced pass.
 
-    Bit for bit where teacher forcing is also a loop or a fused RNN over the same steps; Luong
-    without input feeding attends for all positions in one batched matmul, whose rounding differs.
+    Equal to rounding only: teacher forcing may run fused or batched kernels over all positions
+    (one RNN call, one attention matmul, input projections computed once), whose float sums are
+    ordered differently from one step at a time. Bit-for-bit equality at ε = 1 is what
+    ``forward_scheduled`` guarantees, by taking the teacher-forcing path (test above).
     """
-    model, src, src_lengths, tgt_in = model_and_batch(attention, input_feed, "gru")
+    model, src, src_lengths, tgt_in = model_and_batch(attention, input_feed, cell)
     reference = model(src, src_lengths, tgt_in)
     looped = model.scheduled_loop(src, src_lengths, tgt_in, teacher_forcing=1.0)
-    if attention == "luong_general" and not input_feed:
-        torch.testing.assert_close(looped, reference, rtol=0, atol=1e-6)
-    else:
-        assert torch.equal(looped, reference)
+    torch.testing.assert_close(looped, reference, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize(("attention", "input_feed"), DECODERS)
