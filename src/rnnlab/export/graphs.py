@@ -101,6 +101,9 @@ def portable_seq2seq(model: Any, cell: str) -> Any:
     portable = copy.deepcopy(model).cpu().eval()
     portable.encoder.rnn = PortableRecurrent(model.encoder.rnn, cell)
     portable.decoder.rnn = CellStack(model.decoder.rnn, cell)
+    # The decoder's stepwise runner reads the weights of the stack it was built for; the cell stack
+    # steps on its own, so the decoder takes its general path.
+    portable.decoder.stepper = None
     return portable
 
 

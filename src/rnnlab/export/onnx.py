@@ -49,6 +49,7 @@ from rnnlab.export.graphs import (
     state_names,
 )
 from rnnlab.export.loading import MANIFEST, is_export_dir
+from rnnlab.models.seq2seq import EncoderDecoder
 
 FORMAT = "rnnlab-onnx"
 FORMAT_VERSION = 2
@@ -115,7 +116,7 @@ def _exporter_reason(exc: Exception) -> str:
     """The line of an exporter error that says what went wrong (after its "Exception summary")."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     for index, line in enumerate(lines):
-        if line.startswith("Exception summary") and index + 1 < len(lines):
+        if "Exception summary" in line and index + 1 < len(lines):
             return lines[index + 1]
     return lines[0] if lines else type(exc).__name__
 
@@ -214,6 +215,9 @@ def _export_seq2seq(task: Any, model: Any, out: Path) -> dict[str, Any]:
     src_vocab, tgt_vocab = task.src_vocab, task.tgt_vocab
     cell = config.model.cell
     portable = portable_seq2seq(model, cell)
+    # The eager reference decodes with the portable decoder (its cells, the state it keeps) and the
+    # model's own encoder, so the state it hands the graphs has the structure the graphs compute.
+    model = EncoderDecoder(encoder=model.encoder, decoder=portable.decoder, bridge=model.bridge)
     low, high = 4, max(len(src_vocab), 5)
 
     def start_of(lengths: list[int], seed: int) -> tuple[Tensor, Tensor, Any]:

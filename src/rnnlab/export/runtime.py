@@ -72,7 +72,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
         raise ExportError(f"{path}: not a valid manifest (expected a JSON object)")
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         raise ExportError(
-            f"{path}: export format {manifest.get('format')} v{manifest.get('format_version')} "
+            f"{path}: export format {manifest.get('format')!r} v{manifest.get('format_version')!r} "
             f"is not {FORMAT} v{FORMAT_VERSION}; export the run again"
         )
     files = manifest.get("files")
@@ -113,10 +113,15 @@ class ExportedModel:
     ) -> None:
         self.folder = Path(folder)
         self.manifest = manifest if manifest is not None else read_manifest(self.folder)
-        self.sessions = {
-            name: _session(self.folder / file, num_threads)
-            for name, file in self.manifest["graphs"].items()
-        }
+        self.sessions = {}
+        for name, file in self.manifest["graphs"].items():
+            try:
+                self.sessions[name] = _session(self.folder / file, num_threads)
+            except Exception as exc:  # noqa: BLE001 - onnxruntime's errors share no base class
+                reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+                raise ExportError(
+                    f"{self.folder / file}: not a loadable ONNX graph ({reason})"
+                ) from None
 
 
 def _json_list(folder: Path, name: str, key: str) -> list[str]:

@@ -165,12 +165,8 @@ class BahdanauDecoder(AttentionDecoder):
         )
         # "Deep output": the prediction sees the state, the context and the previous word.
         self.pre_output = nn.Linear(hidden_size + memory_size + embed_size, hidden_size)
+        self.stepper = StackStepper.of(self.rnn)
         self.embed_size = embed_size
-
-    @property
-    def stepper(self) -> StackStepper | None:
-        """The stepwise runner of ``self.rnn``, asked afresh so a replaced stack is never stale."""
-        return StackStepper.of(self.rnn)
 
     def forward_with_attention(
         self, tgt_in: Tensor, state: AttentionDecoderState
@@ -279,12 +275,8 @@ class LuongDecoder(AttentionDecoder):
             dropout=dropout,
         )
         self.combine = nn.Linear(memory_size + hidden_size, hidden_size, bias=False)
+        self.stepper = StackStepper.of(self.rnn) if input_feed else None
         self.embed_size = embed_size
-
-    @property
-    def stepper(self) -> StackStepper | None:
-        """The stepwise runner of ``self.rnn`` with input feeding (asked afresh, never stale)."""
-        return StackStepper.of(self.rnn) if self.input_feed else None
 
     def _initial_attentional(self, memory: Tensor) -> Tensor | None:
         if not self.input_feed:

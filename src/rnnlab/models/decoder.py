@@ -78,11 +78,7 @@ class ContextDecoder(nn.Module):
         self.output = nn.Linear(hidden_size, vocab_size)
         self.num_layers = num_layers
         self.embed_size = embed_size
-
-    @property
-    def stepper(self) -> StackStepper | None:
-        """The stepwise runner of ``self.rnn``, asked afresh so a replaced stack is never stale."""
-        return StackStepper.of(self.rnn)
+        self.stepper = StackStepper.of(self.rnn)
 
     def init_state(
         self, encoder_output: EncoderOutput, hidden: RecurrentState | None = None
@@ -113,8 +109,9 @@ class ContextDecoder(nn.Module):
     ) -> tuple[Tensor, ContextDecoderState]:
         """``tgt_in`` (B, T) ids → features (B, T, H) before the vocabulary projection."""
         embedded = self.embed_dropout(self.embedding(tgt_in))  # (B, T, E)
-        if tgt_in.size(1) == 1 and state.context_gates is not None:
-            return self._one_step(embedded, state)
+        stepper = self.stepper
+        if tgt_in.size(1) == 1 and state.context_gates is not None and stepper is not None:
+            return self._one_step(embedded, state, stepper)
         context = state.context.unsqueeze(1).expand(-1, tgt_in.size(1), -1)  # (B, T, C)
         outputs, hidden = self.rnn(torch.cat([embedded, context], dim=-1), state.hidden)
         return self.output_dropout(outputs), ContextDecoderState(
@@ -122,11 +119,10 @@ class ContextDecoder(nn.Module):
         )
 
     def _one_step(
-        self, embedded: Tensor, state: ContextDecoderState
+        self, embedded: Tensor, state: ContextDecoderState, stepper: StackStepper
     ) -> tuple[Tensor, ContextDecoderState]:
         """A decoding step with the context's projection taken from the state: (B, 1, E) → (B, 1, H)."""
-        stepper = self.stepper
-        assert stepper is not None and state.context_gates is not None
+        assert state.context_gates is not None
         weights = stepper.weights(self.rnn)
         w_embedded, _ = stepper.split_input(weights, self.embed_size)
         # W_e e + (W_c c + b_ih): one addmm per step.

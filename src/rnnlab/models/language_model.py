@@ -157,7 +157,7 @@ class RNNLanguageModel(nn.Module):
             return -self.adaptive(full_precision(features), targets).output.sum()
 
     def _dtype(self) -> torch.dtype:
-        return next(self.rnn.parameters()).dtype
+        return next(self.parameters()).dtype
 
     # -- step protocol -------------------------------------------------------------------------
     def start(self, batch_size: int, device: torch.device | str = "cpu") -> RecurrentState:
