@@ -53,7 +53,8 @@ def test_bf16_training_tracks_fp32_and_keeps_float32_weights(reverse_corpus, tmp
 
     run = open_run(tmp_path / "fp32")
     sentences = [" ".join(str(i) for i in range(n, n + 5)) for n in range(4, 24, 2)]
-    fp32_out = run.task.translate(run.model, sentences, run.device)
+    sources = [run.task.encode_source(s) for s in sentences]  # type: ignore[attr-defined]
+    fp32_out = run.task.translate_ids(run.model, sources, run.device)  # type: ignore[attr-defined]
     run.task.config.decode.precision = "bf16"
-    bf16_out = run.task.translate(run.model, sentences, run.device)
+    bf16_out = run.task.translate_ids(run.model, sources, run.device)  # type: ignore[attr-defined]
     assert sum(a == b for a, b in zip(fp32_out, bf16_out, strict=True)) >= 8
