@@ -227,7 +227,9 @@ class BahdanauDecoder(AttentionDecoder):
         read = list(embedded.unbind(1))  # T × (B, E)
         layers = stepper.unstack(state.hidden)
         top = hidden_of(state.hidden)[-1]  # (B, H): s_{t-1}, top layer
-        outputs, contexts, attention = [], [], []
+        outputs: list[Tensor] = []
+        contexts: list[Tensor] = []
+        attention: list[Tensor] = []
         for t in range(embedded.size(1)):
             gates_t = embedded_gates[t]
             if feedback is not None and t > 0:
@@ -263,7 +265,9 @@ class BahdanauDecoder(AttentionDecoder):
         """The same loop for any stack, one single-step call of it per position."""
         hidden = state.hidden
         read = list(embedded.unbind(1))  # T × (B, E)
-        outputs, contexts, attention = [], [], []
+        outputs: list[Tensor] = []
+        contexts: list[Tensor] = []
+        attention: list[Tensor] = []
         for t in range(embedded.size(1)):
             if feedback is not None and t > 0:
                 features = self._deep_output(outputs[-1][:, 0], contexts[-1][:, 0], read[t - 1])
@@ -383,7 +387,8 @@ class LuongDecoder(AttentionDecoder):
         embedded_gates = F.linear(embedded, w_embedded, b_ih).unbind(1)  # T × (B, G·H)
         layers = stepper.unstack(state.hidden)
         last = state.attentional  # (B, H): h̃_{t-1}
-        steps, attention = [], []
+        steps: list[Tensor] = []
+        attention: list[Tensor] = []
         for t in range(embedded.size(1)):
             gates_t = embedded_gates[t]
             if feedback is not None and t > 0:
@@ -408,7 +413,8 @@ class LuongDecoder(AttentionDecoder):
         """The same loop for any stack (and for scheduled sampling without input feeding), one
         single-step call of it per position."""
         hidden, last = state.hidden, state.attentional
-        steps, attention = [], []
+        steps: list[Tensor] = []
+        attention: list[Tensor] = []
         for t, embedded_t in enumerate(embedded.unbind(1)):  # T × (B, E)
             if feedback is not None and t > 0:
                 use_gold, fed = self._read_fed(feedback, tgt_in[:, t], steps[-1][:, 0])

@@ -91,9 +91,7 @@ class EncoderDecoder(nn.Module):
         features bit for bit. The decoders whose teacher forcing is one fused call (context, Luong
         without input feeding) take one decoding step per position here: that is their speed cost.
         """
-        feedback = Feedback(
-            teacher_forcing=teacher_forcing, project=self.decoder.project, sample=sample
-        )
+        feedback = Feedback(teacher_forcing=teacher_forcing, project=self.project, sample=sample)
         features, _ = self.decoder(tgt_in, self.start(src, src_lengths), feedback)
         return features  # (B, T, H)
 
