@@ -43,8 +43,9 @@ RECIPE = REPO / "configs" / "seq2seq" / "multi30k-de-en-attention.yaml"
 CPU = torch.device("cpu")
 
 
-def per_step_forward_with_attention(self, tgt_in, state):  # type: ignore[no-untyped-def]
-    """The Bahdanau teacher-forced loop as it was before the hoisting, kept as the baseline."""
+def per_step_forward_with_attention(self, tgt_in, state, feedback=None):  # type: ignore[no-untyped-def]
+    """The Bahdanau teacher-forced loop as it was before the hoisting, kept as the baseline (teacher
+    forcing only: ``feedback`` is always None here)."""
     embedded = self.embed_dropout(self.embedding(tgt_in))  # (B, T, E)
     hidden = state.hidden
     features, weights = [], []

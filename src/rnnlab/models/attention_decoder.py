@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from rnnlab.models.attention import BahdanauAttention, LuongAttention, padding_mask
 from rnnlab.models.encoder import EncoderOutput
+from rnnlab.models.feedback import Feedback, mix
 from rnnlab.nn.factory import make_rnn
 from rnnlab.nn.state import RecurrentState, hidden_of, select_batch
 from rnnlab.nn.stepwise import StackStepper
@@ -111,17 +112,29 @@ class AttentionDecoder(nn.Module):
         return None
 
     def forward_with_attention(
-        self, tgt_in: Tensor, state: AttentionDecoderState
+        self, tgt_in: Tensor, state: AttentionDecoderState, feedback: Feedback | None = None
     ) -> tuple[Tensor, AttentionDecoderState, Tensor]:
-        """``tgt_in`` (B, T) → features (B, T, H), the next state, weights (B, T, S)."""
+        """``tgt_in`` (B, T) → features (B, T, H), the next state, weights (B, T, S).
+
+        With ``feedback`` (scheduled sampling) the same loop runs, reading at each position after
+        the first the token that ``feedback`` chooses instead of ``tgt_in``'s.
+        """
         raise NotImplementedError
 
     def forward(
-        self, tgt_in: Tensor, state: AttentionDecoderState
+        self, tgt_in: Tensor, state: AttentionDecoderState, feedback: Feedback | None = None
     ) -> tuple[Tensor, AttentionDecoderState]:
         """``tgt_in`` (B, T) ids → features (B, T, H) before the vocabulary projection."""
-        features, state, _ = self.forward_with_attention(tgt_in, state)
+        features, state, _ = self.forward_with_attention(tgt_in, state, feedback)
         return features, state
+
+    def _read_fed(
+        self, feedback: Feedback, gold: Tensor, features: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Gold tokens (B,), the previous step's features (B, H) → use_gold (B,) and the embedding
+        (B, E) of the tokens ``feedback`` chose (gold rows are replaced by the hoisted ones)."""
+        tokens, use_gold = feedback.choose(gold, features)
+        return use_gold, self.embed_dropout(self.embedding(tokens))
 
     def project(self, features: Tensor) -> Tensor:
         """Features (…, H) → vocabulary logits (…, V)."""
@@ -169,16 +182,16 @@ class BahdanauDecoder(AttentionDecoder):
         self.embed_size = embed_size
 
     def forward_with_attention(
-        self, tgt_in: Tensor, state: AttentionDecoderState
+        self, tgt_in: Tensor, state: AttentionDecoderState, feedback: Feedback | None = None
     ) -> tuple[Tensor, AttentionDecoderState, Tensor]:
         embedded = self.embed_dropout(self.embedding(tgt_in))  # (B, T, E)
         padding = padding_mask(state.memory_lengths, state.memory.size(1))  # (B, 1, S)
-        if self.stepper is not None:
-            outputs, contexts, hidden, weights = self._recur_stepwise(embedded, state, padding)
-        else:
-            outputs, contexts, hidden, weights = self._recur_per_call(embedded, state, padding)
-        # (B, T, H + C + E) → (B, T, H): all T positions in one matmul.
-        features = torch.tanh(self.pre_output(torch.cat([outputs, contexts, embedded], -1)))
+        recur = self._recur_stepwise if self.stepper is not None else self._recur_per_call
+        outputs, contexts, embedded, hidden, weights = recur(
+            tgt_in, embedded, state, padding, feedback
+        )
+        # All T positions in one matmul (scheduled sampling too: bit for bit teacher forcing's).
+        features = self._deep_output(outputs, contexts, embedded)
         next_state = AttentionDecoderState(
             hidden=hidden,
             memory=state.memory,
@@ -187,26 +200,48 @@ class BahdanauDecoder(AttentionDecoder):
         )
         return self.output_dropout(features), next_state, weights
 
+    def _deep_output(self, outputs: Tensor, contexts: Tensor, embedded: Tensor) -> Tensor:
+        """States (…, H), contexts (…, C), embeddings (…, E) → features (…, H)."""
+        return torch.tanh(self.pre_output(torch.cat([outputs, contexts, embedded], -1)))
+
     def _recur_stepwise(
-        self, embedded: Tensor, state: AttentionDecoderState, padding: Tensor
-    ) -> tuple[Tensor, Tensor, RecurrentState, Tensor]:
-        """The loop with the embeddings' input projection hoisted; → outputs, contexts, state, weights."""
+        self,
+        tgt_in: Tensor,
+        embedded: Tensor,
+        state: AttentionDecoderState,
+        padding: Tensor,
+        feedback: Feedback | None,
+    ) -> tuple[Tensor, Tensor, Tensor, RecurrentState, Tensor]:
+        """The loop with the embeddings' input projection hoisted.
+
+        → outputs (B, T, H), contexts (B, T, C), the embeddings read (B, T, E), state, weights.
+        """
         stepper = self.stepper
         assert stepper is not None
         weights = stepper.weights(self.rnn)
         w_embedded, w_context = stepper.split_input(weights, self.embed_size)
+        b_ih = weights[0].b_ih
         # Unbound once: slicing [:, t] at every step would make backward fill a (B, T, G·H) zero
         # tensor per step.
-        embedded_gates = F.linear(embedded, w_embedded, weights[0].b_ih).unbind(1)  # T × (B, G·H)
+        embedded_gates = F.linear(embedded, w_embedded, b_ih).unbind(1)  # T × (B, G·H)
+        read = list(embedded.unbind(1))  # T × (B, E)
         layers = stepper.unstack(state.hidden)
         top = hidden_of(state.hidden)[-1]  # (B, H): s_{t-1}, top layer
-        outputs, contexts, attention = [], [], []
+        outputs: list[Tensor] = []
+        contexts: list[Tensor] = []
+        attention: list[Tensor] = []
         for t in range(embedded.size(1)):
+            gates_t = embedded_gates[t]
+            if feedback is not None and t > 0:
+                features = self._deep_output(top, contexts[-1], read[t - 1])  # (B, H)
+                use_gold, fed = self._read_fed(feedback, tgt_in[:, t], features)
+                read[t] = mix(use_gold, read[t], fed)
+                gates_t = mix(use_gold, gates_t, F.linear(fed, w_embedded, b_ih))
             context, step_weights = self.attention.attend(
                 top.unsqueeze(1), state.keys, state.memory, padding
             )  # (B, 1, C), (B, 1, S)
             context = context.squeeze(1)
-            gates = embedded_gates[t] + F.linear(context, w_context)  # (B, G·H)
+            gates = gates_t + F.linear(context, w_context)  # (B, G·H)
             top, layers = stepper.step(gates, layers, weights, training=self.training)
             outputs.append(top)
             contexts.append(context)
@@ -214,26 +249,45 @@ class BahdanauDecoder(AttentionDecoder):
         return (
             torch.stack(outputs, 1),  # (B, T, H)
             torch.stack(contexts, 1),  # (B, T, C)
+            embedded if feedback is None else torch.stack(read, 1),  # (B, T, E)
             stepper.stack(layers),
             torch.cat(attention, 1),  # (B, T, S)
         )
 
     def _recur_per_call(
-        self, embedded: Tensor, state: AttentionDecoderState, padding: Tensor
-    ) -> tuple[Tensor, Tensor, RecurrentState, Tensor]:
+        self,
+        tgt_in: Tensor,
+        embedded: Tensor,
+        state: AttentionDecoderState,
+        padding: Tensor,
+        feedback: Feedback | None,
+    ) -> tuple[Tensor, Tensor, Tensor, RecurrentState, Tensor]:
         """The same loop for any stack, one single-step call of it per position."""
         hidden = state.hidden
-        outputs, contexts, attention = [], [], []
-        for embedded_t in embedded.split(1, dim=1):  # T × (B, 1, E)
+        read = list(embedded.unbind(1))  # T × (B, E)
+        outputs: list[Tensor] = []
+        contexts: list[Tensor] = []
+        attention: list[Tensor] = []
+        for t in range(embedded.size(1)):
+            if feedback is not None and t > 0:
+                features = self._deep_output(outputs[-1][:, 0], contexts[-1][:, 0], read[t - 1])
+                use_gold, fed = self._read_fed(feedback, tgt_in[:, t], features)
+                read[t] = mix(use_gold, read[t], fed)
             query = hidden_of(hidden)[-1].unsqueeze(1)  # (B, 1, H): s_{t-1}, top layer
             context, step_weights = self.attention.attend(
                 query, state.keys, state.memory, padding
             )  # (B, 1, C), (B, 1, S)
-            output, hidden = self.rnn(torch.cat([embedded_t, context], -1), hidden)
+            output, hidden = self.rnn(torch.cat([read[t].unsqueeze(1), context], -1), hidden)
             outputs.append(output)
             contexts.append(context)
             attention.append(step_weights)
-        return torch.cat(outputs, 1), torch.cat(contexts, 1), hidden, torch.cat(attention, 1)
+        return (
+            torch.cat(outputs, 1),
+            torch.cat(contexts, 1),
+            embedded if feedback is None else torch.stack(read, 1),
+            hidden,
+            torch.cat(attention, 1),
+        )
 
 
 class LuongDecoder(AttentionDecoder):
@@ -291,44 +345,56 @@ class LuongDecoder(AttentionDecoder):
         return torch.tanh(self.combine(torch.cat([context, outputs], dim=-1))), weights
 
     def forward_with_attention(
-        self, tgt_in: Tensor, state: AttentionDecoderState
+        self, tgt_in: Tensor, state: AttentionDecoderState, feedback: Feedback | None = None
     ) -> tuple[Tensor, AttentionDecoderState, Tensor]:
         embedded = self.embed_dropout(self.embedding(tgt_in))  # (B, T, E)
         padding = padding_mask(state.memory_lengths, state.memory.size(1))  # (B, 1, S)
-        last = None
-        if not self.input_feed:
+        if not self.input_feed and feedback is None:
             # One fused RNN call over all T, one batched attention: no Python loop.
             outputs, hidden = self.rnn(embedded, state.hidden)  # (B, T, H)
             attentional, weights = self._attend(outputs, state, padding)
         elif self.stepper is not None:
-            attentional, hidden, weights = self._recur_stepwise(embedded, state, padding)
-            last = attentional[:, -1]
+            attentional, hidden, weights = self._recur_stepwise(
+                tgt_in, embedded, state, padding, feedback
+            )
         else:
-            attentional, hidden, weights = self._recur_per_call(embedded, state, padding)
-            last = attentional[:, -1]
+            attentional, hidden, weights = self._recur_per_call(
+                tgt_in, embedded, state, padding, feedback
+            )
         next_state = AttentionDecoderState(
             hidden=hidden,
             memory=state.memory,
             keys=state.keys,
             memory_lengths=state.memory_lengths,
-            attentional=last,
+            attentional=attentional[:, -1] if self.input_feed else None,
         )
         return self.output_dropout(attentional), next_state, weights
 
     def _recur_stepwise(
-        self, embedded: Tensor, state: AttentionDecoderState, padding: Tensor
+        self,
+        tgt_in: Tensor,
+        embedded: Tensor,
+        state: AttentionDecoderState,
+        padding: Tensor,
+        feedback: Feedback | None,
     ) -> tuple[Tensor, RecurrentState, Tensor]:
         """Input feeding with the embeddings' input projection hoisted; → h̃ (B, T, H), state, weights."""
         stepper = self.stepper
         assert stepper is not None and state.attentional is not None
         weights = stepper.weights(self.rnn)
         w_embedded, w_feed = stepper.split_input(weights, self.embed_size)
-        embedded_gates = F.linear(embedded, w_embedded, weights[0].b_ih).unbind(1)  # T × (B, G·H)
+        b_ih = weights[0].b_ih
+        embedded_gates = F.linear(embedded, w_embedded, b_ih).unbind(1)  # T × (B, G·H)
         layers = stepper.unstack(state.hidden)
         last = state.attentional  # (B, H): h̃_{t-1}
-        steps, attention = [], []
+        steps: list[Tensor] = []
+        attention: list[Tensor] = []
         for t in range(embedded.size(1)):
-            gates = embedded_gates[t] + F.linear(last, w_feed)  # (B, G·H)
+            gates_t = embedded_gates[t]
+            if feedback is not None and t > 0:
+                use_gold, fed = self._read_fed(feedback, tgt_in[:, t], last)
+                gates_t = mix(use_gold, gates_t, F.linear(fed, w_embedded, b_ih))
+            gates = gates_t + F.linear(last, w_feed)  # (B, G·H)
             output, layers = stepper.step(gates, layers, weights, training=self.training)
             step, step_weights = self._attend(output.unsqueeze(1), state, padding)  # (B, 1, H)
             last = step.squeeze(1)
@@ -337,17 +403,26 @@ class LuongDecoder(AttentionDecoder):
         return torch.cat(steps, 1), stepper.stack(layers), torch.cat(attention, 1)
 
     def _recur_per_call(
-        self, embedded: Tensor, state: AttentionDecoderState, padding: Tensor
+        self,
+        tgt_in: Tensor,
+        embedded: Tensor,
+        state: AttentionDecoderState,
+        padding: Tensor,
+        feedback: Feedback | None,
     ) -> tuple[Tensor, RecurrentState, Tensor]:
-        """The same loop for any stack, one single-step call of it per position."""
+        """The same loop for any stack (and for scheduled sampling without input feeding), one
+        single-step call of it per position."""
         hidden, last = state.hidden, state.attentional
-        assert last is not None
-        steps, attention = [], []
-        for embedded_t in embedded.split(1, dim=1):  # T × (B, 1, E)
-            rnn_in = torch.cat([embedded_t, last.unsqueeze(1)], dim=-1)
-            output, hidden = self.rnn(rnn_in, hidden)  # (B, 1, H)
+        steps: list[Tensor] = []
+        attention: list[Tensor] = []
+        for t, embedded_t in enumerate(embedded.unbind(1)):  # T × (B, E)
+            if feedback is not None and t > 0:
+                use_gold, fed = self._read_fed(feedback, tgt_in[:, t], steps[-1][:, 0])
+                embedded_t = mix(use_gold, embedded_t, fed)
+            rnn_in = embedded_t if last is None else torch.cat([embedded_t, last], dim=-1)
+            output, hidden = self.rnn(rnn_in.unsqueeze(1), hidden)  # (B, 1, H)
             step, step_weights = self._attend(output, state, padding)  # (B, 1, H), (B, 1, S)
-            last = step.squeeze(1)
+            last = step.squeeze(1) if self.input_feed else None
             steps.append(step)
             attention.append(step_weights)
         return torch.cat(steps, 1), hidden, torch.cat(attention, 1)

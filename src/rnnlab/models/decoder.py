@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from rnnlab.models.bridge import merge_directions
 from rnnlab.models.encoder import EncoderOutput
+from rnnlab.models.feedback import Feedback, mix
 from rnnlab.nn.factory import make_rnn
 from rnnlab.nn.state import RecurrentState, hidden_of, select_batch
 from rnnlab.nn.stepwise import StackStepper
@@ -105,18 +106,52 @@ class ContextDecoder(nn.Module):
         return ContextDecoderState(hidden=state, context=context, context_gates=context_gates)
 
     def forward(
-        self, tgt_in: Tensor, state: ContextDecoderState
+        self, tgt_in: Tensor, state: ContextDecoderState, feedback: Feedback | None = None
     ) -> tuple[Tensor, ContextDecoderState]:
-        """``tgt_in`` (B, T) ids → features (B, T, H) before the vocabulary projection."""
+        """``tgt_in`` (B, T) ids → features (B, T, H) before the vocabulary projection.
+
+        With ``feedback`` (scheduled sampling) it runs one decoding step per position, reading at
+        each position after the first the token ``feedback`` chooses instead of ``tgt_in``'s.
+        """
         embedded = self.embed_dropout(self.embedding(tgt_in))  # (B, T, E)
+        if feedback is None:
+            outputs, state = self._recur(embedded, state)
+        else:
+            outputs, state = self._recur_fed(tgt_in, embedded, state, feedback)
+        return self.output_dropout(outputs), state
+
+    def _recur(
+        self, embedded: Tensor, state: ContextDecoderState
+    ) -> tuple[Tensor, ContextDecoderState]:
+        """Embeddings (B, T, E) → RNN outputs (B, T, H): one step from the state's context gates, or
+        the fused RNN over all T."""
         stepper = self.stepper
-        if tgt_in.size(1) == 1 and state.context_gates is not None and stepper is not None:
+        if embedded.size(1) == 1 and state.context_gates is not None and stepper is not None:
             return self._one_step(embedded, state, stepper)
-        context = state.context.unsqueeze(1).expand(-1, tgt_in.size(1), -1)  # (B, T, C)
+        context = state.context.unsqueeze(1).expand(-1, embedded.size(1), -1)  # (B, T, C)
         outputs, hidden = self.rnn(torch.cat([embedded, context], dim=-1), state.hidden)
-        return self.output_dropout(outputs), ContextDecoderState(
-            hidden=hidden, context=state.context
+        return outputs, ContextDecoderState(
+            hidden=hidden, context=state.context, context_gates=state.context_gates
         )
+
+    def _recur_fed(
+        self, tgt_in: Tensor, embedded: Tensor, state: ContextDecoderState, feedback: Feedback
+    ) -> tuple[Tensor, ContextDecoderState]:
+        """The decoding step per position, fed back through ``feedback``: (B, T, E) → (B, T, H).
+
+        Teacher forcing's fused call computes every position's input projection inside one kernel;
+        this loop cannot call it per position and stay equal bit for bit (the kernel's rounding
+        depends on T), so it takes decoding's faster step instead (the context's share precomputed).
+        """
+        outputs: list[Tensor] = []
+        for t, embedded_t in enumerate(embedded.unbind(1)):  # T × (B, E)
+            if t > 0:
+                tokens, use_gold = feedback.choose(tgt_in[:, t], outputs[-1][:, 0])
+                fed = self.embed_dropout(self.embedding(tokens))  # (B, E)
+                embedded_t = mix(use_gold, embedded_t, fed)
+            output, state = self._recur(embedded_t.unsqueeze(1), state)  # (B, 1, H)
+            outputs.append(output)
+        return torch.cat(outputs, 1), state
 
     def _one_step(
         self, embedded: Tensor, state: ContextDecoderState, stepper: StackStepper
@@ -133,7 +168,7 @@ class ContextDecoder(nn.Module):
         next_state = ContextDecoderState(
             hidden=stepper.stack(layers), context=state.context, context_gates=state.context_gates
         )
-        return self.output_dropout(output.unsqueeze(1)), next_state
+        return output.unsqueeze(1), next_state
 
     def project(self, features: Tensor) -> Tensor:
         """Features (…, H) → vocabulary logits (…, V)."""

@@ -24,6 +24,7 @@ from rnnlab.models.attention_decoder import AttentionDecoder, BahdanauDecoder, L
 from rnnlab.models.bridge import Bridge
 from rnnlab.models.decoder import ContextDecoder
 from rnnlab.models.encoder import Seq2SeqEncoder
+from rnnlab.models.feedback import Feedback
 from rnnlab.nn.factory import has_cell_state
 
 
@@ -85,31 +86,18 @@ class EncoderDecoder(nn.Module):
 
         Position 0 reads ``<bos>``; at each later position every sentence independently reads the
         gold previous token with probability ``teacher_forcing``, otherwise the model's prediction
-        from the step before (argmax, or a sample from its softmax). The choice of token is not
-        differentiated through. One decoder call per position, whatever the decoder: this is the
-        speed cost of scheduled sampling for the decoders whose teacher forcing is one fused call.
+        from the step before (argmax, or a sample from its softmax, of the features before output
+        dropout). The choice of token is not differentiated through.
+
+        Each decoder runs its own teacher-forced loop with a ``Feedback`` (``models/feedback.py``),
+        so gold tokens use the embeddings and input projections hoisted for all T: for the looping
+        decoders (Bahdanau, Luong with input feeding) ``teacher_forcing`` 1 gives teacher forcing's
+        features bit for bit. The decoders whose teacher forcing is one fused call (context, Luong
+        without input feeding) take one decoding step per position here: that is their speed cost.
         """
-        state = self.start(src, src_lengths)
-        tokens = tgt_in[:, 0]  # (B,)
-        features = []
-        for t in range(tgt_in.size(1)):
-            step_features, state = self.decoder(tokens.unsqueeze(1), state)  # (B, 1, H)
-            features.append(step_features)
-            if t + 1 == tgt_in.size(1):
-                break
-            gold = tgt_in[:, t + 1]  # (B,)
-            if teacher_forcing >= 1.0:
-                tokens = gold
-                continue
-            with torch.no_grad():
-                logits = self.decoder.project(step_features.squeeze(1)).float()  # (B, V)
-                if sample:
-                    predicted = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(1)
-                else:
-                    predicted = logits.argmax(dim=-1)
-                use_gold = torch.rand(gold.shape, device=gold.device) < teacher_forcing
-                tokens = torch.where(use_gold, gold, predicted)
-        return torch.cat(features, dim=1)  # (B, T, H)
+        feedback = Feedback(teacher_forcing=teacher_forcing, project=self.project, sample=sample)
+        features, _ = self.decoder(tgt_in, self.start(src, src_lengths), feedback)
+        return features  # (B, T, H)
 
     def project(self, features: Tensor) -> Tensor:
         return self.decoder.project(features)
