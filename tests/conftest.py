@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny synthetic parallel corpora written to temporary files."""
+"""Shared fixtures: tiny synthetic corpora, tiny trained runs, and the pieces task tests build on."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from rnnlab.tasks.tagger import TaggerConfig, TaggerTask
 
 SYMBOLS = ["a", "b", "c", "d", "e", "f", "g", "h"]
 
@@ -76,3 +78,80 @@ def lm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.tiny_runs import train_language_model
 
     return train_language_model(tmp_path_factory.mktemp("lm_run"))
+
+
+# Language models: a repetitive text and a tiny-run config.
+PANGRAM = "the quick brown fox jumps over the lazy dog\n"
+
+
+@pytest.fixture
+def pangram_file(tmp_path: Path) -> Path:
+    path = tmp_path / "pangram.txt"
+    path.write_text(PANGRAM * 30, encoding="utf-8")
+    return path
+
+
+def _tiny_run_args(train: Path, valid: Path, **overrides: object) -> list[str]:
+    settings: dict[str, object] = {
+        "data.train": train,
+        "data.valid": valid,
+        "data.clean": "none",
+        "model.hidden_size": 64,
+        "model.embed_size": 16,
+        "train.batch_size": 4,
+        "train.bptt": 32,
+        "train.epochs": 8,
+        "train.lr": 0.01,
+        "train.log_every": 1,
+        "train.num_threads": 1,
+        "train.device": "cpu",
+    }
+    settings.update(overrides)
+    args: list[str] = []
+    for key, value in settings.items():
+        args += ["--set", f"{key}={value}"]
+    return args
+
+
+@pytest.fixture
+def tiny_run_args():
+    """``--set`` arguments for a small character-level GRU that trains in a few seconds."""
+    return _tiny_run_args
+
+
+# Taggers: tiny data files and prepared tasks.
+DATA = Path(__file__).parent / "data" / "tagged"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "ud-ewt-sample"
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture
+def sample_dir() -> Path:
+    return SAMPLE
+
+
+@pytest.fixture
+def make_task(tmp_path: Path):
+    return _make_task
+
+
+def _make_task(tmp_path: Path, train: Path, **model: object) -> TaggerTask:
+    """A prepared task on ``train`` with a tiny model; keyword arguments set model fields."""
+    config = TaggerConfig()
+    config.data.train = str(train)
+    config.data.valid = ""
+    config.data.min_freq = 1
+    config.model.embed_size = 8
+    config.model.hidden_size = 8
+    config.model.char_embed_size = 4
+    config.model.char_hidden_size = 4
+    config.model.dropout = 0.0
+    for key, value in model.items():
+        setattr(config.model, key, value)
+    task = TaggerTask(config, tmp_path)
+    task.prepare_training()
+    return task

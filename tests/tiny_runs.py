@@ -72,7 +72,7 @@ def train_tagger(root: Path) -> Path:
 
 
 def train_language_model(root: Path) -> Path:
-    from tests.lm.conftest import PANGRAM, _tiny_run_args
+    from tests.conftest import PANGRAM, _tiny_run_args
 
     text = root / "pangram.txt"
     text.write_text(PANGRAM * 30, encoding="utf-8")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reverse_task import BOS, EOS, PAD, batch_nll, reverse_batch, tiny_model
 
 from rnnlab.decoding.greedy import greedy_search
 from rnnlab.errors import ConfigError
 from rnnlab.metrics.bleu import corpus_bleu
 from rnnlab.models.attention import BahdanauAttention, LuongAttention
 from rnnlab.models.bridge import Bridge, merge_directions
+from tests.reverse_task import BOS, EOS, PAD, batch_nll, reverse_batch, tiny_model
 
 ATTENTIONS = ["bahdanau", "luong_dot", "luong_general"]
 

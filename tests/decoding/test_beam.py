@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 import torch
-from reverse_task import BOS, EOS, reverse_batch, tiny_model, train_steps
 
 from rnnlab.decoding.beam import beam_search, beam_search_hypotheses, length_penalty
 from rnnlab.decoding.greedy import greedy_search
+from tests.reverse_task import BOS, EOS, reverse_batch, tiny_model, train_steps
 
 DECODERS = ["none", "bahdanau", "luong_general"]
 

@@ -9,7 +9,7 @@ import pytest
 
 from rnnlab.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CELLS = ["rnn", "gru", "lstm", "peephole_lstm", "coupled_lstm"]
 
 
