@@ -47,7 +47,7 @@ def test_translate_cuts_a_megabyte_line(tmp_path: Path, monkeypatch, capsys):
 
 
 def test_tag_cuts_a_megabyte_line(tmp_path: Path, monkeypatch, capsys):
-    train("tagger", tmp_path / "run", REPO / "tests/tagger/data/toy.txt", "data.min_freq=1")
+    train("tagger", tmp_path / "run", REPO / "tests/data/tagged/toy.txt", "data.min_freq=1")
     long_line = ("the dog " * MEGABYTE)[:MEGABYTE]
     out, err = run_with_stdin(
         ["tag", str(tmp_path / "run")], f"the dog\n{long_line}\nate\n", monkeypatch, capsys

@@ -10,7 +10,7 @@ from rnnlab.data.conllu_io import parse_conllu, read_conllu
 from rnnlab.data.tagged import detect_format, read_tagged
 from rnnlab.errors import DataError
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent / "tagged"
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "ud-ewt-sample"
 
 

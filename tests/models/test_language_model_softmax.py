@@ -1,6 +1,6 @@
 """model.softmax=adaptive: an exactly normalised distribution, scored the same by every path.
 
-The file score of an adaptive model against one step at a time is in tests/lm/test_lm_perplexity.py.
+The file score of an adaptive model against one step at a time is in tests/tasks/test_lm_perplexity.py.
 """
 
 from __future__ import annotations
