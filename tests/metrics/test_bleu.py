@@ -106,11 +106,8 @@ def textbook_bleu(pred_seq: str, label_seq: str, k: int) -> float:
 
 def test_d2l_bleu_equals_the_textbook_wherever_the_textbook_is_defined():
     rng = random.Random(0)
-    checked = 0
     for _ in range(2000):
         k = rng.randint(1, 4)
         pred = " ".join(rng.choice("abcd") for _ in range(rng.randint(k, 8)))
         label = " ".join(rng.choice("abcd") for _ in range(rng.randint(1, 8)))
         assert rnnlab.d2l_bleu(pred, label, k) == pytest.approx(textbook_bleu(pred, label, k))
-        checked += 1
-    assert checked == 2000
