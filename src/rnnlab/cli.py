@@ -532,6 +532,7 @@ def cmd_embeddings_train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         min_count=args.min_count,
         lowercase=args.lowercase,
+        split_punct=args.split_punct,
         window=args.window,
         seed=args.seed,
         workers=args.workers,
@@ -776,6 +777,11 @@ def build_parser() -> argparse.ArgumentParser:
     emb_train.add_argument("--epochs", type=int, default=5)
     emb_train.add_argument("--min-count", type=int, default=2)
     emb_train.add_argument("--lowercase", action="store_true")
+    emb_train.add_argument(
+        "--split-punct",
+        action="store_true",
+        help="split , . ! ? off words of plain-text inputs, as treebanks are tokenised",
+    )
     emb_train.add_argument("--window", type=int, default=5)
     emb_train.add_argument("--seed", type=int, default=1)
     emb_train.add_argument(

@@ -89,6 +89,12 @@ class TrainConfig:
     """Multiply the learning rate by this factor when validation stops improving (1 = constant)."""
     lr_patience: int = 0
     """Validations without improvement before the learning rate decays."""
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """Anneal the learning rate to 0 over the run: linear or cosine in the fraction of the run done,
+    the larger of steps done / planned steps (max_steps, else epochs) and training minutes /
+    max_minutes, so a run with a time budget ends annealed whichever limit comes first."""
+    warmup_steps: int = 0
+    """Raise the learning rate linearly from 0 over the first N steps."""
     label_smoothing: float = 0.0
     """Label smoothing for the cross-entropy (0 = none)."""
     device: str = "auto"

@@ -5,7 +5,9 @@ fastText (Bojanowski et al. 2017, skip-gram over character n-grams) trained by g
 word2vec text (header ``N D``), which ``model.pretrained_embeddings`` reads.
 
 Inputs are plain text, one sentence per line, split on whitespace; CoNLL-U files (named ``*.conllu``
-or ``*.conllu.gz``) give their FORM column, so a treebank's training split can join the corpus. The
+or ``*.conllu.gz``) give their FORM column, so a treebank's training split can join the corpus.
+``split_punct`` splits ``, . ! ?`` off the words of plain-text inputs (the ``punct`` preprocessing),
+so raw captions or subtitles share tokens with a tokenised treebank ("dog ." rather than "dog."). The
 corpus is streamed from the files once per gensim pass, never held in memory.
 """
 
@@ -18,6 +20,7 @@ from typing import Literal
 
 from rnnlab.data.conllu_io import read_conllu
 from rnnlab.data.io import read_lines
+from rnnlab.data.text import normalize
 from rnnlab.errors import RnnlabError
 
 Algorithm = Literal["word2vec", "fasttext"]
@@ -26,16 +29,20 @@ Algorithm = Literal["word2vec", "fasttext"]
 class TextCorpus:
     """Re-iterable token lists of ``paths`` (gensim reads a corpus once per epoch)."""
 
-    def __init__(self, paths: Sequence[str | Path], *, lowercase: bool = False) -> None:
+    def __init__(
+        self, paths: Sequence[str | Path], *, lowercase: bool = False, split_punct: bool = False
+    ) -> None:
         self.paths = [Path(p) for p in paths]
         self.lowercase = lowercase
+        self.split_punct = split_punct
 
     def __iter__(self) -> Iterator[list[str]]:
         for path in self.paths:
             if ".conllu" in path.name:
                 sentences = (s.words for s in read_conllu(path))
             else:
-                sentences = (text.split() for _, text in read_lines(path))
+                mode = "punct" if self.split_punct else "none"
+                sentences = (normalize(text, mode).split() for _, text in read_lines(path))
             for words in sentences:
                 if words:
                     yield [w.lower() for w in words] if self.lowercase else words
@@ -59,6 +66,7 @@ def train_vectors(
     epochs: int = 5,
     min_count: int = 2,
     lowercase: bool = False,
+    split_punct: bool = False,
     window: int = 5,
     seed: int = 1,
     workers: int = 1,
@@ -78,7 +86,7 @@ def train_vectors(
         raise RnnlabError(
             "embeddings train needs gensim: pip install 'rnnlab[embeddings]'"
         ) from None
-    corpus = TextCorpus(inputs, lowercase=lowercase)
+    corpus = TextCorpus(inputs, lowercase=lowercase, split_punct=split_punct)
     sentences = tokens = 0
     for words in corpus:  # also checks every file before gensim starts
         sentences += 1

@@ -50,3 +50,33 @@ def test_missing_input_exits_2(tmp_path: Path, capsys):
     )
     assert code == 2
     assert "nope.txt: no such file" in capsys.readouterr().err
+
+
+def test_split_punct_gives_raw_text_the_treebank_tokens(tmp_path: Path):
+    from rnnlab.embeddings_training import TextCorpus
+
+    raw = tmp_path / "captions.txt"
+    raw.write_text("A dog runs.\nHi, Tom!\n", encoding="utf-8")
+    assert list(TextCorpus([raw])) == [["A", "dog", "runs."], ["Hi,", "Tom!"]]
+    assert list(TextCorpus([raw], split_punct=True, lowercase=True)) == [
+        ["a", "dog", "runs", "."],
+        ["hi", ",", "tom", "!"],
+    ]
+    out = tmp_path / "vectors.txt"
+    assert (
+        main(
+            [
+                "embeddings",
+                "train",
+                str(raw),
+                "--out",
+                str(out),
+                "--split-punct",
+                "--min-count",
+                "1",
+            ]
+        )
+        == 0
+    )
+    words = {line.split(" ", 1)[0] for line in out.read_text(encoding="utf-8").splitlines()[1:]}
+    assert {".", "runs", "!"} <= words and "runs." not in words

@@ -32,6 +32,7 @@ from rnnlab.nn.precision import autocast
 from rnnlab.tasks.base import Task
 from rnnlab.training import checkpoint as ckpt
 from rnnlab.training.distributed import SINGLE, DistributedContext, wrap_loss
+from rnnlab.training.lr_schedule import LrSchedule, run_progress
 from rnnlab.training.reporting import Reporter, SilentReporter
 
 
@@ -47,6 +48,8 @@ class TrainerState:
     window_tokens: int = 0
     train_seconds: float = 0.0
     early_stopped: bool = False
+    lr_scale: float = 1.0
+    """Product of the plateau decays so far (``train.lr_decay``)."""
 
 
 class TrainingStopped(Exception):
@@ -161,6 +164,8 @@ class Trainer:
         """Called with (step, validation metrics) after each validation; True stops the run."""
         self.step_stats: dict[str, float] = {}
         self.optimizer = make_adam(self.model, lr=config.lr, weight_decay=config.weight_decay)
+        self.schedule = LrSchedule(config.lr_schedule, config.warmup_steps)
+        self.planned_steps = config.max_steps
         self.state = TrainerState()
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.carry: Any = None
@@ -247,9 +252,27 @@ class Trainer:
         self.metrics.append(record)
         self.reporter.record(record)
 
+    def _scheduled(self) -> bool:
+        return self.schedule.kind != "constant" or self.schedule.warmup_steps > 0
+
+    def _set_scheduled_lr(self) -> None:
+        """The learning rate of the step about to run (scheduled runs only; a constant one keeps
+        Adam's own, which the plateau decay lowers in place)."""
+        progress = run_progress(
+            step=self.state.step,
+            planned_steps=self.planned_steps,
+            train_seconds=self.state.train_seconds,
+            max_minutes=self.config.max_minutes,
+        )
+        lr = self.config.lr * self.state.lr_scale * self.schedule.factor(self.state.step, progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def _train_step(self, batch: Any) -> int:
         """One optimizer step on a global batch; returns its number of valid tokens."""
         self.model.train()
+        if self._scheduled():
+            self._set_scheduled_lr()
         dist = self.distributed
         local, has_rows = dist.shard(batch)
         self.step_stats = self.task.begin_step(self.state.step)
@@ -302,7 +325,9 @@ class Trainer:
         stop = self._validate_on_main(epoch) if dist.is_main else False
         if dist.enabled:
             dist.barrier()
-            stop, lr = dist.broadcast((stop, self.optimizer.param_groups[0]["lr"]))
+            stop, lr, self.state.lr_scale = dist.broadcast(
+                (stop, self.optimizer.param_groups[0]["lr"], self.state.lr_scale)
+            )
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
         return stop
@@ -332,6 +357,7 @@ class Trainer:
                 self.config.lr_decay < 1.0
                 and self.state.lr_bad_validations > self.config.lr_patience
             ):
+                self.state.lr_scale *= self.config.lr_decay
                 for group in self.optimizer.param_groups:
                     group["lr"] *= self.config.lr_decay
                 self.state.lr_bad_validations = 0
@@ -357,6 +383,8 @@ class Trainer:
         try:
             while not stop and self.state.epoch < cfg.epochs:
                 batches = self.task.train_batches(self.state.epoch)
+                by_epochs = cfg.epochs * len(batches)
+                self.planned_steps = min(cfg.max_steps, by_epochs) if cfg.max_steps else by_epochs
                 bar = self.reporter.progress(
                     len(batches),
                     f"epoch {self.state.epoch + 1}/{cfg.epochs}",
