@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from rnnlab.cli import main
 from rnnlab.training.lr_schedule import LrSchedule, run_progress
@@ -101,3 +102,26 @@ def test_a_resumed_run_follows_the_plan_of_its_config(reverse_corpus, tmp_path):
 def test_the_constant_schedule_keeps_the_plateau_decay(reverse_corpus, tmp_path):
     records = _train(reverse_corpus, tmp_path / "run", "train.max_steps=3")
     assert [r["lr"] for r in records] == [0.01, 0.01, 0.01]
+
+
+class _OtherRankAhead:
+    """A two-rank context whose other rank has trained 3 seconds longer."""
+
+    enabled = True
+
+    def all_reduce_max(self, values):
+        return torch.maximum(values, torch.tensor([0.0, 0.0, values[2].item() + 3.0]).to(values))
+
+
+def test_ranks_agree_on_the_training_clock_that_keys_the_schedule():
+    from rnnlab.config import TrainConfig
+    from rnnlab.training.trainer import Trainer, TrainerState
+
+    trainer = Trainer.__new__(Trainer)
+    trainer.config = TrainConfig(max_minutes=1.0, lr_schedule="linear")
+    trainer.state = TrainerState(train_seconds=10.0)
+    trainer.distributed = _OtherRankAhead()
+    trainer.should_stop = lambda: False
+    trainer.device = torch.device("cpu")
+    assert trainer._stop_flags() == (False, False)
+    assert trainer.state.train_seconds == 13.0  # every rank now anneals by the same clock

@@ -311,9 +311,15 @@ class Trainer:
         requested = self.should_stop()
         if self.distributed.enabled:
             # Ranks' clocks and signals differ; all must stop at the same step or the next
-            # all-reduce hangs.
-            flags = torch.tensor([float(over), float(requested)], device=self.device)
-            over, requested = (bool(x > 0) for x in self.distributed.all_reduce_max(flags).tolist())
+            # all-reduce hangs, and a time-keyed lr_schedule must give every rank the same rate.
+            flags = torch.tensor(
+                [float(over), float(requested), self.state.train_seconds],
+                dtype=torch.float64,
+                device=self.device,
+            )
+            agreed = self.distributed.all_reduce_max(flags).tolist()
+            over, requested = agreed[0] > 0, agreed[1] > 0
+            self.state.train_seconds = agreed[2]
         return over, requested
 
     def _validate_and_checkpoint(self, epoch: float) -> bool:
