@@ -20,7 +20,7 @@ from typing import Literal
 
 from rnnlab.data.conllu_io import read_conllu
 from rnnlab.data.io import read_lines
-from rnnlab.data.text import normalize
+from rnnlab.data.text import Preprocess, normalize
 from rnnlab.errors import RnnlabError
 
 Algorithm = Literal["word2vec", "fasttext"]
@@ -41,7 +41,7 @@ class TextCorpus:
             if ".conllu" in path.name:
                 sentences = (s.words for s in read_conllu(path))
             else:
-                mode = "punct" if self.split_punct else "none"
+                mode: Preprocess = "punct" if self.split_punct else "none"
                 sentences = (normalize(text, mode).split() for _, text in read_lines(path))
             for words in sentences:
                 if words:
