@@ -18,6 +18,7 @@ import yaml
 
 from rnnlab.atomic import atomic_write_text
 from rnnlab.errors import ConfigError
+from rnnlab.training.lr_schedule import ScheduleKind
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -89,7 +90,7 @@ class TrainConfig:
     """Multiply the learning rate by this factor when validation stops improving (1 = constant)."""
     lr_patience: int = 0
     """Validations without improvement before the learning rate decays."""
-    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    lr_schedule: ScheduleKind = "constant"
     """Anneal the learning rate to 0 over the run: linear or cosine in the fraction of the run done,
     the larger of steps done / planned steps (max_steps, else epochs) and training minutes /
     max_minutes, so a run with a time budget ends annealed whichever limit comes first."""

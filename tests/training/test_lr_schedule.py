@@ -1,5 +1,5 @@
 """train.lr_schedule / train.warmup_steps: the factor by hand, and the learning rates a real run
-records step by step, including across an exact resume."""
+records step by step, after a resume and when ranks' clocks differ."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def test_annealing_factor_by_hand(kind, progress, expected):
 
 
 def test_warmup_rises_linearly_then_hands_over():
+    assert not LrSchedule().varies and LrSchedule(warmup_steps=1).varies
     schedule = LrSchedule("linear", warmup_steps=4)
     assert [schedule.factor(s, 0.0) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
     assert schedule.factor(2, 0.5) == pytest.approx(0.75 * 0.5)
@@ -99,7 +100,7 @@ def test_a_resumed_run_follows_the_plan_of_its_config(reverse_corpus, tmp_path):
     assert resumed[-1]["lr"] < 0.01 * 0.02
 
 
-def test_the_constant_schedule_keeps_the_plateau_decay(reverse_corpus, tmp_path):
+def test_the_constant_schedule_leaves_the_rate_alone(reverse_corpus, tmp_path):
     records = _train(reverse_corpus, tmp_path / "run", "train.max_steps=3")
     assert [r["lr"] for r in records] == [0.01, 0.01, 0.01]
 

@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
+
+ScheduleKind = Literal["constant", "linear", "cosine"]
 
 
 @dataclass(frozen=True)
 class LrSchedule:
     """``factor(step, progress)``: warm up over ``warmup_steps``, then anneal by ``kind``."""
 
-    kind: str = "constant"
+    kind: ScheduleKind = "constant"
     warmup_steps: int = 0
+
+    @property
+    def varies(self) -> bool:
+        """False when every step runs at the base rate (constant, no warm-up)."""
+        return self.kind != "constant" or self.warmup_steps > 0
 
     def factor(self, step: int, progress: float) -> float:
         """The multiplier for the step about to run; ``progress`` is the fraction of the run done."""

@@ -252,9 +252,6 @@ class Trainer:
         self.metrics.append(record)
         self.reporter.record(record)
 
-    def _scheduled(self) -> bool:
-        return self.schedule.kind != "constant" or self.schedule.warmup_steps > 0
-
     def _set_scheduled_lr(self) -> None:
         """The learning rate of the step about to run (scheduled runs only; a constant one keeps
         Adam's own, which the plateau decay lowers in place)."""
@@ -271,7 +268,7 @@ class Trainer:
     def _train_step(self, batch: Any) -> int:
         """One optimizer step on a global batch; returns its number of valid tokens."""
         self.model.train()
-        if self._scheduled():
+        if self.schedule.varies:
             self._set_scheduled_lr()
         dist = self.distributed
         local, has_rows = dist.shard(batch)
