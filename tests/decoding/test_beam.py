@@ -166,3 +166,52 @@ def test_first_step_reads_one_row_per_sentence_and_later_steps_k(attention):
     assert counter.rows[0] == 12
     assert counter.rows[1] == 12 * 4
     assert counted == beam(model, batch, beam_size=4)
+
+
+class MemoryRows:
+    """The step protocol around an attention model, recording the memory rows and decoder rows of
+    every selected state; with ``per_row`` it gives every decoder row its own copy of the memory:
+    the reference for a beam's rows sharing their sentence's memory."""
+
+    def __init__(self, model, *, per_row: bool):
+        self.model, self.per_row, self.seen = model, per_row, []
+
+    def step(self, tokens, state):
+        return self.model.step(tokens, state)
+
+    def select_state(self, state, indices):
+        state = self.model.select_state(state, indices)
+        self.seen.append((state.memory.size(0), indices.numel()))
+        if not self.per_row:
+            return state
+        rows = torch.arange(state.memory.size(0)).repeat_interleave(state.group)
+        return replace(
+            state,
+            memory=state.memory[rows],
+            keys=state.keys[rows],
+            memory_lengths=state.memory_lengths[rows],
+            group=1,
+        )
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot"])
+def test_beams_sharing_their_sentences_memory_equal_beams_with_copies(attention):
+    batch = sources()
+    model = trained(attention)
+
+    def search(step_model):
+        with torch.no_grad():
+            return beam_search_hypotheses(
+                step_model, model.start(batch.src, batch.src_lengths), batch_size=12,
+                beam_size=4, bos_id=BOS, eos_id=EOS, max_len=14,
+            )  # fmt: skip
+
+    copies, shares = MemoryRows(model, per_row=True), MemoryRows(model, per_row=False)
+    copied, shared = search(copies), search(shares)
+    assert [[h.tokens for h in s] for s in shared] == [[h.tokens for h in s] for s in copied]
+    for s, c in zip(shared, copied, strict=True):
+        assert [h.score for h in s] == pytest.approx([h.score for h in c], abs=1e-5)
+    # One memory row per live sentence (12 sentences, 48 rows), never one per beam.
+    assert shares.seen[0] == (12, 48)
+    assert all(memory * 4 == rows for memory, rows in shares.seen)
+    assert any(memory < 12 for memory, _ in shares.seen), "some sentence should finish"

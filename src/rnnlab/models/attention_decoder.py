@@ -2,7 +2,9 @@
 
 Both keep the encoder outputs (the *memory*), their key projection and the valid source lengths in
 the decoder state, so one ``init_state`` per sentence serves every later step, and ``select`` can
-drop or reorder batch rows for greedy and beam search.
+drop or reorder batch rows for greedy and beam search. A beam's K rows of one sentence share that
+sentence's memory (``AttentionDecoderState.group``) and attend over it as one block of K queries, so
+reordering beams copies the recurrent state only, never the memory.
 
 Bahdanau (additive attention): the previous top-layer state s_{t-1} is the query, so attention has
 to run *before* the recurrent step::
@@ -56,18 +58,66 @@ class AttentionDecoderState:
     """(B,) valid source lengths; attention gives the positions after them zero weight."""
     attentional: Tensor | None = None
     """(B, H) the previous attentional state h̃ (Luong input feeding); None otherwise."""
+    group: int = 1
+    """Decoder rows per memory row: row r reads memory row r // group. Beam search's K beams of a
+    sentence share its memory, keys and lengths instead of holding K copies that every reorder
+    would copy again; ``memory``, ``keys`` and ``memory_lengths`` then have B / group rows."""
 
     def select(self, indices: Tensor) -> AttentionDecoderState:
-        """Keep batch rows ``indices`` (for finished sentences and beam reordering)."""
+        """Keep decoder rows ``indices`` (for finished sentences and beam reordering)."""
+        owners = indices // self.group if self.group > 1 else indices  # (R,) memory row of each
+        memory_rows, group = _shared_memory_rows(owners, self.memory.size(0), self.group)
+        memory, keys, lengths = self.memory, self.keys, self.memory_lengths
+        if memory_rows is not None:
+            memory, keys = memory.index_select(0, memory_rows), keys.index_select(0, memory_rows)
+            lengths = lengths.index_select(0, memory_rows)
         return AttentionDecoderState(
             hidden=select_batch(self.hidden, indices),
-            memory=self.memory.index_select(0, indices),
-            keys=self.keys.index_select(0, indices),
-            memory_lengths=self.memory_lengths.index_select(0, indices),
+            memory=memory,
+            keys=keys,
+            memory_lengths=lengths,
             attentional=(
                 self.attentional.index_select(0, indices) if self.attentional is not None else None
             ),
+            group=group,
         )
+
+    def with_hidden(
+        self, hidden: RecurrentState, attentional: Tensor | None = None
+    ) -> AttentionDecoderState:
+        """The state after a decoder call: new recurrent state, the same memory."""
+        return AttentionDecoderState(
+            hidden=hidden,
+            memory=self.memory,
+            keys=self.keys,
+            memory_lengths=self.memory_lengths,
+            attentional=attentional,
+            group=self.group,
+        )
+
+
+def _shared_memory_rows(
+    owners: Tensor, num_memory_rows: int, group: int
+) -> tuple[Tensor | None, int]:
+    """The memory rows to keep (None: all, unchanged) and the new group, for decoder rows that read
+    memory rows ``owners`` (R,).
+
+    Three shapes cover the searches: each memory row read by the next ``g`` rows in order (beam
+    search's expansion and reordering: the memory stays as it is); blocks of ``group`` rows that
+    each read one memory row (finished sentences leaving a beam: their memory rows go); anything
+    else (greedy search's finished rows) keeps one memory row per decoder row.
+    """
+    rows = owners.numel()
+    if rows and rows % num_memory_rows == 0:
+        g = rows // num_memory_rows
+        expected = torch.arange(num_memory_rows, device=owners.device).repeat_interleave(g)
+        if torch.equal(owners, expected):
+            return None, g
+    if group > 1 and rows % group == 0:
+        blocks = owners.view(-1, group)
+        if bool((blocks == blocks[:, :1]).all()):
+            return blocks[:, 0], group
+    return owners, 1
 
 
 class AttentionDecoder(nn.Module):
@@ -140,6 +190,23 @@ class AttentionDecoder(nn.Module):
         """Features (…, H) → vocabulary logits (…, V)."""
         return self.output(features)
 
+    def _attend(
+        self, query: Tensor, state: AttentionDecoderState, padding: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Queries (R, Q, H) of R decoder rows → contexts (R, Q, C) and weights (R, Q, S).
+
+        With ``state.group`` g > 1 the g rows that share a memory row query it together, as one
+        (R / g, g·Q) block of queries: one attention over the shared memory, no per-row copies.
+        """
+        g = state.group
+        if g == 1:
+            return self.attention.attend(query, state.keys, state.memory, padding)
+        rows, q, _ = query.shape
+        context, weights = self.attention.attend(
+            query.reshape(rows // g, g * q, -1), state.keys, state.memory, padding
+        )
+        return context.reshape(rows, q, -1), weights.reshape(rows, q, -1)
+
 
 class BahdanauDecoder(AttentionDecoder):
     """RNN decoder with additive attention queried by the previous state (Bahdanau et al. 2015)."""
@@ -192,13 +259,7 @@ class BahdanauDecoder(AttentionDecoder):
         )
         # All T positions in one matmul (scheduled sampling too: bit for bit teacher forcing's).
         features = self._deep_output(outputs, contexts, embedded)
-        next_state = AttentionDecoderState(
-            hidden=hidden,
-            memory=state.memory,
-            keys=state.keys,
-            memory_lengths=state.memory_lengths,
-        )
-        return self.output_dropout(features), next_state, weights
+        return self.output_dropout(features), state.with_hidden(hidden), weights
 
     def _deep_output(self, outputs: Tensor, contexts: Tensor, embedded: Tensor) -> Tensor:
         """States (…, H), contexts (…, C), embeddings (…, E) → features (…, H)."""
@@ -237,9 +298,8 @@ class BahdanauDecoder(AttentionDecoder):
                 use_gold, fed = self._read_fed(feedback, tgt_in[:, t], features)
                 read[t] = mix(use_gold, read[t], fed)
                 gates_t = mix(use_gold, gates_t, F.linear(fed, w_embedded, b_ih))
-            context, step_weights = self.attention.attend(
-                top.unsqueeze(1), state.keys, state.memory, padding
-            )  # (B, 1, C), (B, 1, S)
+            context, step_weights = self._attend(top.unsqueeze(1), state, padding)
+            # (B, 1, C), (B, 1, S)
             context = context.squeeze(1)
             gates = gates_t + F.linear(context, w_context)  # (B, G·H)
             top, layers = stepper.step(gates, layers, weights, training=self.training)
@@ -274,9 +334,7 @@ class BahdanauDecoder(AttentionDecoder):
                 use_gold, fed = self._read_fed(feedback, tgt_in[:, t], features)
                 read[t] = mix(use_gold, read[t], fed)
             query = hidden_of(hidden)[-1].unsqueeze(1)  # (B, 1, H): s_{t-1}, top layer
-            context, step_weights = self.attention.attend(
-                query, state.keys, state.memory, padding
-            )  # (B, 1, C), (B, 1, S)
+            context, step_weights = self._attend(query, state, padding)  # (B, 1, C), (B, 1, S)
             output, hidden = self.rnn(torch.cat([read[t].unsqueeze(1), context], -1), hidden)
             outputs.append(output)
             contexts.append(context)
@@ -337,11 +395,11 @@ class LuongDecoder(AttentionDecoder):
             return None
         return memory.new_zeros(memory.size(0), self.hidden_size)  # h̃_0 = 0
 
-    def _attend(
+    def _attentional(
         self, outputs: Tensor, state: AttentionDecoderState, padding: Tensor
     ) -> tuple[Tensor, Tensor]:
         """RNN outputs (B, T, H) → attentional states h̃ (B, T, H) and weights (B, T, S)."""
-        context, weights = self.attention.attend(outputs, state.keys, state.memory, padding)
+        context, weights = self._attend(outputs, state, padding)
         return torch.tanh(self.combine(torch.cat([context, outputs], dim=-1))), weights
 
     def forward_with_attention(
@@ -352,7 +410,7 @@ class LuongDecoder(AttentionDecoder):
         if not self.input_feed and feedback is None:
             # One fused RNN call over all T, one batched attention: no Python loop.
             outputs, hidden = self.rnn(embedded, state.hidden)  # (B, T, H)
-            attentional, weights = self._attend(outputs, state, padding)
+            attentional, weights = self._attentional(outputs, state, padding)
         elif self.stepper is not None:
             attentional, hidden, weights = self._recur_stepwise(
                 tgt_in, embedded, state, padding, feedback
@@ -361,13 +419,7 @@ class LuongDecoder(AttentionDecoder):
             attentional, hidden, weights = self._recur_per_call(
                 tgt_in, embedded, state, padding, feedback
             )
-        next_state = AttentionDecoderState(
-            hidden=hidden,
-            memory=state.memory,
-            keys=state.keys,
-            memory_lengths=state.memory_lengths,
-            attentional=attentional[:, -1] if self.input_feed else None,
-        )
+        next_state = state.with_hidden(hidden, attentional[:, -1] if self.input_feed else None)
         return self.output_dropout(attentional), next_state, weights
 
     def _recur_stepwise(
@@ -396,7 +448,7 @@ class LuongDecoder(AttentionDecoder):
                 gates_t = mix(use_gold, gates_t, F.linear(fed, w_embedded, b_ih))
             gates = gates_t + F.linear(last, w_feed)  # (B, G·H)
             output, layers = stepper.step(gates, layers, weights, training=self.training)
-            step, step_weights = self._attend(output.unsqueeze(1), state, padding)  # (B, 1, H)
+            step, step_weights = self._attentional(output.unsqueeze(1), state, padding)  # (B, 1, H)
             last = step.squeeze(1)
             steps.append(step)
             attention.append(step_weights)
@@ -421,7 +473,7 @@ class LuongDecoder(AttentionDecoder):
                 embedded_t = mix(use_gold, embedded_t, fed)
             rnn_in = embedded_t if last is None else torch.cat([embedded_t, last], dim=-1)
             output, hidden = self.rnn(rnn_in.unsqueeze(1), hidden)  # (B, 1, H)
-            step, step_weights = self._attend(output, state, padding)  # (B, 1, H), (B, 1, S)
+            step, step_weights = self._attentional(output, state, padding)  # (B, 1, H), (B, 1, S)
             last = step.squeeze(1) if self.input_feed else None
             steps.append(step)
             attention.append(step_weights)
