@@ -2,6 +2,9 @@ import gzip
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch.nn.utils.rnn import pad_sequence
 
 from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches, truncate_pad
 from rnnlab.data.parallel import read_parallel, read_tsv_pairs
@@ -60,6 +63,21 @@ def test_pad_batch_and_truncate_pad():
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]] and lengths.tolist() == [3, 1]
     assert truncate_pad([1, 2, 3], 2, 0) == [1, 2]
     assert truncate_pad([1], 3, 0) == [1, 0, 0]
+
+
+@given(
+    st.lists(st.lists(st.integers(0, 10**6), max_size=12), min_size=1, max_size=20),
+    st.integers(0, 3),
+)
+def test_pad_batch_equals_torch_pad_sequence(sequences, pad_id):
+    ids, lengths = pad_batch(sequences, pad_id)
+    expected = pad_sequence(
+        [torch.tensor(s, dtype=torch.long) for s in sequences],
+        batch_first=True,
+        padding_value=pad_id,
+    )
+    assert torch.equal(ids, expected)
+    assert lengths.tolist() == [len(s) for s in sequences]
 
 
 def test_bucket_batches_cover_every_index_once_and_are_deterministic():
