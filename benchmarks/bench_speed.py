@@ -120,8 +120,8 @@ class ContextPerStep:
     def start(self, src: torch.Tensor, src_lengths: torch.Tensor) -> Any:
         return replace(self.model.start(src, src_lengths), context_gates=None)
 
-    def step(self, tokens: torch.Tensor, state: Any) -> Any:
-        return self.model.step(tokens, state)
+    def step(self, tokens: torch.Tensor, state: Any, *, normalize: bool = True) -> Any:
+        return self.model.step(tokens, state, normalize=normalize)
 
     def select_state(self, state: Any, indices: torch.Tensor) -> Any:
         return self.model.select_state(state, indices)

@@ -145,9 +145,9 @@ class RowCounter:
     def __init__(self, model):
         self.model, self.rows = model, []
 
-    def step(self, tokens, state):
+    def step(self, tokens, state, *, normalize=True):
         self.rows.append(tokens.numel())
-        return self.model.step(tokens, state)
+        return self.model.step(tokens, state, normalize=normalize)
 
     def select_state(self, state, indices):
         return self.model.select_state(state, indices)
@@ -176,8 +176,8 @@ class MemoryRows:
     def __init__(self, model, *, per_row: bool):
         self.model, self.per_row, self.seen = model, per_row, []
 
-    def step(self, tokens, state):
-        return self.model.step(tokens, state)
+    def step(self, tokens, state, *, normalize=True):
+        return self.model.step(tokens, state, normalize=normalize)
 
     def select_state(self, state, indices):
         state = self.model.select_state(state, indices)

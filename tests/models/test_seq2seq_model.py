@@ -85,7 +85,7 @@ def test_greedy_stops_each_sentence_at_its_own_eos():
         def __init__(self):
             self.calls = []
 
-        def step(self, tokens, state):
+        def step(self, tokens, state, *, normalize=True):
             self.calls.append(len(tokens))
             log_probs = torch.full((len(tokens), 6), -10.0)
             t = state["t"]

@@ -8,6 +8,7 @@ hypothesis ended with it; α = 0 leaves the raw log-probability.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -19,6 +20,11 @@ class Hypothesis:
     """Sum of the model's log-probabilities of the tokens (and of ``<eos>`` when it ended)."""
     score: float
     """``log_prob`` divided by the length penalty: what hypotheses are ranked by."""
+
+
+def unscored(tokens: list[int]) -> Hypothesis:
+    """The hypothesis of a search that skipped scoring (greedy search without its softmax)."""
+    return Hypothesis(tokens=tokens, log_prob=math.nan, score=math.nan)
 
 
 def length_penalty(length: int, alpha: float) -> float:

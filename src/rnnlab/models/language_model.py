@@ -167,10 +167,17 @@ class RNNLanguageModel(nn.Module):
         )
         return (h, torch.zeros_like(h)) if has_cell_state(self.cell) else h
 
-    def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
-        """Read tokens (B,); return log-probabilities (B, V) of the next token and the new state."""
+    def step(self, tokens: Tensor, state: Any, *, normalize: bool = True) -> tuple[Tensor, Any]:
+        """Read tokens (B,); return log-probabilities (B, V) of the next token and the new state.
+
+        ``normalize=False`` returns the logits of a full softmax (the same ranking, without the
+        softmax over V); an adaptive softmax has no logits and returns its log-probabilities.
+        """
         features, state = self(tokens.unsqueeze(1), state)  # (B, 1, H)
-        return self.log_probs(features.squeeze(1)), state  # (B, V)
+        features = features.squeeze(1)
+        if not normalize and self.adaptive is None:
+            return self.project(features), state  # (B, V)
+        return self.log_probs(features), state  # (B, V)
 
     def select_state(self, state: Any, indices: Tensor) -> Any:
         return select_batch(state, indices)

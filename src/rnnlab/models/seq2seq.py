@@ -121,10 +121,16 @@ class EncoderDecoder(nn.Module):
         hidden = self.bridge(encoded.state) if self.bridge is not None else encoded.state
         return self.decoder.init_state(encoded, hidden)
 
-    def step(self, tokens: Tensor, state: Any) -> tuple[Tensor, Any]:
-        """One decoding step: tokens (B,) → log-probabilities (B, V) and the next state."""
+    def step(self, tokens: Tensor, state: Any, *, normalize: bool = True) -> tuple[Tensor, Any]:
+        """One decoding step: tokens (B,) → log-probabilities (B, V) and the next state.
+
+        ``normalize=False`` returns the logits: the same ranking without a softmax over the
+        vocabulary, for a search that only needs the best token.
+        """
         features, state = self.decoder(tokens.unsqueeze(1), state)  # (B, 1, H)
         logits = self.decoder.project(features.squeeze(1))  # (B, V)
+        if not normalize:
+            return logits, state
         return torch.log_softmax(logits.float(), dim=-1), state
 
     def select_state(self, state: Any, indices: Tensor) -> Any:

@@ -26,8 +26,8 @@ from rnnlab.data.text import preprocess_textbook
 from rnnlab.data.tokenizers import SentencePieceTokenizer, Tokenizer, WordTokenizer
 from rnnlab.data.vocab import Vocab
 from rnnlab.decoding.beam import beam_search_hypotheses
-from rnnlab.decoding.greedy import greedy_hypotheses
-from rnnlab.decoding.hypothesis import Hypothesis
+from rnnlab.decoding.greedy import greedy_hypotheses, greedy_search
+from rnnlab.decoding.hypothesis import Hypothesis, unscored
 from rnnlab.errors import RnnlabError
 from rnnlab.metrics.bleu import corpus_bleu, corpus_bleu_with_signature, mean_d2l_bleu
 from rnnlab.metrics.perplexity import perplexity
@@ -446,11 +446,13 @@ class Seq2SeqTask(Task):
         length_penalty: float | None = None,
         batch_size: int | None = None,
         progress: Callable[[int], None] | None = None,
+        scored: bool = True,
     ) -> list[list[Hypothesis]]:
         """Decode encoded sources in length-sorted batches; ``n_best`` hypotheses each, input order.
 
         Greedy search runs when one hypothesis of one beam is asked for (beam search with one beam
         gives the same output, more slowly). ``progress`` is called with the sentences of each batch.
+        ``scored=False`` lets greedy search skip the softmax: its hypotheses' scores are then NaN.
         """
         model = cast(EncoderDecoder, model)  # the task's own model: its methods, not nn.Module's
         assert self.tgt_vocab is not None and self.src_vocab is not None
@@ -471,15 +473,22 @@ class Seq2SeqTask(Task):
                     bos_id=self.tgt_vocab.bos_id,
                     eos_id=self.tgt_vocab.eos_id,
                     max_len=max_len,
-                    length_penalty_alpha=alpha,
                     device=device,
                 )
                 if beam_size > 1 or n_best > 1:
                     hyps = beam_search_hypotheses(
-                        model, state, beam_size=max(beam_size, n_best), n_best=n_best, **search
+                        model,
+                        state,
+                        beam_size=max(beam_size, n_best),
+                        n_best=n_best,
+                        length_penalty_alpha=alpha,
+                        **search,
                     )
+                elif scored:
+                    greedy = greedy_hypotheses(model, state, length_penalty_alpha=alpha, **search)
+                    hyps = [[h] for h in greedy]
                 else:
-                    hyps = [[h] for h in greedy_hypotheses(model, state, **search)]
+                    hyps = [[unscored(out)] for out in greedy_search(model, state, **search)]
                 for i, hyp in zip(ids, hyps, strict=True):
                     results[i] = hyp
                 if progress is not None:
@@ -489,8 +498,8 @@ class Seq2SeqTask(Task):
     def translate_ids(
         self, model: nn.Module, sources: Sequence[list[int]], device: torch.device, **decode: Any
     ) -> list[list[list[int]]]:
-        """Token ids of ``translate_hypotheses``: what metrics and benchmarks need."""
-        hyps = self.translate_hypotheses(model, sources, device, **decode)
+        """Token ids of ``translate_hypotheses``: what metrics and benchmarks need (no scores)."""
+        hyps = self.translate_hypotheses(model, sources, device, scored=False, **decode)
         return [[h.tokens for h in sentence] for sentence in hyps]
 
     @torch.no_grad()
