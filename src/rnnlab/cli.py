@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rnnlab.errors import RnnlabError
+from rnnlab.memory import keep_freed_memory
 
 EXIT_USER_ERROR = 2
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -794,6 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         return int(args.func(args) or 0)
