@@ -66,7 +66,9 @@ class BenchConfig:
     decode_sentences: int = 1000
     textbook_decode_every: int = 4
     """The one-sentence loop is slow: it decodes every k-th of the same sentences."""
-    decode_repeats: int = 3
+    decode_repeats: int = 5
+    decode_window_seconds: float = 0.5
+    """rnnlab's searches repeat the sentences until a window lasts this long."""
 
 
 CONFIGS: dict[str, BenchConfig] = {
@@ -98,6 +100,7 @@ QUICK = dict(
     windows=2,
     decode_sentences=200,
     decode_repeats=1,
+    decode_window_seconds=0.0,
     textbook_decode_every=8,
 )
 
@@ -279,10 +282,11 @@ def decode_figures(systems: Systems) -> dict[str, Any]:
     book_sources = [s[:-1] for s in sources[:: spec.textbook_decode_every]]
 
     def rnnlab_greedy() -> tuple[float, float]:
-        return harness.timed(
+        return harness.timed_at_least(
             lambda: len(
                 task.translate_ids(model, sources, CPU, beam_size=1, max_len=spec.num_steps)
-            )
+            ),
+            spec.decode_window_seconds,
         )
 
     def textbook_greedy() -> tuple[float, float]:
@@ -311,10 +315,11 @@ def decode_figures(systems: Systems) -> dict[str, Any]:
     else:
 
         def rnnlab_beam() -> tuple[float, float]:
-            return harness.timed(
+            return harness.timed_at_least(
                 lambda: len(
                     task.translate_ids(model, sources, CPU, beam_size=5, max_len=spec.num_steps)
-                )
+                ),
+                spec.decode_window_seconds,
             )
 
         beam = harness.paired_windows(rnnlab_beam, rnnlab_greedy, spec.decode_repeats)
@@ -345,7 +350,10 @@ def onnx_figures(systems: Systems, rnnlab_greedy: Any) -> Any:
     same = sum(e[0] == o[0].tokens for e, o in zip(eager, exported, strict=True))
 
     def onnx_greedy() -> tuple[float, float]:
-        return harness.timed(lambda: len(translator.translate_ids(sources, max_len=spec.num_steps)))
+        return harness.timed_at_least(
+            lambda: len(translator.translate_ids(sources, max_len=spec.num_steps)),
+            spec.decode_window_seconds,
+        )
 
     windows = harness.paired_windows(onnx_greedy, rnnlab_greedy, spec.decode_repeats)
     return {
