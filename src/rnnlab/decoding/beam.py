@@ -78,20 +78,23 @@ def beam_search_hypotheses(
 
         # Finish <eos> candidates ranked among the top K (fairseq's rule: with K = 1 only a
         # top-ranked <eos> ends the search, which is what makes beam 1 equal greedy).
-        ended = (is_eos[:, :k] & torch.isfinite(cand_scores[:, :k])).nonzero().tolist()
-        for block, rank in ended:
-            sentence = int(active[block])
-            row = block * width + int(cand_row[block, rank])
-            raw = float(cand_scores[block, rank])
-            finished[sentence].append(
-                Hypothesis(
-                    tokens=history[row].tolist(),
-                    log_prob=raw,
-                    score=raw / length_penalty(t + 1, alpha),
-                )
-            )
-            if len(finished[sentence]) >= k:
-                kth_best[sentence] = sorted(h.score for h in finished[sentence])[-k]
+        # Their fields are read in one transfer each, not one tensor read per hypothesis.
+        ended = (is_eos[:, :k] & torch.isfinite(cand_scores[:, :k])).nonzero()  # (E, 2)
+        if ended.numel():
+            block, rank = ended.unbind(1)
+            rows = block * width + cand_row[block, rank]
+            lp = length_penalty(t + 1, alpha)
+            for sentence, raw, tokens_before in zip(
+                active[block].tolist(),
+                cand_scores[block, rank].tolist(),
+                history.index_select(0, rows).tolist(),
+                strict=True,
+            ):
+                hypothesis = Hypothesis(tokens=tokens_before, log_prob=raw, score=raw / lp)
+                finished[sentence].append(hypothesis)
+            for sentence in set(active[block].tolist()):
+                if len(finished[sentence]) >= k:
+                    kth_best[sentence] = sorted(h.score for h in finished[sentence])[-k]
 
         # Next beams: the K best candidates that do not end in <eos>.
         live_scores = cand_scores.masked_fill(is_eos, float("-inf"))
@@ -121,17 +124,13 @@ def beam_search_hypotheses(
             state = model.select_state(state, keep_rows)
 
     # Beams still live after max_len steps end without <eos>.
+    lp = length_penalty(history.size(1), alpha)
+    final_scores, final_history = scores[:, :width].tolist(), history.tolist()
     for block, sentence in enumerate(active.tolist()):
-        for j in range(k):
-            raw = float(scores[block, j])
+        for j, raw in enumerate(final_scores[block]):
             if raw != float("-inf"):
-                finished[sentence].append(
-                    Hypothesis(
-                        tokens=history[block * k + j].tolist(),
-                        log_prob=raw,
-                        score=raw / length_penalty(history.size(1), alpha),
-                    )
-                )
+                tokens_so_far = final_history[block * width + j]
+                finished[sentence].append(Hypothesis(tokens_so_far, log_prob=raw, score=raw / lp))
     return [sorted(hyps, key=lambda h: -h.score)[:n_best] for hyps in finished]
 
 
