@@ -81,18 +81,18 @@ def beam_search_hypotheses(
         # Their fields are read in one transfer each, not one tensor read per hypothesis.
         ended = (is_eos[:, :k] & torch.isfinite(cand_scores[:, :k])).nonzero()  # (E, 2)
         if ended.numel():
-            block, rank = ended.unbind(1)
-            rows = block * width + cand_row[block, rank]
+            ended_block, ended_rank = ended.unbind(1)  # (E,), (E,)
+            ended_row = ended_block * width + cand_row[ended_block, ended_rank]
+            ended_sentence = active[ended_block].tolist()
             lp = length_penalty(t + 1, alpha)
-            for sentence, raw, tokens_before in zip(
-                active[block].tolist(),
-                cand_scores[block, rank].tolist(),
-                history.index_select(0, rows).tolist(),
+            for sentence, raw, output in zip(
+                ended_sentence,
+                cand_scores[ended_block, ended_rank].tolist(),
+                history.index_select(0, ended_row).tolist(),
                 strict=True,
             ):
-                hypothesis = Hypothesis(tokens=tokens_before, log_prob=raw, score=raw / lp)
-                finished[sentence].append(hypothesis)
-            for sentence in set(active[block].tolist()):
+                finished[sentence].append(Hypothesis(output, log_prob=raw, score=raw / lp))
+            for sentence in set(ended_sentence):
                 if len(finished[sentence]) >= k:
                     kth_best[sentence] = sorted(h.score for h in finished[sentence])[-k]
 
@@ -129,8 +129,8 @@ def beam_search_hypotheses(
     for block, sentence in enumerate(active.tolist()):
         for j, raw in enumerate(final_scores[block]):
             if raw != float("-inf"):
-                tokens_so_far = final_history[block * width + j]
-                finished[sentence].append(Hypothesis(tokens_so_far, log_prob=raw, score=raw / lp))
+                output = final_history[block * width + j]
+                finished[sentence].append(Hypothesis(output, log_prob=raw, score=raw / lp))
     return [sorted(hyps, key=lambda h: -h.score)[:n_best] for hyps in finished]
 
 
