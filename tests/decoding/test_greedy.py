@@ -1,10 +1,12 @@
-"""Greedy search: scored and unscored searches agree, and scores are the model's log-probabilities."""
+"""Greedy search: both searches equal beam search with one beam (torch.topk, not the blocked argmax),
+and scores are the model's log-probabilities."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from rnnlab.decoding.beam import beam_search
 from rnnlab.decoding.greedy import greedy_hypotheses, greedy_search
 from rnnlab.decoding.hypothesis import length_penalty
 from rnnlab.models.language_model import RNNLanguageModel
@@ -18,7 +20,7 @@ WIDE_VOCAB = 3000
 
 
 @pytest.mark.parametrize("attention", DECODERS)
-def test_unscored_greedy_over_a_wide_vocabulary_equals_the_scored_search(attention):
+def test_greedy_over_a_wide_vocabulary_equals_beam_search_with_one_beam(attention):
     torch.manual_seed(0)
     model = build_seq2seq(
         Seq2SeqModelConfig(embed_size=16, hidden_size=32, num_layers=1, attention=attention),
@@ -31,7 +33,8 @@ def test_unscored_greedy_over_a_wide_vocabulary_equals_the_scored_search(attenti
     with torch.no_grad():
         fast = greedy_search(model, model.start(src, lengths), **search)
     scored = greedy_hypotheses(model, model.start(src, lengths), **search)
-    assert fast == [h.tokens for h in scored]
+    one_beam = beam_search(model, model.start(src, lengths), beam_size=1, **search)
+    assert fast == [h.tokens for h in scored] == [b[0] for b in one_beam]
     assert len({tuple(tokens) for tokens in fast}) > 1  # not one degenerate output for all rows
 
 
