@@ -122,3 +122,15 @@ def test_evaluate_json(reverse_corpus, tmp_path, capsys):
     assert metrics["perplexity"] == pytest.approx(
         torch.tensor(metrics["loss"]).exp().item(), rel=1e-6
     )
+
+
+def test_tied_model_resumes_and_loads_tied(reverse_corpus, tmp_path):
+    run = tmp_path / "run"
+    common = ("model.embed_size=32", "model.attention=bahdanau", "model.tie_weights=true")
+    assert train(reverse_corpus, run, *common, "train.max_steps=6") == 0
+    assert main(["train", "--resume", str(run), "--set", "train.max_steps=12"]) == 0
+    assert [r["step"] for r in records(run) if "train_loss" in r] == [5, 10]
+    weights = load_file(str(run / "last" / "model.safetensors"))
+    assert torch.equal(weights["decoder.output.weight"], weights["decoder.embedding.weight"])
+    decoder = rnnlab.load(run).model.decoder
+    assert decoder.output.weight is decoder.embedding.weight

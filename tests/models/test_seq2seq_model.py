@@ -3,6 +3,7 @@ import torch
 
 from rnnlab.config import load_config
 from rnnlab.decoding.greedy import greedy_search
+from rnnlab.errors import ConfigError
 from rnnlab.models.encoder import Seq2SeqEncoder
 from rnnlab.models.seq2seq import build_seq2seq
 from rnnlab.tasks.seq2seq import Seq2SeqConfig
@@ -102,3 +103,72 @@ def test_greedy_stops_each_sentence_at_its_own_eos():
     )
     assert out == [[4], [5, 5, 5, 5]]
     assert model.calls == [2, 2, 1, 1]  # the finished sentence left the batch
+
+
+def _tied(attention: str, tie: bool = True):
+    config = load_config(
+        Seq2SeqConfig,
+        None,
+        [
+            f"model.attention={attention}",
+            "model.embed_size=12",
+            "model.hidden_size=12",
+            "model.num_layers=1",
+            f"model.tie_weights={str(tie).lower()}",
+        ],
+    )
+    torch.manual_seed(0)
+    return build_seq2seq(config.model, src_vocab_size=15, tgt_vocab_size=13).eval()
+
+
+def _parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("attention", ["none", "bahdanau", "luong_general"])
+def test_tied_decoder_projects_with_its_embedding_matrix(attention):
+    tied, untied = _tied(attention), _tied(attention, tie=False)
+    decoder = tied.decoder
+    assert decoder.output.weight is decoder.embedding.weight
+    # One V×H matrix fewer than the untied model.
+    assert _parameter_count(untied) - _parameter_count(tied) == 13 * 12
+    assert decoder.embedding.weight.abs().max() <= 0.1
+    assert torch.all(decoder.embedding.weight[decoder.embedding.padding_idx] == 0)
+    # The logits are features times the embedding matrix, computed here independently.
+    src, lengths = torch.randint(4, 15, (2, 5)), torch.tensor([5, 3])
+    state = tied.start(src, lengths)
+    tokens = torch.tensor([2, 2])
+    log_probs, _ = tied.step(tokens, state)
+    features, _ = decoder(tokens.unsqueeze(1), tied.start(src, lengths))
+    logits = features[:, 0] @ decoder.embedding.weight.T + decoder.output.bias
+    torch.testing.assert_close(log_probs, torch.log_softmax(logits, -1))
+
+
+def test_tied_weights_get_one_gradient_from_both_uses():
+    model = _tied("bahdanau").train()
+    src, lengths = torch.randint(4, 15, (2, 5)), torch.tensor([5, 3])
+    tgt_in = torch.tensor([[2, 5, 6], [2, 7, 0]])
+    model.project(model(src, lengths, tgt_in)).sum().backward()
+    shared = model.decoder.embedding.weight.grad
+    # Rows never read as input (e.g. 9) still learn through the output projection.
+    assert shared is not None and shared[9].abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.embed_size=8", "model.hidden_size=12"], "embed_size == model.hidden_size"),
+        (
+            [
+                "model.embed_size=12",
+                "model.hidden_size=12",
+                "model.tgt_embeddings=vectors.txt",
+                "model.freeze_tgt_embeddings=true",
+            ],
+            "freeze",
+        ),
+    ],
+)
+def test_tie_weights_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(Seq2SeqConfig, None, ["model.tie_weights=true", *overrides])

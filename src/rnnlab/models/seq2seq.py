@@ -183,4 +183,25 @@ def build_seq2seq(
         )
     else:
         raise ValueError(f"unknown attention {cfg.attention!r}")
+    if cfg.tie_weights:
+        tie_output_to_embedding(decoder.output, decoder.embedding)
     return EncoderDecoder(encoder=encoder, decoder=decoder, bridge=bridge)
+
+
+def tie_output_to_embedding(output: nn.Linear, embedding: nn.Embedding) -> None:
+    """Make ``output`` (H → V) project with ``embedding``'s (V, H) matrix (Press & Wolf 2017).
+
+    The shared matrix starts small and uniform, as in Zaremba et al. (2014): ``nn.Embedding``'s
+    N(0, 1) would give logits of standard deviation ~√H at the first step. The padding row stays 0.
+    """
+    if output.weight.shape != embedding.weight.shape:
+        raise ConfigError(
+            "model.tie_weights needs model.embed_size == model.hidden_size "
+            f"(the output layer is {tuple(output.weight.shape)}, the embedding "
+            f"{tuple(embedding.weight.shape)})"
+        )
+    with torch.no_grad():
+        nn.init.uniform_(embedding.weight, -0.1, 0.1)
+        if embedding.padding_idx is not None:
+            embedding.weight[embedding.padding_idx].zero_()
+    output.weight = embedding.weight

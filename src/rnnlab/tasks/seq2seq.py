@@ -28,7 +28,7 @@ from rnnlab.data.vocab import Vocab
 from rnnlab.decoding.beam import beam_search_hypotheses
 from rnnlab.decoding.greedy import greedy_hypotheses, greedy_search
 from rnnlab.decoding.hypothesis import Hypothesis, unscored
-from rnnlab.errors import RnnlabError
+from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.metrics.bleu import corpus_bleu, corpus_bleu_with_signature, mean_d2l_bleu
 from rnnlab.metrics.perplexity import perplexity
 from rnnlab.models.seq2seq import EncoderDecoder, build_seq2seq
@@ -89,6 +89,9 @@ class Seq2SeqModelConfig(ModelConfig):
     """Keep the source rows that got a pretrained vector fixed while training."""
     freeze_tgt_embeddings: bool = False
     """Keep the target rows that got a pretrained vector fixed while training."""
+    tie_weights: bool = False
+    """The decoder's output projection uses its target embedding matrix (Press & Wolf 2017): one
+    V×H matrix fewer to learn; needs embed_size == hidden_size."""
 
 
 @dataclass
@@ -136,6 +139,16 @@ class Seq2SeqConfig(RunConfig):
                 extend=False,
                 one_hot=False,
                 weight_decay=train.weight_decay,
+            )
+        if model.tie_weights and model.embed_size != model.hidden_size:
+            raise ConfigError(
+                "model.tie_weights needs model.embed_size == model.hidden_size "
+                f"(got {model.embed_size} and {model.hidden_size})"
+            )
+        if model.tie_weights and model.freeze_tgt_embeddings:
+            raise ConfigError(
+                "model.tie_weights with model.freeze_tgt_embeddings would freeze the output "
+                "projection's rows too; choose one"
             )
 
 
