@@ -168,6 +168,34 @@ def test_first_step_reads_one_row_per_sentence_and_later_steps_k(attention):
     assert counted == beam(model, batch, beam_size=4)
 
 
+@pytest.mark.parametrize("attention", DECODERS)
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+def test_stopping_once_the_n_best_are_settled_changes_no_answer(attention, alpha):
+    """A sentence stops when its n_best are final; waiting for K finished ones (n_best = K, the
+    old rule for every n_best) returns the same n_best, later."""
+    batch, model = sources(), trained(attention)
+
+    def run(n_best: int) -> tuple[list, int]:
+        counter = RowCounter(model)
+        with torch.no_grad():
+            hyps = beam_search_hypotheses(
+                counter, model.start(batch.src, batch.src_lengths), batch_size=12, beam_size=5,
+                n_best=n_best, bos_id=BOS, eos_id=EOS, max_len=14, length_penalty_alpha=alpha,
+            )  # fmt: skip
+        return hyps, sum(counter.rows)
+
+    waited, waited_rows = run(5)
+    for n_best in (1, 2):
+        settled, settled_rows = run(n_best)
+        for early, late in zip(settled, waited, strict=True):
+            assert [h.tokens for h in early] == [h.tokens for h in late[:n_best]]
+            for a, b in zip(early, late[:n_best], strict=True):
+                assert a.score == pytest.approx(b.score, abs=1e-5)
+        assert settled_rows <= waited_rows
+        if alpha == 0.0:
+            assert settled_rows < waited_rows
+
+
 class MemoryRows:
     """The step protocol around an attention model, recording the memory rows and decoder rows of
     every selected state; with ``per_row`` it gives every decoder row its own copy of the memory:

@@ -10,8 +10,10 @@ call and a handful of tensor operations; Python only touches the hypotheses that
 
 Scores are sums of log-probabilities; finished hypotheses are ranked by score / lp(|Y|), with
 lp(|Y|) = ((5 + |Y|) / 6)^α and |Y| counting ``<eos>`` (α = 0: raw log-probability). A sentence is
-done when it has K finished hypotheses and no live beam can still beat the worst of them; a done
-sentence leaves the batch, as in greedy search. At ``max_len`` steps the live beams are finished
+done as soon as its answer is settled: it has ``n_best`` finished hypotheses and no live beam can
+still beat the worst of them, so searching on could only add hypotheses ranked below the answer.
+(Waiting for K finished ones, as fairseq does, returns the same ``n_best`` later.) A done sentence
+leaves the batch, as in greedy search. At ``max_len`` steps the live beams are finished
 without ``<eos>``. With K = 1 and α = 0 this is exactly greedy search.
 """
 
@@ -47,8 +49,8 @@ def beam_search_hypotheses(
         raise ValueError(f"need 1 <= n_best <= beam_size (got {n_best} and {k})")
     alpha = length_penalty_alpha
     finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
-    # (B,) score of each sentence's K-th best finished hypothesis; -inf until it has K of them.
-    kth_best = torch.full((batch_size,), float("-inf"), device=device)
+    # (B,) score of each sentence's n_best-th best finished hypothesis; -inf until it has n_best.
+    nth_best = torch.full((batch_size,), float("-inf"), device=device)
 
     # The first step reads one row per sentence (only beam 0 is live, and all K beams would be
     # copies of it); its candidates then fill K rows per sentence: row b·K + j is beam j of b.
@@ -93,8 +95,8 @@ def beam_search_hypotheses(
             ):
                 finished[sentence].append(Hypothesis(output, log_prob=raw, score=raw / lp))
             for sentence in set(ended_sentence):
-                if len(finished[sentence]) >= k:
-                    kth_best[sentence] = sorted(h.score for h in finished[sentence])[-k]
+                if len(finished[sentence]) >= n_best:
+                    nth_best[sentence] = sorted(h.score for h in finished[sentence])[-n_best]
 
         # Next beams: the K best candidates that do not end in <eos>.
         live_scores = cand_scores.masked_fill(is_eos, float("-inf"))
@@ -109,11 +111,11 @@ def beam_search_hypotheses(
 
         if t == max_len - 1:
             break
-        # A sentence is done once K finished hypotheses exist and the best live beam, even if all
-        # its future tokens had probability 1, would score below the worst of the K best (scores
-        # only fall, and dividing a negative score by the largest lp gives its highest value).
+        # A sentence is done once n_best finished hypotheses exist and the best live beam, even if
+        # all its future tokens had probability 1, would score below the worst of them (scores only
+        # fall, and dividing a negative score by the largest lp gives its highest value).
         best_live = scores[:, 0] / length_penalty(max_len, alpha)  # (B_a,)
-        done = (best_live < kth_best[active]) | ~torch.isfinite(best_live)
+        done = (best_live < nth_best[active]) | ~torch.isfinite(best_live)
         if bool(done.any()):
             keep_blocks = (~done).nonzero(as_tuple=True)[0]
             keep_rows = (keep_blocks.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)

@@ -409,7 +409,7 @@ class OnnxTranslator(ExportedModel):
         """Batched beam search, rule for rule ``rnnlab.decoding.beam.beam_search_hypotheses``."""
         k, batch = beam_size, len(sources)
         finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-        kth_best = np.full(batch, -np.inf)
+        nth_best = np.full(batch, -np.inf)  # each sentence's n_best-th finished score
         state = self._select(self._start(sources), np.repeat(np.arange(batch), k))
         active = np.arange(batch)
         tokens = np.full(batch * k, self.bos_id, dtype=np.int64)
@@ -437,8 +437,8 @@ class OnnxTranslator(ExportedModel):
                 finished[sentence].append(
                     Hypothesis(history[row].tolist(), raw, raw / length_penalty(t + 1, alpha))
                 )
-                if len(finished[sentence]) >= k:
-                    kth_best[sentence] = sorted(h.score for h in finished[sentence])[-k]
+                if len(finished[sentence]) >= n_best:
+                    nth_best[sentence] = sorted(h.score for h in finished[sentence])[-n_best]
 
             live = np.where(is_eos, np.float32(-np.inf), cand_scores)
             pick = np.argsort(-live, axis=1, kind="stable")[:, :k]
@@ -453,7 +453,7 @@ class OnnxTranslator(ExportedModel):
             if t == max_len - 1:
                 break
             best_live = scores[:, 0] / length_penalty(max_len, alpha)
-            done = (best_live < kth_best[active]) | ~np.isfinite(best_live)
+            done = (best_live < nth_best[active]) | ~np.isfinite(best_live)
             if done.any():
                 keep_blocks = np.flatnonzero(~done)
                 keep_rows = (keep_blocks[:, None] * k + np.arange(k)).reshape(-1)
