@@ -42,6 +42,7 @@ from rnnlab.models.attention import BahdanauAttention, LuongAttention, padding_m
 from rnnlab.models.encoder import EncoderOutput
 from rnnlab.models.feedback import Feedback, mix
 from rnnlab.nn.factory import make_rnn
+from rnnlab.nn.precision import autocast_operand
 from rnnlab.nn.state import RecurrentState, hidden_of, select_batch
 from rnnlab.nn.stepwise import StackStepper
 
@@ -148,8 +149,11 @@ class AttentionDecoder(nn.Module):
     def init_state(
         self, encoder_output: EncoderOutput, hidden: RecurrentState
     ) -> AttentionDecoderState:
-        """Start from ``hidden`` (the encoder's final state, bridged if bidirectional)."""
-        memory = encoder_output.outputs  # (B, S, C)
+        """Start from ``hidden`` (the encoder's final state, bridged if bidirectional).
+
+        Under autocast the memory is cast once here: every step reads it in a matrix product.
+        """
+        memory = autocast_operand(encoder_output.outputs)  # (B, S, C)
         return AttentionDecoderState(
             hidden=hidden,
             memory=memory,

@@ -33,9 +33,22 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
     )
 
 
+def autocast_operand(x: torch.Tensor) -> torch.Tensor:
+    """``x`` cast to the autocast dtype when autocast is on for its device, else ``x`` itself.
+
+    For a tensor that a loop hands to a matrix product at every step: autocast caches its casts of
+    parameters only, so anything else (encoder outputs, column blocks of a weight) would be cast again
+    at every step, and its gradient converted back at every step too.
+    """
+    device_type = x.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return x
+    return x.to(torch.get_autocast_dtype(device_type))
+
+
 def full_precision(x: torch.Tensor) -> torch.Tensor:
     """``x`` in float32 if it is in a 16-bit float type; float32 and float64 pass unchanged."""
     return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
-__all__ = ["PRECISIONS", "Precision", "autocast", "full_precision"]
+__all__ = ["PRECISIONS", "Precision", "autocast", "autocast_operand", "full_precision"]

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab.nn.precision import autocast_operand
 from rnnlab.nn.state import RecurrentState
 
 _GATES = {"gru": 3, "lstm": 4, "rnn_tanh": 1, "rnn_relu": 1}
@@ -84,17 +85,9 @@ class StackStepper:
         Under autocast they are cast here, once: autocast caches the casts of parameters but not of
         their column blocks (``split_input``), which it would otherwise cast again at every step.
         """
-        weight: Tensor = getattr(rnn, "weight_hh_l0")  # noqa: B009
-        device_type = weight.device.type
-        dtype = (
-            torch.get_autocast_dtype(device_type)
-            if torch.is_autocast_enabled(device_type)
-            else None
-        )
 
         def get(name: str) -> Tensor:
-            tensor = getattr(rnn, name)
-            return tensor.to(dtype) if dtype is not None else tensor
+            return autocast_operand(getattr(rnn, name))
 
         bias = getattr(rnn, "bias", True)
         return [
