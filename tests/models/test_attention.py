@@ -8,7 +8,7 @@ import torch
 from rnnlab.decoding.greedy import greedy_search
 from rnnlab.errors import ConfigError
 from rnnlab.metrics.bleu import corpus_bleu
-from rnnlab.models.attention import BahdanauAttention, LuongAttention
+from rnnlab.models.attention import BahdanauAttention, LuongAttention, additive_scores
 from rnnlab.models.bridge import Bridge, merge_directions
 from tests.reverse_task import BOS, EOS, PAD, batch_nll, reverse_batch, tiny_model
 
@@ -48,6 +48,52 @@ def test_attention_modules_mask_padding_exactly(module):
     assert context.shape == (3, 2, 8) and weights.shape == (3, 2, 5)
     assert torch.all(weights[1, :, 3:] == 0) and torch.all(weights[2, :, 1:] == 0)
     torch.testing.assert_close(context[2], memory[2, :1].expand(2, -1))  # one position: itself
+
+
+def _textbook_additive_scores(projected, keys, energy):
+    """``vᵀ tanh(q + k)`` as the formula reads (d2l's AdditiveAttention)."""
+    features = torch.tanh(projected.unsqueeze(2) + keys.unsqueeze(1))  # (B, Q, S, A)
+    return (features * energy[0]).sum(-1)
+
+
+def test_additive_scores_equal_the_tanh_formula_in_value_and_gradient():
+    generator = torch.Generator().manual_seed(0)
+    inputs = [
+        3 * torch.randn(3, 4, 16, generator=generator, dtype=torch.float64),  # queries
+        3 * torch.randn(3, 5, 16, generator=generator, dtype=torch.float64),  # keys
+        torch.randn(1, 16, generator=generator, dtype=torch.float64),  # v
+    ]
+    inputs = [t.requires_grad_() for t in inputs]
+    got, want = additive_scores(*inputs), _textbook_additive_scores(*inputs)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    for a, b in zip(
+        torch.autograd.grad(got.sum(), inputs),
+        torch.autograd.grad(want.sum(), inputs),
+        strict=True,
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    # float32, near 0 too (where 2σ(2z) − 1 cancels): an absolute error near float32's epsilon.
+    query, keys, energy = (t.detach() for t in inputs)
+    for scale in (1.0, 0.01):
+        q, k = (scale * query).float(), (scale * keys).float()
+        torch.testing.assert_close(
+            additive_scores(q, k, energy.float()).double(),
+            _textbook_additive_scores(q.double(), k.double(), energy),
+            rtol=0,
+            atol=2e-6,
+        )
+
+
+def test_additive_scores_stay_float32_under_bf16_autocast():
+    generator = torch.Generator().manual_seed(1)
+    query = torch.randn(2, 3, 8, generator=generator).bfloat16()
+    keys = torch.randn(2, 6, 8, generator=generator).bfloat16()
+    energy = torch.randn(1, 8, generator=generator)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = additive_scores(query, keys, energy)
+    assert got.dtype == torch.float32
+    want = _textbook_additive_scores(query.double(), keys.double(), energy.double())
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6)
 
 
 @pytest.mark.parametrize("attention", ["none", *ATTENTIONS])

@@ -21,6 +21,7 @@ keeps it in its state rather than repeating it at every output step.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.nn.masking import length_mask
@@ -33,6 +34,24 @@ def padding_mask(memory_lengths: Tensor, source_len: int) -> Tensor:
     A decoder loop builds it once per sentence and passes it to ``attend`` at every step.
     """
     return ~length_mask(memory_lengths, source_len).unsqueeze(1)
+
+
+def additive_scores(projected: Tensor, keys: Tensor, energy: Tensor) -> Tensor:
+    """``vᵀ tanh(q + k)`` for every query and key: (B, Q, A), (B, S, A), v (1, A) → (B, Q, S).
+
+    Computed as ``2·vᵀ σ(2(q + k)) − Σv``, the same function (tanh z = 2σ(2z) − 1): the (B, Q, S, A)
+    energies are the largest tensor a decoder step makes (beam search: K queries per sentence), and
+    on CPU ``torch.sigmoid`` over them runs about 7× faster than ``torch.tanh``, which dominated
+    decoding time. The block runs in float32 even under bfloat16 autocast: 2σ − 1 cancels near
+    0, where float32 keeps an absolute error near 1e-7 and bfloat16 would not.
+    """
+    with torch.autocast(projected.device.type, enabled=False):
+        # 2q + 2k in one pass over the broadcast tensor; the sigmoid overwrites it in place.
+        doubled = torch.add(
+            2 * full_precision(projected).unsqueeze(2), full_precision(keys).unsqueeze(1), alpha=2
+        )  # (B, Q, S, A)
+        v = full_precision(energy)
+        return 2 * F.linear(doubled.sigmoid_(), v).squeeze(-1) - v.sum()
 
 
 def _masked_weights(scores: Tensor, padding: Tensor) -> Tensor:
@@ -69,9 +88,7 @@ class BahdanauAttention(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """``forward`` with the (B, 1, S) ``padding_mask`` made beforehand."""
         projected = self.query_layer(query)  # (B, Q, A)
-        # (B, Q, 1, A) + (B, 1, S, A) → (B, Q, S, A) → (B, Q, S)
-        energies = torch.tanh(projected.unsqueeze(2) + keys.unsqueeze(1))
-        scores = self.energy_layer(energies).squeeze(-1)
+        scores = additive_scores(projected, keys, self.energy_layer.weight)  # (B, Q, S)
         weights = _masked_weights(scores, padding)  # (B, Q, S)
         return torch.bmm(weights, memory), weights
 
