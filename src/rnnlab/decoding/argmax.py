@@ -10,8 +10,7 @@ maximum of blocks of W columns with ``amax`` and then searches only the winning 
 
 Columns left over after the last whole block (the tail) are searched separately.
 
-Beam search keeps ``torch.topk``: it costs microseconds per row even over a few hundred columns,
-so searching blocks first does not make it faster.
+Beam search ranks its candidates with the same block maxima (``rnnlab.decoding.extensions``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ All live hypotheses of all sentences form one batch of B·K rows, so every step 
 call and a handful of tensor operations; Python only touches the hypotheses that end at a step::
 
     rows:  sentence 0: beams 0..K-1 │ sentence 1: beams 0..K-1 │ …        (B·K rows)
-    step:  log P(y | prefix) (B·K, V) ─ top 2K per row + beam scores ─ (B, K·2K) ─ top 2K per sentence
+    step:  log P(y | prefix) (B·K, V) + beam scores ─ the 2K best extensions per sentence (B, 2K)
            ├─ candidates ending in <eos> among the top K → finished hypotheses of that sentence
            └─ the best K candidates not ending in <eos>  → next beams (state rows reordered)
 
@@ -22,8 +22,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from rnnlab.decoding.extensions import best_extensions
 from rnnlab.decoding.greedy import StepModel
 from rnnlab.decoding.hypothesis import Hypothesis, length_penalty
 
@@ -64,18 +64,8 @@ def beam_search_hypotheses(
 
     for t in range(max_len):
         log_probs, state = model.step(tokens, state)  # (B_a·width, V)
-        # A sentence's 2K best extensions are among the 2K best of each of its rows (a row's score
-        # is one constant added to all of its tokens), so only those enter the sentence's ranking:
-        # (B_a·width, V) → (B_a, width·2K) candidates instead of (B_a, K·V).
-        per_row = min(2 * k, log_probs.size(-1))
-        row_scores, row_tokens = log_probs.topk(per_row, dim=-1)  # (B_a·width, 2K)
-        cand = (scores[:, :width].unsqueeze(-1) + row_scores.view(-1, width, per_row)).flatten(1)
-        if cand.size(1) < 2 * k:  # tiny vocabularies: dead candidates keep 2K columns
-            cand = F.pad(cand, (0, 2 * k - cand.size(1)), value=float("-inf"))
-        cand_scores, cand_index = cand.topk(2 * k, dim=-1)  # (B_a, 2K), sorted
-        real_index = cand_index.clamp(max=width * per_row - 1)
-        cand_row = real_index // per_row  # (B_a, 2K) the row in the block each one extends
-        cand_token = row_tokens.view(-1, width * per_row).gather(1, real_index)
+        # The 2K best extensions of each sentence's beams (K of them may end in <eos>).
+        cand_scores, cand_row, cand_token = best_extensions(log_probs, scores[:, :width], 2 * k)
         is_eos = cand_token == eos_id
 
         # Finish <eos> candidates ranked among the top K (fairseq's rule: with K = 1 only a
