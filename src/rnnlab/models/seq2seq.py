@@ -26,6 +26,7 @@ from rnnlab.models.decoder import ContextDecoder
 from rnnlab.models.encoder import Seq2SeqEncoder
 from rnnlab.models.feedback import Feedback
 from rnnlab.nn.factory import has_cell_state
+from rnnlab.nn.row_blocks import step_scores
 
 
 class EncoderDecoder(nn.Module):
@@ -128,10 +129,7 @@ class EncoderDecoder(nn.Module):
         vocabulary, for a search that only needs the best token.
         """
         features, state = self.decoder(tokens.unsqueeze(1), state)  # (B, 1, H)
-        logits = self.decoder.project(features.squeeze(1))  # (B, V)
-        if not normalize:
-            return logits, state
-        return torch.log_softmax(logits.float(), dim=-1), state
+        return step_scores(self.decoder.project, features.squeeze(1), normalize), state  # (B, V)
 
     def select_state(self, state: Any, indices: Tensor) -> Any:
         return state.select(indices)

@@ -1,0 +1,55 @@
+"""A decoding step's scores over the vocabulary, projected in blocks of rows when that is faster.
+
+Beam search projects many rows (B·K) of the decoder's features onto the vocabulary at every step.
+When the features are narrow (the textbook's 32 units), the product does little arithmetic per
+logit it writes, and on CPU one call over all rows was 1.3–2× slower than the same product done
+128 rows at a time (torch 2.13 with MKL, 1 thread: 32 → 3,820 words over 1,500–2,560 rows); the
+log-softmax of a block just written then also reads it from cache. Wide features (256 units) gained
+nothing, so they, small batches and other devices are projected in one call::
+
+    features (R, H) ─ rows 0..127   ─ project ─ [log-softmax] ─┐
+                    ─ rows 128..255 ─ project ─ [log-softmax] ─┼─ scores (R, V)
+                    ─ …                                         ─┘
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+ROW_BLOCK = 128
+"""Rows per block: a block of a few thousand words' scores stays in the core's L2 cache."""
+MAX_NARROW_FEATURES = 128
+"""Features up to this width are projected in blocks; wider ones did not gain."""
+
+
+def _in_blocks(features: Tensor) -> bool:
+    """Narrow features of many rows on CPU, run eagerly: a traced or exported graph keeps one call,
+    which holds for every batch size."""
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+        return False
+    rows, width = features.shape
+    return features.device.type == "cpu" and width <= MAX_NARROW_FEATURES and rows > 2 * ROW_BLOCK
+
+
+def step_scores(project: Callable[[Tensor], Tensor], features: Tensor, normalize: bool) -> Tensor:
+    """``project(features)`` (R, H) → (R, V): logits, or float32 log-probabilities if ``normalize``.
+
+    The log-softmax runs in float32 whatever the autocast precision of the logits.
+    """
+    if not _in_blocks(features):
+        logits = project(features)
+        return torch.log_softmax(logits.float(), dim=-1) if normalize else logits
+    blocks = features.split(ROW_BLOCK)
+    first = project(blocks[0])
+    dtype = torch.float32 if normalize else first.dtype
+    scores = first.new_empty((features.size(0), first.size(-1)), dtype=dtype)
+    for block, out in zip(blocks, scores.split(ROW_BLOCK), strict=True):
+        logits = first if block is blocks[0] else project(block)
+        if normalize:
+            torch.log_softmax(logits.float(), dim=-1, out=out)
+        else:
+            out.copy_(logits)
+    return scores
