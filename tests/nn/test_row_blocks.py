@@ -61,7 +61,6 @@ def test_under_bf16_autocast_logits_keep_their_dtype_and_log_probs_are_float32()
     torch.testing.assert_close(log_probs, torch.log_softmax(reference.float(), -1))
 
 
-
 def test_an_exported_step_projects_in_one_call_so_the_graph_holds_for_any_batch_size():
     class Step(nn.Module):
         def __init__(self) -> None:
