@@ -42,14 +42,17 @@ def step_scores(project: Callable[[Tensor], Tensor], features: Tensor, normalize
     if not _in_blocks(features):
         logits = project(features)
         return torch.log_softmax(logits.float(), dim=-1) if normalize else logits
-    blocks = features.split(ROW_BLOCK)
-    first = project(blocks[0])
-    dtype = torch.float32 if normalize else first.dtype
-    scores = first.new_empty((features.size(0), first.size(-1)), dtype=dtype)
-    for block, out in zip(blocks, scores.split(ROW_BLOCK), strict=True):
-        logits = first if block is blocks[0] else project(block)
+    rows = features.size(0)
+    scores: Tensor | None = None
+    for start in range(0, rows, ROW_BLOCK):
+        logits = project(features[start : start + ROW_BLOCK])
+        if scores is None:  # the vocabulary size and the logits' dtype are known from here on
+            dtype = torch.float32 if normalize else logits.dtype
+            scores = logits.new_empty((rows, logits.size(-1)), dtype=dtype)
+        out = scores[start : start + ROW_BLOCK]
         if normalize:
             torch.log_softmax(logits.float(), dim=-1, out=out)
         else:
             out.copy_(logits)
+    assert scores is not None  # features has more than 2 * ROW_BLOCK rows
     return scores
