@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from rnnlab.nn.row_blocks import MAX_NARROW_FEATURES, ROW_BLOCK, step_scores
+from rnnlab.nn.row_blocks import MAX_NARROW_FEATURES, MIN_ROWS, ROW_BLOCK, step_scores
 
 
 class CountingProjection(nn.Module):
@@ -21,7 +21,7 @@ class CountingProjection(nn.Module):
 
 
 @pytest.mark.parametrize("normalize", [True, False])
-@pytest.mark.parametrize("rows", [2 * ROW_BLOCK + 1, 1000])  # a short last block; several blocks
+@pytest.mark.parametrize("rows", [MIN_ROWS, MIN_ROWS + 1])  # whole blocks; a short last block
 def test_narrow_features_are_projected_in_blocks_to_the_same_scores(normalize, rows):
     torch.manual_seed(0)
     project = CountingProjection(32, 2254)
@@ -37,7 +37,7 @@ def test_narrow_features_are_projected_in_blocks_to_the_same_scores(normalize, r
 
 
 @pytest.mark.parametrize(
-    ("rows", "width"), [(2 * ROW_BLOCK, 32), (1000, MAX_NARROW_FEATURES + 1), (3, 32)]
+    ("rows", "width"), [(MIN_ROWS - 1, 32), (MIN_ROWS, MAX_NARROW_FEATURES + 1), (3, 32)]
 )
 def test_few_rows_or_wide_features_are_projected_in_one_call(rows, width):
     project = CountingProjection(width, 50)
@@ -51,7 +51,7 @@ def test_few_rows_or_wide_features_are_projected_in_one_call(rows, width):
 def test_under_bf16_autocast_logits_keep_their_dtype_and_log_probs_are_float32():
     torch.manual_seed(0)
     project = CountingProjection(32, 300)
-    features = torch.randn(600, 32)
+    features = torch.randn(MIN_ROWS + 1, 32)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         logits = step_scores(project, features, False)
         log_probs = step_scores(project, features, True)
@@ -73,10 +73,10 @@ def test_an_exported_step_projects_in_one_call_so_the_graph_holds_for_any_batch_
     step = Step().requires_grad_(False)
     rows = torch.export.Dim("rows")
     program = torch.export.export(
-        step, (torch.randn(4 * ROW_BLOCK, 32),), dynamic_shapes={"features": {0: rows}}
+        step, (torch.randn(MIN_ROWS, 32),), dynamic_shapes={"features": {0: rows}}
     )
     linears = [n for n in program.graph.nodes if "linear" in str(n.target)]
     assert len(linears) == 1
-    for count in (5, 4 * ROW_BLOCK):
+    for count in (5, MIN_ROWS + 1):
         features = torch.randn(count, 32)
         torch.testing.assert_close(program.module()(features), step(features))
