@@ -1,10 +1,16 @@
-"""How ``Seq2SeqTask.translate_hypotheses`` batches sentences: the batching never changes an answer."""
+"""How translation batches sentences, in PyTorch and in the exported ONNX Runtime translator.
+
+Beam search over an attention model takes ``batch_size // K`` sentences at a time; the batching never
+changes an answer.
+"""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.export.runs import CPU, make_run, reverse_lines, seq2seq_config
+
+SOURCES = [line.split("\t")[0] for line in reverse_lines(23, seed=1)]
 
 
 @pytest.fixture(scope="module", params=["none", "bahdanau"])
@@ -14,22 +20,57 @@ def trained(request, tmp_path_factory):
     train.write_text("\n".join(reverse_lines(200, seed=0)) + "\n", encoding="utf-8")
     config = seq2seq_config(train, attention=request.param)
     task, model = make_run(root, "seq2seq", config, train_steps=30)
-    sources = [task.encode_source(line.split("\t")[0]) for line in reverse_lines(23, seed=1)]
-    return request.param, task, model, sources
+    return request.param, root, task, model
 
 
-def batch_sizes(task, model, sources, **decode) -> tuple[list[int], list]:
+def expected_sizes(attention: str, beam: int) -> list[int]:
+    """23 sentences at ``batch_size`` 10: 10 per batch, or 10 // 5 = 2 for beam 5 with attention."""
+    return [2] * 11 + [1] if attention != "none" and beam > 1 else [10, 10, 3]
+
+
+def torch_batches(task, model, beam: int, batch_size: int) -> tuple[list[int], list]:
     """The sentences per batch of one call, and its hypotheses."""
     sizes: list[int] = []
-    hyps = task.translate_hypotheses(model, sources, CPU, progress=sizes.append, **decode)
+    sources = [task.encode_source(s) for s in SOURCES]
+    hyps = task.translate_hypotheses(
+        model, sources, CPU, beam_size=beam, n_best=min(beam, 2), batch_size=batch_size,
+        progress=sizes.append,
+    )  # fmt: skip
     return sizes, [[h.tokens for h in sentence] for sentence in hyps]
 
 
-def test_beam_search_over_attention_decodes_batch_size_over_k_sentences_at_a_time(trained):
-    attention, task, model, sources = trained
-    sizes, hyps = batch_sizes(task, model, sources, beam_size=5, n_best=2, batch_size=10)
-    assert sizes == ([2] * 11 + [1] if attention != "none" else [10, 10, 3])
-    _, one_batch = batch_sizes(task, model, sources, beam_size=5, n_best=2, batch_size=100)
-    assert hyps == one_batch
-    greedy_sizes, _ = batch_sizes(task, model, sources, beam_size=1, batch_size=10)
-    assert greedy_sizes == [10, 10, 3]
+@pytest.mark.parametrize("beam", [1, 5])
+def test_translate_hypotheses_batches(trained, beam):
+    attention, _, task, model = trained
+    sizes, hyps = torch_batches(task, model, beam, batch_size=10)
+    assert sizes == expected_sizes(attention, beam)
+    assert hyps == torch_batches(task, model, beam, batch_size=100)[1]
+
+
+@pytest.fixture(scope="module")
+def translator(trained):
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    from rnnlab.export.onnx import export_run
+    from rnnlab.export.runtime import load
+
+    _, root, task, model = trained
+    return load(export_run(task, model, root / "export"))
+
+
+@pytest.mark.parametrize("beam", [1, 5])
+def test_the_onnx_runtime_translator_batches_the_same_way(trained, translator, beam):
+    attention, _, task, model = trained
+    sources = [translator.encode_source(s) for s in SOURCES]
+
+    def run(batch_size: int) -> tuple[list[int], list]:
+        sizes: list[int] = []
+        hyps = translator.translate_ids(
+            sources, beam=beam, n_best=min(beam, 2), batch_size=batch_size, progress=sizes.append
+        )
+        return sizes, [[h.tokens for h in sentence] for sentence in hyps]
+
+    sizes, hyps = run(10)
+    assert sizes == expected_sizes(attention, beam)
+    assert hyps == run(100)[1]
+    assert hyps == torch_batches(task, model, beam, batch_size=10)[1]

@@ -491,11 +491,15 @@ class OnnxTranslator(ExportedModel):
         max_len = max_len or self.decode_max_len
         alpha = self.default_length_penalty if length_penalty is None else length_penalty
         results: list[list[Hypothesis]] = [[] for _ in sources]
-        for ids in _length_sorted([len(s) for s in sources], batch_size or self.batch_size):
+        beam = max(beam, n_best)
+        size = batch_size or self.batch_size
+        if beam > 1 and self.has_attention:
+            size = max(size // beam, 1)  # B·K rows, as in Seq2SeqTask.translate_hypotheses
+        for ids in _length_sorted([len(s) for s in sources], size):
             batch = [sources[i] for i in ids]
-            if beam > 1 or n_best > 1:
+            if beam > 1:
                 hyps = self.beam_batch(
-                    batch, beam_size=max(beam, n_best), n_best=n_best, max_len=max_len, alpha=alpha
+                    batch, beam_size=beam, n_best=n_best, max_len=max_len, alpha=alpha
                 )
             else:
                 hyps = [[h] for h in self.greedy_batch(batch, max_len)]

@@ -120,7 +120,8 @@ class DecodeConfig:
     Beam search over an attention model decodes ``batch_size // beam_size`` sentences at a time, so
     that its B·K decoder rows, and the (B·K, S, A) attention energies they make, stay the size of
     greedy search's batch: on the Multi30k recipe beam 5 ran 1.09× faster this way than with
-    ``batch_size`` sentences, at 1 and 2 threads, with the same output."""
+    ``batch_size`` sentences at 1 and 2 threads, and 1.47× and 1.30× in the exported translator
+    (ONNX Runtime), with the same output."""
     precision: Literal["fp32", "bf16"] = "fp32"
     """bf16: decode under bfloat16 autocast (scores and search stay float32)."""
 
