@@ -44,7 +44,7 @@ def random_step(batch: int, width: int, vocab: int, seed: int):
     [2 * BLOCK, 5 * BLOCK, 5 * BLOCK + 1, 2254, 5893],  # whole blocks, a 1-column tail, real sizes
 )
 @pytest.mark.parametrize("width", [1, 5])
-def test_both_rankings_equal_brute_force_on_tie_free_scores(ranking, vocab, width):
+def test_each_ranking_equals_brute_force_on_tie_free_scores(ranking, vocab, width):
     log_probs, scores = random_step(7, width, vocab, seed=vocab + width)
     count = min(10, width * -(-vocab // BLOCK))  # as many pairs as the blocked ranking can give
     assert applies(ranking, log_probs, width, count)
