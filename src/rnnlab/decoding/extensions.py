@@ -27,6 +27,7 @@ Both return the same scores; which of two equal scores comes first is not specif
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from rnnlab.decoding.argmax import BLOCK
@@ -64,8 +65,7 @@ def _per_row(log_probs: Tensor, scores: Tensor, count: int) -> Extensions:
     row_scores, row_tokens = log_probs.topk(per_row, dim=-1)  # (B·W, per_row)
     candidates = (scores.unsqueeze(-1) + row_scores.view(batch, width, per_row)).flatten(1)
     if candidates.size(1) < count:  # tiny vocabularies: dead candidates keep ``count`` columns
-        padding = candidates.new_full((batch, count - candidates.size(1)), float("-inf"))
-        candidates = torch.cat([candidates, padding], dim=1)
+        candidates = F.pad(candidates, (0, count - candidates.size(1)), value=float("-inf"))
     best, index = candidates.topk(count, dim=-1)  # (B, count), sorted
     index = index.clamp(max=width * per_row - 1)  # a padding column stands for some real pair
     tokens = row_tokens.view(batch, width * per_row).gather(1, index)
