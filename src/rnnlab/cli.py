@@ -146,6 +146,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         shutdown(distributed)
 
 
+def _precision_notices(config: Any, device: Any) -> list[str]:
+    """What ``train.precision`` and ``decode.precision`` mean on ``device``, where worth a line."""
+    from rnnlab.nn.precision import precision_notice
+
+    notes = []
+    for section in ("train", "decode"):
+        precision = getattr(getattr(config, section, None), "precision", None)
+        if precision is not None:
+            note = precision_notice(f"{section}.precision", precision, device)
+            if note is not None:
+                notes.append(note)
+    return notes
+
+
 def _peek_device(args: argparse.Namespace) -> str:
     """The device type a run will use, needed to pick the process-group backend before anything."""
     import torch
@@ -240,6 +254,8 @@ def _train(
         device = torch.device("cuda", distributed.local_rank)
     if distributed.is_main:
         reporter.message(describe(model))
+        for note in _precision_notices(config, device):
+            reporter.message(note)
         if not task.has_validation():
             reporter.message(
                 "no data.valid: training without validation; best/ will be the last checkpoint"

@@ -102,8 +102,9 @@ class TrainConfig:
     """auto (CUDA when present), cpu, or cuda[:N]."""
     num_threads: int = 0
     """Intra-op CPU threads (0 = PyTorch's default)."""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """bf16: bfloat16 autocast for the forward pass, float32 weights and optimizer state."""
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    """bf16: bfloat16 autocast for the forward pass, float32 weights and optimizer state. auto: bf16
+    where the device runs bfloat16 natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32."""
 
 
 @dataclasses.dataclass

@@ -1,6 +1,9 @@
-"""bf16 autocast: products in bfloat16, scores reduced in float32, parameters left in float32."""
+"""bf16 autocast: products in bfloat16, scores reduced in float32, parameters left in float32; auto
+picks bf16 only where the hardware runs it."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +12,15 @@ from torch import nn
 from rnnlab.models.attention import BahdanauAttention
 from rnnlab.models.attention_decoder import BahdanauDecoder
 from rnnlab.models.encoder import EncoderOutput
-from rnnlab.nn.precision import autocast, autocast_operand, full_precision
+from rnnlab.nn import precision
+from rnnlab.nn.precision import (
+    autocast,
+    autocast_operand,
+    full_precision,
+    native_bf16,
+    precision_notice,
+    resolve_precision,
+)
 from rnnlab.training.losses import masked_token_nll
 
 
@@ -67,8 +78,53 @@ def test_attention_decoder_reads_memory_cast_once_and_its_gradient_tracks_fp32()
 
 
 def test_unknown_precision_is_an_error():
-    with pytest.raises(ValueError, match="fp32, bf16"):
+    with pytest.raises(ValueError, match="fp32, bf16, auto"):
         autocast("cpu", "fp8")
+
+
+def _cpu_flags() -> set[str] | None:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return None
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return None
+
+
+def test_native_bf16_on_cpu_agrees_with_the_kernels_cpu_flags():
+    flags = _cpu_flags()
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo flags on this system")
+    assert native_bf16("cpu") == bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_is_bf16_exactly_where_the_device_runs_it_natively(monkeypatch, native):
+    monkeypatch.setattr(precision, "native_bf16", lambda device: native)
+    expected = "bf16" if native else "fp32"
+    assert resolve_precision("auto", "cpu") == expected
+    assert resolve_precision("bf16", "cpu") == "bf16"  # asked for explicitly: always
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    layer = nn.Linear(4, 3)
+    with autocast("cpu", "auto"):
+        dtype = layer(torch.randn(2, 4)).dtype
+    assert dtype == (torch.bfloat16 if native else torch.float32)
+
+
+def test_notices_say_what_auto_chose_and_warn_of_emulated_bf16(monkeypatch):
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    assert precision_notice("train.precision", "auto", "cpu") == (
+        "train.precision: auto → fp32 (this CPU has no native bfloat16)"
+    )
+    slow = precision_notice("train.precision", "bf16", "cpu")
+    assert slow is not None and "slower than fp32" in slow and "train.precision: auto" in slow
+    assert precision_notice("train.precision", "fp32", "cpu") is None
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    assert precision_notice("decode.precision", "auto", "cpu") == (
+        "decode.precision: auto → bf16 (this CPU runs bfloat16 natively)"
+    )
+    assert precision_notice("train.precision", "bf16", "cpu") is None
 
 
 def test_loss_and_attention_softmax_reduce_in_float32_under_bf16():

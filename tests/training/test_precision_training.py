@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from rnnlab.cli import main
 from rnnlab.inference import Translator
+from rnnlab.nn.precision import native_bf16
 from rnnlab.rundir import open_run
 
 TINY = [
@@ -59,3 +60,15 @@ def test_bf16_training_tracks_fp32_and_keeps_float32_weights(reverse_corpus, tmp
     run.task.config.decode.precision = "bf16"
     bf16_out = [t.text for t in translator.translate(sentences)]
     assert sum(a == b for a, b in zip(fp32_out, bf16_out, strict=True)) >= 8
+
+
+def test_auto_precision_trains_and_says_what_it_chose(reverse_corpus, tmp_path, capsys):
+    argv = ["train", "seq2seq", "--out", str(tmp_path / "auto")]
+    sets = [f"data.train={reverse_corpus['train']}", *TINY, "train.max_steps=2"]  # the last wins
+    for item in [*sets, "train.precision=auto", "decode.precision=auto"]:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    chosen = "bf16" if native_bf16("cpu") else "fp32"
+    err = capsys.readouterr().err
+    assert f"train.precision: auto → {chosen}" in err
+    assert f"decode.precision: auto → {chosen}" in err

@@ -122,8 +122,9 @@ class DecodeConfig:
     greedy search's batch: on the Multi30k recipe beam 5 ran 1.09× faster this way than with
     ``batch_size`` sentences at 1 and 2 threads, and 1.47× and 1.30× in the exported translator
     (ONNX Runtime), with the same output."""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """bf16: decode under bfloat16 autocast (scores and search stay float32)."""
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    """bf16: decode under bfloat16 autocast (scores and search stay float32); auto: bf16 where the
+    device runs bfloat16 natively, else fp32 (as ``train.precision``)."""
 
 
 @dataclass
