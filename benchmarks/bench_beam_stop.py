@@ -1,5 +1,7 @@
 """Beam search on a trained translator: greedy, beam search that stops a sentence once its best
-hypothesis is settled, and the same search waiting for K finished hypotheses (the older rule).
+hypothesis is settled (``decode.beam_stop: exact``), the same search waiting for K finished
+hypotheses (the older rule), and ``beam_stop: heuristic``, which stops once no live beam would win by
+ending at the next step.
 
     python benchmarks/bench_beam_stop.py runs/m30k --data ../shared/data/multi30k/val --threads 1
 
@@ -37,8 +39,11 @@ def measure(
     sources = [task.encode_source(pair.src) for pair in task.read_pairs(data)]
     systems = {
         "greedy": dict(beam_size=1),
-        "beam_settled": dict(beam_size=beam, n_best=1, length_penalty=alpha),
+        "beam_settled": dict(beam_size=beam, n_best=1, length_penalty=alpha, beam_stop="exact"),
         "beam_wait_k": dict(beam_size=beam, n_best=beam, length_penalty=alpha),
+        "beam_heuristic": dict(
+            beam_size=beam, n_best=1, length_penalty=alpha, beam_stop="heuristic"
+        ),
     }
     seconds: dict[str, list[float]] = {name: [] for name in systems}
     outputs: dict[str, list[list[list[int]]]] = {}
@@ -48,9 +53,11 @@ def measure(
             outputs[name] = task.translate_ids(model, sources, translator.device, **decode)
             seconds[name].append(time.perf_counter() - started)
     per_sec = {name: len(sources) / statistics.median(s) for name, s in seconds.items()}
-    same = sum(
-        a[0] == b[0] for a, b in zip(outputs["beam_settled"], outputs["beam_wait_k"], strict=True)
-    )
+
+    def same(a: str, b: str) -> str:
+        agree = sum(x[0] == y[0] for x, y in zip(outputs[a], outputs[b], strict=True))
+        return f"{agree}/{len(sources)}"
+
     return {
         "data": data,
         "sentences": len(sources),
@@ -66,8 +73,13 @@ def measure(
             "beam_settled / beam_wait_k": round(
                 per_sec["beam_settled"] / per_sec["beam_wait_k"], 3
             ),
+            "beam_heuristic / greedy": round(per_sec["beam_heuristic"] / per_sec["greedy"], 3),
+            "beam_heuristic / beam_settled": round(
+                per_sec["beam_heuristic"] / per_sec["beam_settled"], 3
+            ),
         },
-        "same_best_hypothesis": f"{same}/{len(sources)}",
+        "same_best_hypothesis": same("beam_settled", "beam_wait_k"),
+        "heuristic_same_as_settled": same("beam_heuristic", "beam_settled"),
     }
 
 

@@ -196,6 +196,84 @@ def test_stopping_once_the_n_best_are_settled_changes_no_answer(attention, alpha
             assert settled_rows < waited_rows
 
 
+@pytest.mark.parametrize("attention", DECODERS)
+@pytest.mark.parametrize("alpha", [0.0, 0.6])
+def test_heuristic_stop_reads_fewer_rows_and_equals_exact_without_a_length_penalty(
+    attention, alpha
+):
+    batch, model = sources(), trained(attention)
+
+    def run(stop: str, n_best: int) -> tuple[list, int]:
+        counter = RowCounter(model)
+        with torch.no_grad():
+            hyps = beam_search_hypotheses(
+                counter, model.start(batch.src, batch.src_lengths), batch_size=12, beam_size=5,
+                n_best=n_best, bos_id=BOS, eos_id=EOS, max_len=14, length_penalty_alpha=alpha,
+                stop=stop,
+            )  # fmt: skip
+        return hyps, sum(counter.rows)
+
+    for n_best in (1, 3):
+        exact, exact_rows = run("exact", n_best)
+        early, early_rows = run("heuristic", n_best)
+        assert early_rows <= exact_rows
+        for found, best in zip(early, exact, strict=True):
+            # It stops no later than the exact search, so it cannot find a better hypothesis.
+            assert found[0].score <= best[0].score + 1e-5
+            if alpha == 0.0:
+                assert [h.tokens for h in found] == [h.tokens for h in best]
+
+
+EOS_ID = 2
+
+
+class LongerWinsLater:
+    """A step model over five tokens whose state is the step count. After <bos>, <eos> and token 3
+    are even (log 0.5 each); after one 3, another costs 0.3 nats; then 3s are nearly free until
+    <eos> is, at the seventh step. With α = 1 the six 3s (log-prob ≈ -0.99, lp(7) = 2) outrank the
+    empty output (-0.69, lp(1) = 1), but a beam ending one step after the second 3 would not
+    (-0.99 / lp(3) < -0.69)."""
+
+    def step(self, tokens, state, *, normalize=True):
+        t = state  # (R,) steps taken by each row
+        log_probs = torch.full((tokens.numel(), 5), -20.0)
+        log_probs[:, 4] = -10.0
+        first, second = t == 0, t == 1
+        log_probs[first, EOS_ID] = log_probs[first, 3] = float(torch.tensor(0.5).log())
+        log_probs[second, 3], log_probs[second, EOS_ID] = -0.3, -5.0
+        later = t >= 2
+        log_probs[later, 3] = torch.where(t[later] < 6, -1e-4, -9.0)
+        log_probs[later, EOS_ID] = torch.where(t[later] < 6, -9.0, -1e-4)
+        return log_probs, t + 1
+
+    def select_state(self, state, indices):
+        return state.index_select(0, indices)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_only_the_exact_stop_finds_a_longer_hypothesis_that_wins_by_its_length_penalty(alpha):
+    def best(stop: str) -> list[int]:
+        hyps = beam_search_hypotheses(
+            LongerWinsLater(), torch.zeros(1, dtype=torch.long), batch_size=1, beam_size=2,
+            n_best=1, bos_id=1, eos_id=EOS_ID, max_len=10, length_penalty_alpha=alpha, stop=stop,
+        )  # fmt: skip
+        return hyps[0][0].tokens
+
+    if alpha == 0.0:
+        assert best("exact") == best("heuristic") == []
+    else:
+        assert best("exact") == [3] * 6
+        assert best("heuristic") == []
+
+
+def test_unknown_stop_rule_is_an_error():
+    with pytest.raises(ValueError, match="exact, heuristic"):
+        beam_search_hypotheses(
+            LongerWinsLater(), torch.zeros(1, dtype=torch.long), batch_size=1, beam_size=2,
+            bos_id=1, eos_id=EOS_ID, max_len=3, stop="never",
+        )  # fmt: skip
+
+
 class MemoryRows:
     """The step protocol around an attention model, recording the memory rows and decoder rows of
     every selected state; with ``per_row`` it gives every decoder row its own copy of the memory:

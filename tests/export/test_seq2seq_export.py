@@ -141,10 +141,13 @@ def test_full_grid(combo, tmp_path):
     check_parity(*_exported(tmp_path, *combo))
 
 
-def test_beam_scores_and_length_penalty_match_eager(exported):
+@pytest.mark.parametrize("stop", ["exact", "heuristic"])
+def test_beam_scores_and_length_penalty_match_eager(exported, stop, monkeypatch):
     from rnnlab.decoding.beam import beam_search_hypotheses
 
     task, model, runtime = exported
+    assert runtime.beam_stop == task.config.decode.beam_stop  # carried by the export's metadata
+    monkeypatch.setattr(runtime, "beam_stop", stop)
     batch = sources(task, [3, 7, 2, 9, 5], 11)
     src = torch.zeros(len(batch), 9, dtype=torch.long)
     for row, ids in enumerate(batch):
@@ -161,6 +164,7 @@ def test_beam_scores_and_length_penalty_match_eager(exported):
         max_len=6,
         length_penalty_alpha=0.8,
         n_best=3,
+        stop=stop,
     )
     onnx = runtime.beam_batch(batch, beam_size=4, n_best=3, max_len=6, alpha=0.8)
     for want_hyps, got_hyps in zip(eager, onnx, strict=True):

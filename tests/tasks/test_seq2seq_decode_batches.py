@@ -74,3 +74,21 @@ def test_the_onnx_runtime_translator_batches_the_same_way(trained, translator, b
     assert sizes == expected_sizes(attention, beam)
     assert hyps == run(100)[1]
     assert hyps == torch_batches(task, model, beam, batch_size=10)[1]
+
+
+def test_beam_search_stops_by_the_configured_rule(trained, monkeypatch):
+    import rnnlab.tasks.seq2seq as seq2seq
+
+    _, _, task, model = trained
+    rules: list[str] = []
+    search = seq2seq.beam_search_hypotheses
+
+    def spy(*args, **kwargs):
+        rules.append(kwargs["stop"])
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(seq2seq, "beam_search_hypotheses", spy)
+    sources = [task.encode_source(s) for s in SOURCES]
+    monkeypatch.setattr(task.config.decode, "beam_stop", "heuristic")
+    task.translate_hypotheses(model, sources, CPU, beam_size=3)
+    assert rules and set(rules) == {"heuristic"}

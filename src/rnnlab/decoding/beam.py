@@ -10,22 +10,35 @@ call and a handful of tensor operations; Python only touches the hypotheses that
 
 Scores are sums of log-probabilities; finished hypotheses are ranked by score / lp(|Y|), with
 lp(|Y|) = ((5 + |Y|) / 6)^α and |Y| counting ``<eos>`` (α = 0: raw log-probability). A sentence is
-done as soon as its answer is settled: it has ``n_best`` finished hypotheses and no live beam can
-still beat the worst of them, so searching on could only add hypotheses ranked below the answer.
-(Waiting for K finished ones, as fairseq does, returns the same ``n_best`` later.) A done sentence
-leaves the batch, as in greedy search. At ``max_len`` steps the live beams are finished
+done once it has ``n_best`` finished hypotheses and its best live beam scores below the worst of them
+by one of two rules (``stop``):
+
+* ``exact`` — even if all its future tokens had probability 1: its score is divided by lp(``max_len``),
+  the largest penalty it could reach. Searching on could only add hypotheses ranked below the answer,
+  so the answer is that of an unbounded search. (Waiting for K finished ones, as fairseq does, returns
+  the same ``n_best`` later.)
+* ``heuristic`` — if it ended at the next step: its score is divided by lp(t + 2) for a beam of t + 1
+  tokens, as Hugging Face's ``early_stopping=False`` does. With α > 0 a longer hypothesis may still
+  have won, so the answer can differ; with α = 0 both rules are the same. On the Multi30k recipe
+  (α 0.6, 1,014 val sentences) the exact rule kept a sentence for 95 rows of steps against 75 with
+  this one, which ran 1.17–1.22× faster and gave the exact rule's output for 1,004 of them.
+
+A done sentence leaves the batch, as in greedy search. At ``max_len`` steps the live beams are finished
 without ``<eos>``. With K = 1 and α = 0 this is exactly greedy search.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from rnnlab.decoding.extensions import best_extensions
 from rnnlab.decoding.greedy import StepModel
 from rnnlab.decoding.hypothesis import Hypothesis, length_penalty
+
+BeamStop = Literal["exact", "heuristic"]
+BEAM_STOPS: tuple[str, ...] = ("exact", "heuristic")
 
 
 @torch.no_grad()
@@ -41,12 +54,17 @@ def beam_search_hypotheses(
     length_penalty_alpha: float = 0.0,
     n_best: int | None = None,
     device: torch.device | str = "cpu",
+    stop: str = "exact",
 ) -> list[list[Hypothesis]]:
     """The ``n_best`` (default ``beam_size``) best hypotheses per sentence, best first."""
     k = beam_size
     n_best = k if n_best is None else n_best
     if k < 1 or not 1 <= n_best <= k:
         raise ValueError(f"need 1 <= n_best <= beam_size (got {n_best} and {k})")
+    if stop not in BEAM_STOPS:
+        raise ValueError(
+            f"unknown beam stop rule {stop!r}; expected one of {', '.join(BEAM_STOPS)}"
+        )
     alpha = length_penalty_alpha
     finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
     # (B,) score of each sentence's n_best-th best finished hypothesis; -inf until it has n_best.
@@ -101,10 +119,12 @@ def beam_search_hypotheses(
 
         if t == max_len - 1:
             break
-        # A sentence is done once n_best finished hypotheses exist and the best live beam, even if
-        # all its future tokens had probability 1, would score below the worst of them (scores only
-        # fall, and dividing a negative score by the largest lp gives its highest value).
-        best_live = scores[:, 0] / length_penalty(max_len, alpha)  # (B_a,)
+        # A sentence is done once n_best finished hypotheses exist and the best live beam would score
+        # below the worst of them: exact, even if all its future tokens had probability 1 (scores
+        # only fall, and dividing a negative score by the largest lp gives its highest value);
+        # heuristic, if it ended at the next step.
+        bound_len = max_len if stop == "exact" else t + 2
+        best_live = scores[:, 0] / length_penalty(bound_len, alpha)  # (B_a,)
         done = (best_live < nth_best[active]) | ~torch.isfinite(best_live)
         if bool(done.any()):
             keep_blocks = (~done).nonzero(as_tuple=True)[0]
@@ -138,6 +158,7 @@ def beam_search(
     max_len: int,
     length_penalty: float = 0.0,
     device: torch.device | str = "cpu",
+    stop: str = "exact",
 ) -> list[list[list[int]]]:
     """Token ids of the ``n_best`` best hypotheses per sentence, best first (see the module doc)."""
     hyps = beam_search_hypotheses(
@@ -151,8 +172,16 @@ def beam_search(
         length_penalty_alpha=length_penalty,
         n_best=n_best,
         device=device,
+        stop=stop,
     )
     return [[h.tokens for h in sentence] for sentence in hyps]
 
 
-__all__ = ["Hypothesis", "beam_search", "beam_search_hypotheses", "length_penalty"]
+__all__ = [
+    "BEAM_STOPS",
+    "BeamStop",
+    "Hypothesis",
+    "beam_search",
+    "beam_search_hypotheses",
+    "length_penalty",
+]

@@ -314,6 +314,7 @@ class OnnxTranslator(ExportedModel):
         self.default_beam = decode["beam_size"]
         self.default_length_penalty = decode["length_penalty"]
         self.batch_size = decode["batch_size"]
+        self.beam_stop = decode.get("beam_stop", "exact")  # exports before the key: exact
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -452,7 +453,8 @@ class OnnxTranslator(ExportedModel):
 
             if t == max_len - 1:
                 break
-            best_live = scores[:, 0] / length_penalty(max_len, alpha)
+            bound_len = max_len if self.beam_stop == "exact" else t + 2
+            best_live = scores[:, 0] / length_penalty(bound_len, alpha)
             done = (best_live < nth_best[active]) | ~np.isfinite(best_live)
             if done.any():
                 keep_blocks = np.flatnonzero(~done)
