@@ -62,8 +62,9 @@ def precision_notice(key: str, precision: str, device: torch.device | str) -> st
         why = "runs bfloat16 natively" if resolved == "bf16" else "has no native bfloat16"
         return f"{key}: auto → {resolved} (this {device_type.upper()} {why})"
     if resolved == "bf16" and not native_bf16(device):
+        hardware = " (AVX512-BF16 or AMX)" if device_type == "cpu" else ""
         return (
-            f"{key}: bf16 on a {device_type.upper()} without native bfloat16 (AVX512-BF16 or AMX): "
+            f"{key}: bf16 on a {device_type.upper()} without native bfloat16{hardware}: "
             f"emulated bfloat16 is many times slower than fp32 here; set {key}: auto or fp32"
         )
     return None
