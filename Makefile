@@ -1,20 +1,27 @@
-# Two commands on a fresh clone: `make demo` and `make test`. Both create .venv first.
+# Two commands on a fresh clone: `make demo` and `make test`. Both create .venv first. The demo needs
+# only rnnlab's own dependencies, so it installs those alone (about half the setup time); the tests,
+# lint and benchmarks add every extra, so the suite covers them.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+CORE := $(VENV)/.core
 STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test lint bench clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(CORE): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e .
+	touch $(CORE)
+
+$(STAMP): $(CORE)
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,export,serve,embeddings,tune]"
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(CORE)
 	$(BIN)/rnnlab train seq2seq --config configs/seq2seq/fra-eng.yaml --out runs/demo --overwrite
 	$(BIN)/rnnlab evaluate runs/demo --data data/fra-eng/test.tsv
 	printf "go .\ni lost .\nhe's calm .\ni'm home .\n" | $(BIN)/rnnlab translate runs/demo
