@@ -105,6 +105,16 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
     """bf16: bfloat16 autocast for the forward pass, float32 weights and optimizer state. auto: bf16
     where the device runs bfloat16 natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32."""
+    ema_decay: float = 0.0
+    """Keep an exponential moving average of the weights with this decay per step (e.g. 0.999;
+    0 = off). Validation reads the average and best/ holds it; last/ keeps the raw weights too."""
+
+    def __post_init__(self) -> None:
+        # Checked when the config is read, before any data is: a decay of 1 would never move.
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(
+                f"train.ema_decay: {self.ema_decay!r} is not in [0, 1); 0 turns it off"
+            )
 
 
 @dataclasses.dataclass

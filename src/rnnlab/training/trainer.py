@@ -5,8 +5,11 @@ back-propagates, clips by global norm and steps Adam. Validation (every ``train.
 at each epoch end) selects the best checkpoint, drives an optional plateau learning-rate decay and
 early stopping.
 
+With ``train.ema_decay`` the run also keeps a moving average of the weights
+(``rnnlab.training.weight_average``); validation reads it and ``best/`` saves it.
+
 Exact resume: a checkpoint holds the weights, Adam's moments, the step/epoch/batch position, the
-RNG states, the running log window and any carried state (truncated BPTT). Batches of an epoch are a
+RNG states, the running log window, the weight average and any carried state (truncated BPTT). Batches of an epoch are a
 pure function of (seed, epoch), so a resumed run skips the batches already seen and continues with
 the very same ones an uninterrupted run would use.
 """
@@ -34,6 +37,7 @@ from rnnlab.training import checkpoint as ckpt
 from rnnlab.training.distributed import SINGLE, DistributedContext, wrap_loss
 from rnnlab.training.lr_schedule import LrSchedule, run_progress
 from rnnlab.training.reporting import Reporter, SilentReporter
+from rnnlab.training.weight_average import WeightAverage
 
 
 @dataclass
@@ -164,11 +168,17 @@ class Trainer:
         """Called with (step, validation metrics) after each validation; True stops the run."""
         self.step_stats: dict[str, float] = {}
         self.optimizer = make_adam(self.model, lr=config.lr, weight_decay=config.weight_decay)
+        self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
         self.schedule = LrSchedule(config.lr_schedule, config.warmup_steps)
         self.planned_steps = config.max_steps
         self.state = TrainerState()
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.carry: Any = None
+
+    @property
+    def kept_model(self) -> nn.Module:
+        """What validation reads and ``best/`` saves: the weight average if there is one."""
+        return self.average.model if self.average is not None else self.model
 
     # -- checkpoints ----------------------------------------------------------------------------
     def _trainer_tensors(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -180,6 +190,8 @@ class Trainer:
         carry_json = (
             ckpt.flatten_state(self.carry, "carry", tensors) if self.carry is not None else None
         )
+        if self.average is not None:
+            tensors.update(self.average.state_tensors())
         meta = {
             "trainer": asdict(self.state),
             "optimizer": optim_json,
@@ -243,6 +255,8 @@ class Trainer:
                 torch.cuda.set_rng_state_all(states)
         version, internal, gauss = meta["python_random"]
         random.setstate((version, tuple(internal), gauss))
+        if self.average is not None:
+            self.average.load_state_tensors(tensors, self.model)
 
     # -- the loop -------------------------------------------------------------------------------
     def _record(self, record: dict[str, Any]) -> None:
@@ -295,6 +309,8 @@ class Trainer:
         if self.config.clip_norm > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
         self.optimizer.step()
+        if self.average is not None:
+            self.average.update(self.model)
         self.state.step += 1
         self.state.window_loss += global_loss
         self.state.window_tokens += num_tokens
@@ -338,7 +354,7 @@ class Trainer:
     def _validate_on_main(self, epoch: float) -> bool:
         metrics: dict[str, float] = {}
         if self.task.has_validation():
-            metrics = self.task.validate(self.model, self.device)
+            metrics = self.task.validate(self.kept_model, self.device)
             self._record({"step": self.state.step, "epoch": round(epoch, 4), **metrics})
         primary = metrics.get(self.task.primary_metric)
         stop = False
@@ -350,7 +366,7 @@ class Trainer:
             self.state.bad_validations = self.state.lr_bad_validations = 0
             ckpt.save_model(
                 self.run_dir / "best",
-                self.model,
+                self.kept_model,
                 {**self.task.model_meta(), "step": self.state.step, **metrics},
             )
         else:
@@ -445,7 +461,7 @@ class Trainer:
             if self.distributed.is_main and not (self.run_dir / "best").exists():
                 ckpt.save_model(
                     self.run_dir / "best",
-                    self.model,
+                    self.kept_model,
                     {**self.task.model_meta(), "step": self.state.step},
                 )
             self.save_checkpoint()
