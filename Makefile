@@ -13,7 +13,6 @@ venv: $(STAMP)
 
 $(CORE): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e .
 	touch $(CORE)
 
