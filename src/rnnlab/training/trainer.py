@@ -9,9 +9,9 @@ With ``train.ema_decay`` the run also keeps a moving average of the weights
 (``rnnlab.training.weight_average``); validation reads it and ``best/`` saves it.
 
 Exact resume: a checkpoint holds the weights, Adam's moments, the step/epoch/batch position, the
-RNG states, the running log window, the weight average and any carried state (truncated BPTT). Batches of an epoch are a
-pure function of (seed, epoch), so a resumed run skips the batches already seen and continues with
-the very same ones an uninterrupted run would use.
+RNG states, the running log window, the weight average and any carried state (truncated BPTT).
+Batches of an epoch are a pure function of (seed, epoch), so a resumed run skips the batches already
+seen and continues with the very same ones an uninterrupted run would use.
 """
 
 from __future__ import annotations
