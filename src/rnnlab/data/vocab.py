@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from rnnlab.atomic import atomic_write_text
+from rnnlab.data.id_sequences import IdSequences
 from rnnlab.errors import DataError
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
@@ -85,3 +86,42 @@ class Vocab:
             raise DataError(path, "vocabulary file is missing") from None
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(path, f"not a valid vocabulary file ({exc})") from None
+
+
+class FirstSeenIds:
+    """Tokens numbered in order of first appearance, and counted.
+
+    A vocabulary needs the whole corpus counted before it can number a token, so building one and
+    encoding the corpus used to take two passes (two rounds of tokenisation). Numbering tokens as
+    they come keeps the corpus as ids in the first pass; ``renumber`` then maps those ids into the
+    vocabulary built from ``counts``.
+    """
+
+    def __init__(self) -> None:
+        self.stoi: dict[str, int] = {}
+        self.tokens: list[str] = []
+        self.frequency: list[int] = []
+
+    def encode(self, tokens: Iterable[str]) -> list[int]:
+        """First-seen ids of ``tokens``, counting each occurrence."""
+        ids = []
+        for token in tokens:
+            index = self.stoi.get(token)
+            if index is None:
+                index = self.stoi[token] = len(self.tokens)
+                self.tokens.append(token)
+                self.frequency.append(0)
+            self.frequency[index] += 1
+            ids.append(index)
+        return ids
+
+    def counts(self) -> Counter[str]:
+        return Counter(dict(zip(self.tokens, self.frequency, strict=True)))
+
+    def renumber(
+        self, sequences: Iterable[Sequence[int]], vocab: Vocab, *, end: int
+    ) -> IdSequences:
+        """``sequences`` of first-seen ids as ``vocab`` ids (``vocab.encode`` of their tokens),
+        each followed by ``end``."""
+        table = vocab.encode(self.tokens)
+        return IdSequences([table[i] for i in sequence] + [end] for sequence in sequences)

@@ -24,7 +24,7 @@ from rnnlab.data.id_sequences import IdSequences
 from rnnlab.data.parallel import SentencePair, iter_parallel
 from rnnlab.data.text import preprocess_textbook
 from rnnlab.data.tokenizers import SentencePieceTokenizer, Tokenizer, WordTokenizer
-from rnnlab.data.vocab import Vocab
+from rnnlab.data.vocab import FirstSeenIds, Vocab
 from rnnlab.decoding.beam import beam_search_hypotheses
 from rnnlab.decoding.greedy import greedy_hypotheses, greedy_search
 from rnnlab.decoding.hypothesis import Hypothesis, unscored
@@ -298,23 +298,30 @@ class Seq2SeqTask(Task):
         )
 
     def prepare_training(self) -> None:
-        """Subword models, vocabularies, encoded data: each a streaming pass over the training file,
-        so the corpus is never held as text (only as token ids)."""
+        """Subword models, vocabularies, encoded data: streaming passes over the training file (one
+        per subword model, then one that tokenises, counts and keeps ids), so the corpus is never
+        held as text (only as token ids)."""
         min_freq = self.config.data.min_freq
         if self.config.data.tokenizer == "sentencepiece":
             self._train_sentencepiece()
             min_freq = 1  # every piece was chosen from the training data; keep them all
-        src_counts: Counter[str] = Counter()
-        tgt_counts: Counter[str] = Counter()
+        src_seen, tgt_seen = FirstSeenIds(), FirstSeenIds()
+        src_ids, tgt_ids = IdSequences(), IdSequences()
         for pair in self._train_pairs():
-            src_counts.update(self._truncate(self.src_tokenizer.encode(pair.src)))
-            tgt_counts.update(self._truncate(self.tgt_tokenizer.encode(pair.tgt)))
-        self.src_vocab = Vocab.from_counts(src_counts, min_freq=min_freq)
-        self.tgt_vocab = Vocab.from_counts(tgt_counts, min_freq=min_freq)
+            src_ids.append(src_seen.encode(self._truncate(self.src_tokenizer.encode(pair.src))))
+            tgt_ids.append(tgt_seen.encode(self._truncate(self.tgt_tokenizer.encode(pair.tgt))))
+        counts = {"src": src_seen.counts(), "tgt": tgt_seen.counts()}
+        self.src_vocab = Vocab.from_counts(counts["src"], min_freq=min_freq)
+        self.tgt_vocab = Vocab.from_counts(counts["tgt"], min_freq=min_freq)
         self.src_vocab.save(self.run_dir / "vocab.src.json")
         self.tgt_vocab.save(self.run_dir / "vocab.tgt.json")
-        self._match_pretrained({"src": src_counts, "tgt": tgt_counts})
-        self._encode_training(self._train_pairs())
+        self._match_pretrained(counts)
+        self.train_data = EncodedPairs(
+            src_seen.renumber(src_ids, self.src_vocab, end=self.src_vocab.eos_id),
+            tgt_seen.renumber(tgt_ids, self.tgt_vocab, end=self.tgt_vocab.eos_id),
+            [],
+        )
+        self._encode_validation()
 
     def _match_pretrained(self, counts: dict[str, Counter[str]]) -> None:
         """Pretrained vectors for each side that names a file; ``counts`` are its training tokens."""
@@ -347,6 +354,9 @@ class Seq2SeqTask(Task):
 
     def _encode_training(self, pairs: Iterable[SentencePair]) -> None:
         self.train_data = self.encode_pairs(pairs, references=False)
+        self._encode_validation()
+
+    def _encode_validation(self) -> None:
         if self.config.data.valid:
             self.valid_data = self.encode_pairs(self.read_pairs(self.config.data.valid))
 
