@@ -1,11 +1,16 @@
 # Two commands on a fresh clone: `make demo` and `make test`. Both create .venv first. The demo needs
-# only rnnlab's own dependencies, so it installs those alone (about half the setup time); the tests,
-# lint and benchmarks add every extra, so the suite covers them.
+# only rnnlab's own dependencies, so it installs those alone; the tests, lint and benchmarks add
+# every extra, so the suite covers them. uv installs the same pinned packages as pip would, several
+# times faster (parallel downloads and unpacking).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CORE := $(VENV)/.core
 STAMP := $(VENV)/.installed
+# uv does not read pip's configuration: hand it the local wheel folders pip is told about (the CPU
+# build of torch may lie there).
+FIND_LINKS = $${PIP_FIND_LINKS:-$$($(BIN)/pip config get global.find-links 2>/dev/null)}
+INSTALL = UV_FIND_LINKS="$(FIND_LINKS)" $(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt
 
 .PHONY: venv demo test lint bench clean
 
@@ -13,11 +18,12 @@ venv: $(STAMP)
 
 $(CORE): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt -e .
+	$(BIN)/pip install --quiet uv
+	$(INSTALL) -e .
 	touch $(CORE)
 
 $(STAMP): $(CORE)
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,export,serve,embeddings,tune]"
+	$(INSTALL) -e ".[dev,export,serve,embeddings,tune]"
 	touch $(STAMP)
 
 demo: $(CORE)
