@@ -350,10 +350,7 @@ class Seq2SeqTask(Task):
         self.tgt_vocab = Vocab.load(self.run_dir / "vocab.tgt.json")
 
     def read_training_data(self) -> None:
-        self._encode_training(self._train_pairs())
-
-    def _encode_training(self, pairs: Iterable[SentencePair]) -> None:
-        self.train_data = self.encode_pairs(pairs, references=False)
+        self.train_data = self.encode_pairs(self._train_pairs(), references=False)
         self._encode_validation()
 
     def _encode_validation(self) -> None:
