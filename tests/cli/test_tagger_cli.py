@@ -135,3 +135,32 @@ def test_wrong_options_are_user_errors(run_dir, monkeypatch, capsys):
         ["evaluate", str(run_dir), "--data", str(DEV), "--beam", "3"], "", monkeypatch, capsys
     )
     assert code == EXIT_USER_ERROR and "beam_size" in err
+
+
+def test_auxiliary_outputs_train_save_and_load(tmp_path: Path, monkeypatch, capsys):
+    """A run with both auxiliary outputs: its files, its weights, and tagging from it."""
+    import conllu
+    from safetensors.torch import load_file
+
+    import rnnlab
+
+    out = tmp_path / "aux"
+    sets = [f"data.train={SAMPLE / 'train.conllu'}", f"data.valid={DEV}", "data.max_examples=60"]
+    sets += ["train.max_steps=4", "model.hidden_size=16", "model.embed_size=16"]
+    sets += ["data.aux_tag_column=xpos", "model.freq_bin_weight=0.5"]
+    config = str(REPO / "configs/tagger/ud-ewt-sample.yaml")
+    argv = ["train", "tagger", "--config", config, "--out", str(out)]
+    assert main(argv + [arg for s in sets for arg in ("--set", s)]) == 0
+    first_60 = conllu.parse((SAMPLE / "train.conllu").read_text(encoding="utf-8"))[:60]
+    xpos = {t["xpos"] for sentence in first_60 for t in sentence if isinstance(t["id"], int)}
+    assert set(json.loads((out / "aux_tags.json").read_text())["tags"]) == xpos
+    weights = load_file(out / "best" / "model.safetensors")
+    shapes = {name: tuple(tensor.shape) for name, tensor in weights.items()}
+    assert shapes["auxiliary.aux_tags.weight"] == (len(xpos), 32)
+    assert shapes["auxiliary.freq_bin.weight"] == (16, 32)
+    tagged = rnnlab.load(out).tag(["The dog ate ."])
+    assert len(tagged[0].tags) == 4
+    code, stdout, _ = _run(
+        ["evaluate", str(out), "--data", str(DEV), "--json"], "", monkeypatch, capsys
+    )
+    assert code == 0 and json.loads(stdout)["tokens"] > 0

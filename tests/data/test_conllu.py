@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import conllu
 import pytest
 
 from rnnlab.data.conllu_io import parse_conllu, read_conllu
-from rnnlab.data.tagged import detect_format, read_tagged
+from rnnlab.data.tagged import detect_format, iter_tagged, read_tagged
 from rnnlab.errors import DataError
 
 DATA = Path(__file__).parent / "tagged"
@@ -98,6 +99,32 @@ def test_missing_gold_tag_is_an_error_for_training(tmp_path: Path):
     assert read_tagged(path, tag_column="upos")[0].tags == ["INTJ"]
     with pytest.raises(DataError, match=r"x.conllu:1: no XPOS tag"):
         read_tagged(path, tag_column="xpos")
+
+
+def test_a_second_column_is_read_beside_the_tags(tmp_path: Path):
+    first, second = iter_tagged(DATA / "mwt.conllu", tag_column="upos", aux_column="xpos")
+    assert first.tags == ["PRON", "AUX", "PART", "VERB", "PUNCT"]
+    assert first.aux_tags == ["PRP", "VBP", "RB", "VB", "."] and second.aux_tags == ["NNP"]
+    # The whole bundled sample against the conllu library's own parse (integer ids only).
+    text = (SAMPLE / "train.conllu").read_text(encoding="utf-8")
+    expected = [
+        [(t["upos"], t["xpos"]) for t in sentence if isinstance(t["id"], int)]
+        for sentence in conllu.parse(text)
+    ]
+    read = iter_tagged(SAMPLE / "train.conllu", tag_column="xpos", aux_column="upos")
+    assert [list(zip(s.aux_tags, s.tags, strict=True)) for s in read] == expected
+    assert list(iter_tagged(DATA / "mwt.conllu"))[0].aux_tags is None
+
+
+def test_a_second_column_must_be_there(tmp_path: Path):
+    path = _write(tmp_path, "1\tHi\thi\tINTJ\t_\t_\t0\troot\t0:root\t_\n\n", "x.conllu")
+    with pytest.raises(DataError, match=r"x.conllu:1: no XPOS tag \(column is '_'\)"):
+        list(iter_tagged(path, aux_column="xpos"))
+    word_tag = _write(tmp_path, "The/DET cat/NOUN\n", "a.txt")
+    with pytest.raises(
+        DataError, match=r"a.txt: XPOS tags need CoNLL-U data; this file is word_tag"
+    ):
+        iter_tagged(word_tag, aux_column="xpos")
 
 
 def test_word_tag_and_two_column_formats(tmp_path: Path):

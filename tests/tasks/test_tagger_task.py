@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from rnnlab.config import load_config
+from rnnlab.data.tagged import iter_tagged
 from rnnlab.metrics.tagging import TaggingScores
 from rnnlab.tasks import TASKS
-from rnnlab.tasks.tagger import TaggerConfig, TaggerTask
+from rnnlab.tasks.tagger import FREQ_BINS, TaggerConfig, TaggerTask, frequency_bins
 from rnnlab.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,3 +105,110 @@ def test_training_data_without_sentences_is_a_user_error(tmp_path):
     config.data.valid = ""
     with pytest.raises(DataError, match=r"empty.txt: no tagged sentences"):
         TaggerTask(config, tmp_path).prepare_training()
+
+
+def test_frequency_bins_by_hand():
+    # counts: a 1, b 2, c 3, d 8, e 21 → int(ln c): 0, 0, 1, 2, 3.
+    text = [["a", "b", "c", "d", "e"], ["b", "c", "c"] + ["d"] * 7 + ["e"] * 20]
+    assert frequency_bins(text) == [[0, 0, 1, 2, 3], [0, 1, 1] + [2] * 7 + [3] * 20]
+    many = frequency_bins([["x"] * 3_300_000, ["y"]])  # ln 3.3 M = 15.01: the last bin
+    assert many[0][0] == FREQ_BINS - 1 == 15 and many[1] == [0]
+
+
+def _auxiliary_nll(task, model, name, targets):
+    """Σ −log p(target) of auxiliary output ``name``, each sentence run alone (no padding)."""
+    total = 0.0
+    with torch.no_grad():
+        for words, classes in zip(task.train_data.words, targets, strict=True):
+            alone = task.make_batch([words])
+            features = model.features(
+                alone.words, alone.lengths, alone.chars, alone.char_lengths, alone.word_types
+            )[0]
+            log_probs = torch.log_softmax(model.auxiliary[name](features), dim=-1)
+            total -= sum(float(log_probs[t, c]) for t, c in enumerate(classes))
+    return total
+
+
+def test_frequency_bin_loss_is_added_with_its_weight(make_task, tmp_path, data_dir):
+    """batch_loss = the tagging loss + weight · Σ −log p(bin) over the tokens."""
+    torch.manual_seed(0)
+    task = make_task(tmp_path, data_dir / "toy.txt", crf=True, freq_bin_weight=0.3)
+    data = task.train_data
+    # toy.txt: "ooh" twice, "sorry" twice, every other word once (case kept).
+    assert data.freq_bins[3] == [0, 0] and data.freq_bins[0] == [0] * 5  # int(ln 2) = 0
+    data.freq_bins = [[(i + j) % 3 for j in range(len(s))] for i, s in enumerate(data.words)]
+    model = task.build_model().train()  # dropout 0: deterministic
+    assert model.auxiliary["freq_bin"].out_features == FREQ_BINS and len(model.auxiliary) == 1
+    batch = task.make_batch(data.words, data.tag_ids, data.freq_bins)
+    with_aux = task.batch_loss(model, batch).loss_sum
+    task.config.model.freq_bin_weight = 0.0
+    tagging_only = task.batch_loss(model, batch).loss_sum
+    expected = 0.3 * _auxiliary_nll(task, model, "freq_bin", data.freq_bins)
+    assert float((with_aux - tagging_only).detach()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_aux_tag_loss_is_added_with_its_weight(tmp_path, sample_dir):
+    """XPOS beside UPOS: its own tag set, and weight · Σ −log p(XPOS) added to the loss."""
+    torch.manual_seed(0)
+    overrides = [f"data.train={sample_dir / 'train.conllu'}", "data.valid=", "data.max_examples=40"]
+    overrides += ["data.aux_tag_column=xpos", "model.aux_tag_weight=0.7", "model.dropout=0"]
+    overrides += ["model.hidden_size=8", "model.embed_size=8"]
+    config = load_config(TaggerConfig, None, overrides)
+    task = TaggerTask(config, tmp_path)
+    task.prepare_training()
+    sentences = list(iter_tagged(sample_dir / "train.conllu", tag_column="xpos"))[:40]
+    assert set(task.aux_tagset.itos) == {t for s in sentences for t in s.tags}
+    assert task.train_data.aux_tag_ids == [task.aux_tagset.encode(s.tags) for s in sentences]
+    assert (tmp_path / "aux_tags.json").is_file()
+    pieces = TaggerTask(load_config(TaggerConfig, None, [*overrides, "data.max_len=3"]), tmp_path)
+    pieces.prepare_training()  # sentences cut into pieces of 3: the XPOS ids are cut alike
+    flat = [i for s in task.train_data.aux_tag_ids for i in s]
+    assert [i for s in pieces.train_data.aux_tag_ids for i in s] == flat
+    assert [len(s) for s in pieces.train_data.aux_tag_ids] == [
+        len(s) for s in pieces.train_data.words
+    ]
+    assert max(len(s) for s in pieces.train_data.words) == 3
+    model = task.build_model().train()
+    assert set(model.auxiliary) == {"aux_tags"}
+    data = task.train_data
+    batch = task.make_batch(data.words, data.tag_ids, None, data.aux_tag_ids)
+    with_aux = task.batch_loss(model, batch).loss_sum
+    task.config.model.aux_tag_weight = 0.0
+    tagging_only = task.batch_loss(model, batch).loss_sum
+    expected = 0.7 * _auxiliary_nll(task, model, "aux_tags", data.aux_tag_ids)
+    assert float((with_aux - tagging_only).detach()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_frequency_bin_output_trains_and_tags(make_task, tmp_path, data_dir):
+    torch.manual_seed(0)
+    task = make_task(tmp_path, data_dir / "toy.txt", freq_bin_weight=1.0, hidden_size=16)
+    task.config.train.epochs = 40
+    task.config.train.batch_size = 2
+    task.config.train.lr = 0.02
+    task.config.train.log_every = 0
+    task.config.train.valid_every = 10**6
+    model = task.build_model()
+    head = model.auxiliary["freq_bin"].weight.detach().clone()
+    Trainer(
+        task=task,
+        model=model,
+        config=task.config.train,
+        run_dir=tmp_path,
+        device=torch.device("cpu"),
+    ).fit()
+    assert not torch.equal(
+        model.auxiliary["freq_bin"].weight, head
+    )  # the auxiliary loss reached it
+    metrics = task.evaluate(model, str(data_dir / "toy.txt"), torch.device("cpu"))
+    assert metrics["accuracy"] == 1.0
+
+
+def test_bad_auxiliary_settings_are_config_errors():
+    from rnnlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^model.freq_bin_weight: -0.5 is negative; 0 turns"):
+        load_config(TaggerConfig, None, ["model.freq_bin_weight=-0.5"])
+    with pytest.raises(ConfigError, match=r"^model.aux_tag_weight: -1.0 is negative; 0 turns"):
+        load_config(TaggerConfig, None, ["model.aux_tag_weight=-1.0"])
+    with pytest.raises(ConfigError, match=r"data.aux_tag_column: 'upos' is data.tag_column itself"):
+        load_config(TaggerConfig, None, ["data.aux_tag_column=upos"])

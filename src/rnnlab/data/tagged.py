@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from rnnlab.data.conllu_io import NUM_COLUMNS, TagColumn, parse_conllu
+from rnnlab.data.conllu_io import NUM_COLUMNS, ConlluSentence, TagColumn, parse_conllu
 from rnnlab.data.io import read_lines
 from rnnlab.errors import DataError
 
@@ -32,6 +32,8 @@ class TaggedSentence:
     tags: list[str]
     line: int
     """Line where the sentence starts, for messages."""
+    aux_tags: list[str] | None = None
+    """The tags of a second CoNLL-U column (``aux_column``), for an auxiliary loss."""
 
 
 def detect_format(path: str | Path) -> Literal["conllu", "word_tag", "two_column"]:
@@ -97,29 +99,49 @@ def iter_two_column(path: str | Path) -> Iterator[TaggedSentence]:
         yield TaggedSentence(words, tags, start)
 
 
-def iter_conllu_tagged(path: str | Path, tag_column: TagColumn) -> Iterator[TaggedSentence]:
+def iter_conllu_tagged(
+    path: str | Path, tag_column: TagColumn, aux_column: TagColumn | None = None
+) -> Iterator[TaggedSentence]:
     for sentence in parse_conllu(read_lines(path), path):
         if not sentence.tokens:
             continue
-        tags = sentence.tags(tag_column)
-        for index, tag in enumerate(tags):
-            if tag is None:
-                raise DataError(
-                    path,
-                    f"no {tag_column.upper()} tag (column is '_')",
-                    sentence.line_of_word(index),
-                )
-        yield TaggedSentence(sentence.words, [str(t) for t in tags], sentence.line_numbers[0])
+        yield TaggedSentence(
+            sentence.words,
+            _column_tags(sentence, tag_column, path),
+            sentence.line_numbers[0],
+            _column_tags(sentence, aux_column, path) if aux_column is not None else None,
+        )
+
+
+def _column_tags(sentence: ConlluSentence, column: TagColumn, path: str | Path) -> list[str]:
+    tags = sentence.tags(column)
+    for index, tag in enumerate(tags):
+        if tag is None:
+            raise DataError(
+                path, f"no {column.upper()} tag (column is '_')", sentence.line_of_word(index)
+            )
+    return [str(t) for t in tags]
 
 
 def iter_tagged(
-    path: str | Path, *, fmt: TaggedFormat = "auto", tag_column: TagColumn = "upos"
+    path: str | Path,
+    *,
+    fmt: TaggedFormat = "auto",
+    tag_column: TagColumn = "upos",
+    aux_column: TagColumn | None = None,
 ) -> Iterator[TaggedSentence]:
     """Non-empty tagged sentences of ``path`` in file order, streamed (a parsed CoNLL-U sentence
-    with its token fields is dropped as soon as its words and tags are taken)."""
+    with its token fields is dropped as soon as its words and tags are taken).
+
+    ``aux_column`` also reads a second CoNLL-U column into ``aux_tags``; other formats have none.
+    """
     resolved = detect_format(path) if fmt == "auto" else fmt
     if resolved == "conllu":
-        return iter_conllu_tagged(path, tag_column)
+        return iter_conllu_tagged(path, tag_column, aux_column)
+    if aux_column is not None:
+        raise DataError(
+            path, f"{aux_column.upper()} tags need CoNLL-U data; this file is {resolved}"
+        )
     if resolved == "two_column":
         return iter_two_column(path)
     return iter_word_tag(path)

@@ -17,6 +17,11 @@ Packing (``enforce_sorted=False``) means neither direction ever reads padding: t
 short sentence starts at its own last word. The recurrent layers start from zeros, not a random
 state, so a sentence gets the same tags in every batch. The loss reads only positions ``t <
 lengths[b]``; padded positions may hold any id.
+
+``auxiliary`` adds linear layers that read the same recurrent outputs and are trained to predict
+other labels of each token: its frequency bin in the training data (Plank et al.'s auxiliary loss,
+meant to help rare words) or the tags of a second column (multi-task learning, e.g. XPOS beside
+UPOS). They shape the shared layers during training; tagging never reads them.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class RNNTagger(nn.Module):
         char_encoder: CharRNNEncoder | CharCNNEncoder | None = None,
         crf: bool = False,
         word_dropout: float = 0.0,
+        auxiliary: dict[str, int] | None = None,
         padding_idx: int = 0,
         unk_idx: int = 1,
     ) -> None:
@@ -67,8 +73,13 @@ class RNNTagger(nn.Module):
             dropout=dropout,
             bidirectional=bidirectional,
         )
-        self.output = nn.Linear(hidden_size * (2 if bidirectional else 1), num_tags)
+        features = hidden_size * (2 if bidirectional else 1)
+        self.output = nn.Linear(features, num_tags)
         self.crf = LinearChainCRF(num_tags) if crf else None
+        # Auxiliary outputs, each a softmax over its own classes, trained beside the tags.
+        self.auxiliary = nn.ModuleDict(
+            {name: nn.Linear(features, size) for name, size in (auxiliary or {}).items()}
+        )
         self.word_dropout = word_dropout
         self.unk_idx = unk_idx
 
@@ -106,13 +117,35 @@ class RNNTagger(nn.Module):
         ``chars`` (U, C) and ``char_lengths`` (U,) spell the U distinct words of the batch;
         ``word_types`` (B, T) gives each token's row in ``chars``. Rows at padded positions are 0.
         """
+        return self.output(self.features(words, lengths, chars, char_lengths, word_types))
+
+    def features(
+        self,
+        words: Tensor,
+        lengths: Tensor,
+        chars: Tensor | None = None,
+        char_lengths: Tensor | None = None,
+        word_types: Tensor | None = None,
+    ) -> Tensor:
+        """The recurrent layers' outputs (B, T, D·H) after dropout, which every output layer reads."""
         inputs = self.dropout(self.embed(words, chars, char_lengths, word_types))  # (B, T, F)
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         packed_outputs, _ = self.rnn(packed)  # no initial state: zeros
         outputs, _ = pad_packed_sequence(
             packed_outputs, batch_first=True, total_length=words.size(1)
         )  # (B, T, D·H), zeros at padding
-        return self.output(self.dropout(outputs))  # (B, T, K)
+        return self.dropout(outputs)
+
+    def auxiliary_loss_sum(
+        self, name: str, features: Tensor, targets: Tensor, lengths: Tensor
+    ) -> Tensor:
+        """Summed cross-entropy of auxiliary output ``name`` over the valid tokens: a scalar.
+
+        ``features`` (B, T, D·H) from ``features``; ``targets`` (B, T) class ids, any at padding.
+        """
+        mask = length_mask(lengths.to(features.device), features.size(1))  # (B, T)
+        logits = self.auxiliary[name](features[mask]).float()  # (N, classes)
+        return F.cross_entropy(logits, targets[mask], reduction="sum")
 
     def loss_sum(self, emissions: Tensor, tags: Tensor, lengths: Tensor) -> Tensor:
         """Summed loss over the valid tokens (softmax) or sentences (CRF) of a batch: a scalar."""

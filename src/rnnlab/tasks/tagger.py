@@ -6,14 +6,16 @@ input order whatever the batching. Empty sentences are never sent to the model (
 cannot have length 0); they get no tags.
 
 Run directory files: ``vocab.words.json`` (word embeddings' vocabulary, ``data.min_freq``),
-``vocab.chars.json`` (characters of the training words), ``tags.json`` (the tag set) and
-``train_words.json`` (every training word form, to report accuracy on unseen words).
+``vocab.chars.json`` (characters of the training words), ``tags.json`` (the tag set),
+``train_words.json`` (every training word form, to report accuracy on unseen words) and, with
+``data.aux_tag_column``, ``aux_tags.json`` (the tag set of the auxiliary output).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +61,9 @@ class TaggerDataConfig(VocabFromEmbeddingsFields, DataConfig):
     """conllu, word_tag (word/TAG tokens, a sentence per line), two_column (word<TAB>tag), or auto."""
     tag_column: TagColumn = "upos"
     """CoNLL-U column to learn and fill: upos or xpos."""
+    aux_tag_column: Literal["", "upos", "xpos"] = ""
+    """A second CoNLL-U column of the training data to predict beside the tags, as an auxiliary
+    loss weighted by ``model.aux_tag_weight`` (e.g. xpos while learning upos); "": none."""
     lowercase: bool = False
     """Lower-case words for the word embeddings (characters keep their case)."""
     max_len: int = 0
@@ -89,6 +94,18 @@ class TaggerModelConfig(PretrainedEmbeddingFields, ModelConfig):
     """Char CNN window (odd)."""
     word_dropout: float = 0.0
     """Probability of replacing a training token's word id by <unk> (characters are kept)."""
+    freq_bin_weight: float = 0.0
+    """Weight of an auxiliary loss predicting each token's frequency bin, min(int(ln count), 15),
+    in the training data (Plank et al. 2016); 0: no such output."""
+    aux_tag_weight: float = 1.0
+    """Weight of the loss on ``data.aux_tag_column``'s tags (when that is set)."""
+
+    def __post_init__(self) -> None:
+        for key in ("freq_bin_weight", "aux_tag_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(
+                    f"model.{key}: {getattr(self, key)!r} is negative; 0 turns it off"
+                )
 
 
 @dataclass
@@ -117,6 +134,10 @@ class TaggerConfig(RunConfig):
             one_hot=False,
             weight_decay=self.train.weight_decay,
         )
+        if self.data.aux_tag_column == self.data.tag_column:
+            raise ConfigError(
+                f"data.aux_tag_column: {self.data.aux_tag_column!r} is data.tag_column itself"
+            )
 
 
 @dataclass
@@ -133,6 +154,10 @@ class TaggerBatch(Batch):
     """(B, T) row of ``chars`` spelling each token."""
     tags: Tensor | None = None
     """(B, T) gold tag ids (training only)."""
+    freq_bins: Tensor | None = None
+    """(B, T) frequency bin of each token (training with ``model.freq_bin_weight`` only)."""
+    aux_tags: Tensor | None = None
+    """(B, T) ids of ``data.aux_tag_column``'s tags (training with that column only)."""
 
 
 @dataclass
@@ -140,6 +165,21 @@ class TaggedData:
     words: list[list[str]]
     tags: list[list[str]]
     tag_ids: list[list[int]]
+    freq_bins: list[list[int]] | None = None
+    """Each token's frequency bin (training data, with ``model.freq_bin_weight`` only)."""
+    aux_tag_ids: list[list[int]] | None = None
+    """Ids of ``data.aux_tag_column``'s tags (training data, with that column only)."""
+
+
+FREQ_BINS = 16
+"""Frequency bins of the auxiliary output: int(ln count), the last bin holding every count ≥ e^15."""
+
+
+def frequency_bins(sentences: list[list[str]]) -> list[list[int]]:
+    """Each token's bin, min(int(ln c), FREQ_BINS − 1), c its count among ``sentences``."""
+    counts = Counter(w for s in sentences for w in s)
+    bins = {w: min(int(math.log(c)), FREQ_BINS - 1) for w, c in counts.items()}
+    return [[bins[w] for w in s] for s in sentences]
 
 
 def _fingerprint(items: list[str]) -> str:
@@ -157,6 +197,8 @@ class TaggerTask(Task):
         self.word_vocab: Vocab | None = None
         self.char_vocab: Vocab | None = None
         self.tagset: TagSet | None = None
+        self.aux_tagset: TagSet | None = None
+        """The tags of ``data.aux_tag_column`` (``aux_tags.json``), when it is set."""
         self.train_words: frozenset[str] = frozenset()
         self.train_data: TaggedData | None = None
         self.valid_data: TaggedData | None = None
@@ -169,15 +211,26 @@ class TaggerTask(Task):
 
     def _train_sentences(self) -> list[TaggedSentence]:
         data = self.config.data
-        streamed = iter_tagged(data.train, fmt=data.format, tag_column=data.tag_column)
+        streamed = iter_tagged(
+            data.train,
+            fmt=data.format,
+            tag_column=data.tag_column,
+            aux_column=data.aux_tag_column or None,
+        )
         sentences = list(islice(streamed, data.max_examples) if data.max_examples > 0 else streamed)
         if not sentences:
             raise DataError(data.train, "no tagged sentences")
         if data.max_len > 0:
+            n = data.max_len
             sentences = [
-                TaggedSentence(s.words[i : i + data.max_len], s.tags[i : i + data.max_len], s.line)
+                TaggedSentence(
+                    s.words[i : i + n],
+                    s.tags[i : i + n],
+                    s.line,
+                    s.aux_tags[i : i + n] if s.aux_tags is not None else None,
+                )
                 for s in sentences
-                for i in range(0, len(s.words), data.max_len)
+                for i in range(0, len(s.words), n)
             ]
         return sentences
 
@@ -198,6 +251,9 @@ class TaggerTask(Task):
         )
         self.char_vocab = Vocab.build((w for s in sentences for w in s.words), min_freq=1)
         self.tagset = TagSet.build(s.tags for s in sentences)
+        if self.config.data.aux_tag_column:
+            self.aux_tagset = TagSet.build(s.aux_tags or [] for s in sentences)
+            self.aux_tagset.save(self.run_dir / "aux_tags.json")
         self.train_words = frozenset(w for s in sentences for w in s.words)
         self.word_vocab.save(self.run_dir / "vocab.words.json")
         self.char_vocab.save(self.run_dir / "vocab.chars.json")
@@ -212,6 +268,8 @@ class TaggerTask(Task):
         self.word_vocab = Vocab.load(self.run_dir / "vocab.words.json")
         self.char_vocab = Vocab.load(self.run_dir / "vocab.chars.json")
         self.tagset = TagSet.load(self.run_dir / "tags.json")
+        if self.config.data.aux_tag_column:
+            self.aux_tagset = TagSet.load(self.run_dir / "aux_tags.json")
         path = self.run_dir / "train_words.json"
         try:
             self.train_words = frozenset(json.loads(path.read_text(encoding="utf-8")))
@@ -236,6 +294,14 @@ class TaggerTask(Task):
 
     def _encode_training(self, sentences: list[TaggedSentence]) -> None:
         self.train_data = self.encode_tagged(sentences)
+        if self.config.model.freq_bin_weight > 0:
+            self.train_data.freq_bins = frequency_bins(
+                [[self.normalise(w) for w in s.words] for s in sentences]
+            )
+        if self.aux_tagset is not None:
+            self.train_data.aux_tag_ids = [
+                self.aux_tagset.encode(s.aux_tags or []) for s in sentences
+            ]
         if self.config.data.valid:
             self.valid_data = self.encode_tagged(self.read_sentences(self.config.data.valid))
 
@@ -276,6 +342,7 @@ class TaggerTask(Task):
             char_encoder=char_encoder,
             crf=cfg.crf,
             word_dropout=cfg.word_dropout,
+            auxiliary=self._auxiliary_outputs(),
             padding_idx=self.word_vocab.pad_id,
             unk_idx=self.word_vocab.unk_id,
         )
@@ -283,6 +350,15 @@ class TaggerTask(Task):
             tagger.embedding, self.pretrained, cfg, side="word", pad_id=self.word_vocab.pad_id
         )
         return tagger
+
+    def _auxiliary_outputs(self) -> dict[str, int]:
+        """Name → number of classes of each auxiliary output the config asks for."""
+        outputs = {}
+        if self.config.model.freq_bin_weight > 0:
+            outputs["freq_bin"] = FREQ_BINS
+        if self.aux_tagset is not None:
+            outputs["aux_tags"] = len(self.aux_tagset)
+        return outputs
 
     def model_meta(self) -> dict[str, Any]:
         assert self.word_vocab is not None and self.char_vocab is not None
@@ -292,6 +368,11 @@ class TaggerTask(Task):
             "word_vocab": _fingerprint(self.word_vocab.itos),
             "char_vocab": _fingerprint(self.char_vocab.itos),
             "tags": _fingerprint(self.tagset.itos),
+            **(
+                {"aux_tags": _fingerprint(self.aux_tagset.itos)}
+                if self.aux_tagset is not None
+                else {}
+            ),
         }
 
     # -- batches --------------------------------------------------------------------------------
@@ -314,7 +395,11 @@ class TaggerTask(Task):
         return [lookup_id(stoi, w, unk) for w in forms]
 
     def make_batch(
-        self, sentences: list[list[str]], tag_ids: list[list[int]] | None = None
+        self,
+        sentences: list[list[str]],
+        tag_ids: list[list[int]] | None = None,
+        freq_bins: list[list[int]] | None = None,
+        aux_tag_ids: list[list[int]] | None = None,
     ) -> TaggerBatch:
         """Pad a batch of non-empty sentences; padded positions hold id 0 and are masked by length."""
         assert self.word_vocab is not None and self.char_vocab is not None
@@ -327,7 +412,9 @@ class TaggerTask(Task):
         word_types, _ = pad_batch(types, 0)
         chars, char_lengths = pad_batch([self.spell(w) for w in rows], self.char_vocab.pad_id)
         tags = pad_batch(tag_ids, 0)[0] if tag_ids is not None else None
-        return TaggerBatch(words, lengths, chars, char_lengths, word_types, tags)
+        bins = pad_batch(freq_bins, 0)[0] if freq_bins is not None else None
+        aux = pad_batch(aux_tag_ids, 0)[0] if aux_tag_ids is not None else None
+        return TaggerBatch(words, lengths, chars, char_lengths, word_types, tags, bins, aux)
 
     def train_batches(self, epoch: int) -> list[TaggerBatch]:
         assert self.train_data is not None
@@ -338,8 +425,17 @@ class TaggerTask(Task):
             bucket=self.config.train.bucket,
             seed=self.config.seed * 1000 + epoch,
         )
+
+        def pick(rows: list[list[int]] | None, ids: list[int]) -> list[list[int]] | None:
+            return [rows[i] for i in ids] if rows is not None else None
+
         return [
-            self.make_batch([data.words[i] for i in ids], [data.tag_ids[i] for i in ids])
+            self.make_batch(
+                [data.words[i] for i in ids],
+                [data.tag_ids[i] for i in ids],
+                pick(data.freq_bins, ids),
+                pick(data.aux_tag_ids, ids),
+            )
             for ids in order
         ]
 
@@ -350,9 +446,20 @@ class TaggerTask(Task):
     def batch_loss(self, model: nn.Module, batch: TaggerBatch, carry: Any = None) -> LossOutput:
         model = cast(RNNTagger, model)  # the task's own model: its methods, not nn.Module's
         assert batch.tags is not None
+        features = model.features(
+            batch.words, batch.lengths, batch.chars, batch.char_lengths, batch.word_types
+        )
         # (B, T, K); the loss (a CRF's sums of scores especially) in float32 even under autocast.
-        emissions = full_precision(self._emissions(model, batch))
+        emissions = full_precision(model.output(features))
         loss = model.loss_sum(emissions, batch.tags, batch.lengths)
+        for name, targets, weight in (
+            ("freq_bin", batch.freq_bins, self.config.model.freq_bin_weight),
+            ("aux_tags", batch.aux_tags, self.config.model.aux_tag_weight),
+        ):
+            if name in model.auxiliary:
+                assert targets is not None
+                aux_loss = model.auxiliary_loss_sum(name, features, targets, batch.lengths)
+                loss = loss + weight * aux_loss
         return LossOutput(loss, int(batch.lengths.sum()))
 
     # -- tagging --------------------------------------------------------------------------------
