@@ -164,3 +164,10 @@ def test_auxiliary_outputs_train_save_and_load(tmp_path: Path, monkeypatch, caps
         ["evaluate", str(out), "--data", str(DEV), "--json"], "", monkeypatch, capsys
     )
     assert code == 0 and json.loads(stdout)["tokens"] > 0
+    assert main(["export", str(out), "--out", str(tmp_path / "onnx")]) == 0
+    capsys.readouterr()
+    code, exported, err = _run(
+        ["evaluate", str(tmp_path / "onnx"), "--data", str(DEV), "--json"], "", monkeypatch, capsys
+    )
+    assert code == 0, err
+    assert json.loads(exported)["accuracy"] == json.loads(stdout)["accuracy"]

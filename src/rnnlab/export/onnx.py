@@ -394,10 +394,10 @@ def _export_tagger(task: Any, model: Any, out: Path) -> dict[str, Any]:
             "start": model.crf.start_transitions.detach().float().tolist(),
             "end": model.crf.end_transitions.detach().float().tolist(),
         }
-    files = {
-        name: name
-        for name in ("vocab.words.json", "vocab.chars.json", "tags.json", "train_words.json")
-    }
+    names = ["vocab.words.json", "vocab.chars.json", "tags.json", "train_words.json"]
+    if config.data.aux_tag_column:  # read with the config, though tagging never uses it
+        names.append("aux_tags.json")
+    files = {name: name for name in names}
     return {
         "graphs": {"tagger": "tagger.onnx"},
         "inputs": words_in + chars_in,
