@@ -107,6 +107,21 @@ def test_training_data_without_sentences_is_a_user_error(tmp_path):
         TaggerTask(config, tmp_path).prepare_training()
 
 
+def test_lowercase_merges_word_forms_but_characters_keep_case(tmp_path, data_dir):
+    """data.lowercase: "The" and "the" are one word; the character encoder still sees "T"."""
+    config = TaggerConfig()
+    config.data.train, config.data.valid = str(data_dir / "toy.txt"), ""
+    config.data.lowercase = True
+    config.data.min_freq = 1
+    task = TaggerTask(config, tmp_path)
+    task.prepare_training()
+    words = set(task.word_vocab.itos)
+    assert {"the", "everybody"} <= words and not {"The", "Everybody"} & words
+    assert task.encode_words(["The", "THE"]) == task.encode_words(["the", "the"])
+    assert {"T", "E"} <= set(task.char_vocab.itos)
+    assert task.train_words >= {"The", "the"}  # OOV is judged on the words as written
+
+
 def test_frequency_bins_by_hand():
     # counts: a 1, b 2, c 3, d 8, e 21 → int(ln c): 0, 0, 1, 2, 3.
     text = [["a", "b", "c", "d", "e"], ["b", "c", "c"] + ["d"] * 7 + ["e"] * 20]
