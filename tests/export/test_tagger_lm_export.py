@@ -20,7 +20,7 @@ from tests.export.runs import CPU, make_run  # noqa: E402
 
 EWT = "data/ud-ewt-sample"
 TAGGERS = [
-    {"crf": True, "char_encoder": "rnn", "cell": "gru"},
+    {"crf": True, "char_encoder": "rnn", "cell": "gru", "lowercase": True},
     {"crf": False, "char_encoder": "cnn", "cell": "lstm"},
     {"crf": True, "char_encoder": "none", "cell": "coupled_lstm", "lowercase": True},
 ]
