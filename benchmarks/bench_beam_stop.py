@@ -4,6 +4,7 @@ hypotheses (the older rule), and ``beam_stop: heuristic``, which stops once no l
 ending at the next step.
 
     python benchmarks/bench_beam_stop.py runs/m30k --data ../shared/data/multi30k/val --threads 1
+    python benchmarks/bench_beam_stop.py runs/m30k --data ../shared/data/multi30k/val --precision bf16
 
 Waiting for K finished hypotheses is what ``n_best`` = K asks for, and its best hypothesis is the
 one ``n_best`` 1 returns (checked here, sentence by sentence), so the two are timed as two searches
@@ -64,6 +65,7 @@ def measure(
         "threads": torch.get_num_threads(),
         "beam": beam,
         "length_penalty": alpha,
+        "precision": task.config.decode.precision,
         "rounds": rounds,
         "machine": harness.machine_info(),
         "sentences_per_sec": {name: round(v, 1) for name, v in per_sec.items()},
@@ -91,10 +93,16 @@ def main() -> None:
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--length-penalty", type=float, default=None, help="default: the run's")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16", "auto"), default=None, help="default: the run's"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    translator = rnnlab.load(args.run)
+    if args.precision is not None:
+        translator.task.config.decode.precision = args.precision
     result = measure(
-        rnnlab.load(args.run),
+        translator,
         args.data,
         beam=args.beam,
         alpha=args.length_penalty,
