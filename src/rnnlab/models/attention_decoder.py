@@ -33,6 +33,7 @@ fused call and attends for all T positions with one batched matmul.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +45,7 @@ from rnnlab.models.feedback import Feedback, mix
 from rnnlab.nn.factory import make_rnn
 from rnnlab.nn.precision import autocast_operand
 from rnnlab.nn.state import RecurrentState, hidden_of, select_batch
-from rnnlab.nn.stepwise import StackStepper
+from rnnlab.nn.stepwise import LayerWeights, StackStepper
 
 
 @dataclass
@@ -121,6 +122,23 @@ def _shared_memory_rows(
     return owners, 1
 
 
+class HoistedInput(NamedTuple):
+    """The stepwise teacher-forced loop's set-up, computed once before its first step."""
+
+    stepper: StackStepper
+    weights: list[LayerWeights]
+    """Every layer's weights, read from the stack itself."""
+    w_embedded: Tensor
+    """(G·H, E) the columns of layer 0's input weights that read the embedding."""
+    w_fed: Tensor
+    """(G·H, F) the columns that read what the loop feeds in (context, or h̃_{t-1})."""
+    b_ih: Tensor | None
+    embedded_gates: tuple[Tensor, ...]
+    """T × (B, G·H): the embeddings' share of layer 0's input projection, for all positions in one
+    product. Unbound once: slicing [:, t] at every step would make backward fill a (B, T, G·H)
+    zero tensor per step."""
+
+
 class AttentionDecoder(nn.Module):
     """What the two attention decoders share: embeddings, the output layer, state set-up.
 
@@ -145,6 +163,34 @@ class AttentionDecoder(nn.Module):
         self.output_dropout = nn.Dropout(embed_dropout)
         self.output = nn.Linear(hidden_size, vocab_size)
         self.hidden_size = hidden_size
+        self.embed_size = embed_size
+
+    def _build_stack(
+        self,
+        *,
+        fed_size: int,
+        cell: str,
+        rnn_impl: str,
+        num_layers: int,
+        dropout: float,
+        stepwise: bool = True,
+    ) -> None:
+        """The recurrent stack, which reads the embedding and ``fed_size`` more inputs at every step
+        (the context for Bahdanau, h̃_{t-1} for Luong's input feeding, none without it), and its
+        stepper where the teacher-forced loop can run on the stack's own weights (``stepwise``).
+
+        Subclasses call it right after building their attention, so parameters are created, and
+        drawn from the random generator, in the same order for every decoder.
+        """
+        self.rnn = make_rnn(
+            cell,
+            rnn_impl,
+            input_size=self.embed_size + fed_size,
+            hidden_size=self.hidden_size,
+            num_layers=num_layers,
+            dropout=dropout,
+        )
+        self.stepper = StackStepper.of(self.rnn) if stepwise else None
 
     def init_state(
         self, encoder_output: EncoderOutput, hidden: RecurrentState
@@ -181,6 +227,16 @@ class AttentionDecoder(nn.Module):
         """``tgt_in`` (B, T) ids → features (B, T, H) before the vocabulary projection."""
         features, state, _ = self.forward_with_attention(tgt_in, state, feedback)
         return features, state
+
+    def _hoisted_input(self, embedded: Tensor) -> HoistedInput:
+        """What the stepwise loop needs before its first step (see ``HoistedInput``)."""
+        stepper = self.stepper
+        assert stepper is not None
+        weights = stepper.weights(self.rnn)
+        w_embedded, w_fed = stepper.split_input(weights, self.embed_size)
+        b_ih = weights[0].b_ih
+        gates = F.linear(embedded, w_embedded, b_ih).unbind(1)
+        return HoistedInput(stepper, weights, w_embedded, w_fed, b_ih, gates)
 
     def _read_fed(
         self, feedback: Feedback, gold: Tensor, features: Tensor
@@ -239,18 +295,15 @@ class BahdanauDecoder(AttentionDecoder):
         self.attention = BahdanauAttention(
             query_size=hidden_size, memory_size=memory_size, attention_size=hidden_size
         )
-        self.rnn = make_rnn(
-            cell,
-            rnn_impl,
-            input_size=embed_size + memory_size,
-            hidden_size=hidden_size,
+        self._build_stack(
+            fed_size=memory_size,
+            cell=cell,
+            rnn_impl=rnn_impl,
             num_layers=num_layers,
             dropout=dropout,
         )
         # "Deep output": the prediction sees the state, the context and the previous word.
         self.pre_output = nn.Linear(hidden_size + memory_size + embed_size, hidden_size)
-        self.stepper = StackStepper.of(self.rnn)
-        self.embed_size = embed_size
 
     def forward_with_attention(
         self, tgt_in: Tensor, state: AttentionDecoderState, feedback: Feedback | None = None
@@ -281,14 +334,9 @@ class BahdanauDecoder(AttentionDecoder):
 
         → outputs (B, T, H), contexts (B, T, C), the embeddings read (B, T, E), state, weights.
         """
-        stepper = self.stepper
-        assert stepper is not None
-        weights = stepper.weights(self.rnn)
-        w_embedded, w_context = stepper.split_input(weights, self.embed_size)
-        b_ih = weights[0].b_ih
-        # Unbound once: slicing [:, t] at every step would make backward fill a (B, T, G·H) zero
-        # tensor per step.
-        embedded_gates = F.linear(embedded, w_embedded, b_ih).unbind(1)  # T × (B, G·H)
+        stepper, weights, w_embedded, w_context, b_ih, embedded_gates = self._hoisted_input(
+            embedded
+        )
         read = list(embedded.unbind(1))  # T × (B, E)
         layers = stepper.unstack(state.hidden)
         top = hidden_of(state.hidden)[-1]  # (B, H): s_{t-1}, top layer
@@ -382,17 +430,15 @@ class LuongDecoder(AttentionDecoder):
             query_size=hidden_size, memory_size=memory_size, method=method
         )
         self.input_feed = input_feed
-        self.rnn = make_rnn(
-            cell,
-            rnn_impl,
-            input_size=embed_size + (hidden_size if input_feed else 0),
-            hidden_size=hidden_size,
+        self._build_stack(
+            fed_size=hidden_size if input_feed else 0,
+            cell=cell,
+            rnn_impl=rnn_impl,
             num_layers=num_layers,
             dropout=dropout,
+            stepwise=input_feed,
         )
         self.combine = nn.Linear(memory_size + hidden_size, hidden_size, bias=False)
-        self.stepper = StackStepper.of(self.rnn) if input_feed else None
-        self.embed_size = embed_size
 
     def _initial_attentional(self, memory: Tensor) -> Tensor | None:
         if not self.input_feed:
@@ -435,12 +481,8 @@ class LuongDecoder(AttentionDecoder):
         feedback: Feedback | None,
     ) -> tuple[Tensor, RecurrentState, Tensor]:
         """Input feeding with the embeddings' input projection hoisted; → h̃ (B, T, H), state, weights."""
-        stepper = self.stepper
-        assert stepper is not None and state.attentional is not None
-        weights = stepper.weights(self.rnn)
-        w_embedded, w_feed = stepper.split_input(weights, self.embed_size)
-        b_ih = weights[0].b_ih
-        embedded_gates = F.linear(embedded, w_embedded, b_ih).unbind(1)  # T × (B, G·H)
+        assert state.attentional is not None
+        stepper, weights, w_embedded, w_feed, b_ih, embedded_gates = self._hoisted_input(embedded)
         layers = stepper.unstack(state.hidden)
         last = state.attentional  # (B, H): h̃_{t-1}
         steps: list[Tensor] = []
