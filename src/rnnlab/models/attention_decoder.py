@@ -147,6 +147,8 @@ class AttentionDecoder(nn.Module):
     """
 
     attention: BahdanauAttention | LuongAttention
+    rnn: nn.Module
+    stepper: StackStepper | None
 
     def __init__(
         self,
