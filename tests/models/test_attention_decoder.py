@@ -79,3 +79,47 @@ def test_cells_without_a_stepper_keep_the_per_call_loop():
     )
     assert features.shape == (BATCH, TGT, HIDDEN)
     torch.testing.assert_close(weights.sum(-1), torch.ones(BATCH, TGT, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kind", ["bahdanau", "luong", "luong-no-feed"])
+def test_parameters_are_drawn_in_the_documented_order(kind):
+    """Seeded runs stay reproducible: each decoder draws its initial weights as if built by hand in
+    the order embedding, output layer, attention, recurrent stack, then its own output layer."""
+    from torch import nn
+
+    from rnnlab.models.attention import BahdanauAttention, LuongAttention
+
+    feed = kind != "luong-no-feed"
+    torch.manual_seed(3)
+    if kind == "bahdanau":
+        decoder = BahdanauDecoder(
+            vocab_size=VOCAB, embed_size=EMBED, hidden_size=HIDDEN, memory_size=MEMORY, num_layers=2
+        )
+    else:
+        decoder = LuongDecoder(
+            vocab_size=VOCAB,
+            embed_size=EMBED,
+            hidden_size=HIDDEN,
+            memory_size=MEMORY,
+            num_layers=2,
+            input_feed=feed,
+        )
+    torch.manual_seed(3)
+    by_hand = [nn.Embedding(VOCAB, EMBED, padding_idx=0), nn.Linear(HIDDEN, VOCAB)]
+    if kind == "bahdanau":
+        by_hand.append(
+            BahdanauAttention(query_size=HIDDEN, memory_size=MEMORY, attention_size=HIDDEN)
+        )
+        by_hand.append(nn.GRU(EMBED + MEMORY, HIDDEN, num_layers=2, batch_first=True))
+        by_hand.append(nn.Linear(HIDDEN + MEMORY + EMBED, HIDDEN))
+    else:
+        by_hand.append(LuongAttention(query_size=HIDDEN, memory_size=MEMORY, method="general"))
+        fed = HIDDEN if feed else 0
+        by_hand.append(nn.GRU(EMBED + fed, HIDDEN, num_layers=2, batch_first=True))
+        by_hand.append(nn.Linear(MEMORY + HIDDEN, HIDDEN, bias=False))
+    expected = [p for module in by_hand for p in module.parameters()]
+    actual = list(decoder.parameters())
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected, strict=True):
+        assert torch.equal(a, e)
+    assert (decoder.stepper is None) == (not feed)
