@@ -55,8 +55,9 @@ def train_translator(root: Path) -> Path:
     return _train("seq2seq", root / "reverse", *_sets(settings))
 
 
-def train_tagger(root: Path) -> Path:
-    settings = {
+def train_tagger(root: Path, **overrides: object) -> Path:
+    """The tiny tagger; ``overrides`` are further ``--set`` settings (``seed=7``)."""
+    settings: dict[str, object] = {
         "data.train": EWT_SAMPLE / "train.conllu",
         "data.valid": EWT_SAMPLE / "dev.conllu",
         "data.max_examples": 200,
@@ -67,6 +68,7 @@ def train_tagger(root: Path) -> Path:
         "train.num_threads": 1,
         "train.device": "cpu",
     }
+    settings.update(overrides)
     config = ("--config", str(REPO / "configs/tagger/ud-ewt-sample.yaml"))
     return _train("tagger", root / "pos", *config, *_sets(settings))
 

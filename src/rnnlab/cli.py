@@ -304,6 +304,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from rnnlab.export.loading import is_export_dir
     from rnnlab.rundir import open_run
 
+    if len(args.runs) > 1:
+        return _evaluate_ensemble(args)
+    args.run = args.runs[0]
     if is_export_dir(args.run):
         return _evaluate_exported(args)
     run = open_run(args.run, device=args.device, overrides=args.set)
@@ -320,6 +323,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
         extra["per_tag"] = True
     metrics = run.task.evaluate(run.model, args.data, run.device, **extra)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        _print_metrics(metrics)
+    return 0
+
+
+def _evaluate_ensemble(args: argparse.Namespace) -> int:
+    from rnnlab.inference.ensemble import load_ensemble
+
+    if args.beam:
+        raise RnnlabError("evaluate: --beam does not apply to an ensemble of taggers")
+    ensemble = load_ensemble(args.runs, command="evaluate", device=args.device, overrides=args.set)
+    metrics = ensemble.evaluate(args.data, per_tag=args.per_tag)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
@@ -473,8 +490,15 @@ def _stdin_conllu_blocks(size: int) -> Iterator[list[Any]]:
 
 def cmd_tag(args: argparse.Namespace) -> int:
     from rnnlab.inference import Tagger, load_as
+    from rnnlab.inference.ensemble import TaggerEnsemble, load_ensemble
 
-    tagger = load_as(Tagger, args.run, command="tag", device=args.device, overrides=args.set)
+    tagger: Tagger | TaggerEnsemble
+    if len(args.runs) > 1:
+        tagger = load_ensemble(args.runs, command="tag", device=args.device, overrides=args.set)
+    else:
+        tagger = load_as(
+            Tagger, args.runs[0], command="tag", device=args.device, overrides=args.set
+        )
     if args.batch_size:
         tagger.batch_size = args.batch_size
     block_size = max(tagger.batch_size, 1) * 8
@@ -655,7 +679,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="score a trained run on a data file")
-    evaluate.add_argument("run")
+    evaluate.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="a run directory or exported model; several tagger runs are scored as one ensemble",
+    )
     evaluate.add_argument("--data", required=True, help="data file in the task's format")
     evaluate.add_argument("--json", action="store_true", help="print metrics as JSON")
     evaluate.add_argument(
@@ -708,7 +737,12 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(func=cmd_generate)
 
     tag = sub.add_parser("tag", help="tag stdin to stdout (word/TAG lines, or CoNLL-U)")
-    tag.add_argument("run")
+    tag.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="a run directory or exported model; several tagger runs tag as one ensemble",
+    )
     tag.add_argument(
         "--format",
         choices=["text", "conllu"],

@@ -5,6 +5,7 @@
 blank-line handling and output formatting exist once.
 """
 
+from rnnlab.inference.ensemble import TaggerEnsemble, load_ensemble
 from rnnlab.inference.language_model import LanguageModel
 from rnnlab.inference.loading import InferenceModel, load, load_as
 from rnnlab.inference.results import AttentionMatrix, TaggedSentence, Translation
@@ -17,8 +18,10 @@ __all__ = [
     "LanguageModel",
     "TaggedSentence",
     "Tagger",
+    "TaggerEnsemble",
     "Translation",
     "Translator",
     "load",
     "load_as",
+    "load_ensemble",
 ]

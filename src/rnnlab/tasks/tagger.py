@@ -175,6 +175,30 @@ FREQ_BINS = 16
 """Frequency bins of the auxiliary output: int(ln count), the last bin holding every count ≥ e^15."""
 
 
+def tag_in_batches(
+    sentences: list[list[str]],
+    decode: Callable[[list[list[str]]], Tensor],
+    batch_size: int,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> list[list[int]]:
+    """Tag ids per sentence, in input order, from ``decode`` of batches of similar length.
+
+    ``decode`` maps non-empty sentences to tag ids (B, T), T ≥ every length; an empty sentence gets
+    no tags and never reaches it. ``progress`` is called with each finished batch's size.
+    """
+    results: list[list[int]] = [[] for _ in sentences]
+    keep = [i for i, s in enumerate(sentences) if s]
+    for ids in sorted_batches([len(sentences[i]) for i in keep], max(batch_size, 1)):
+        rows = [keep[j] for j in ids]
+        predicted = decode([sentences[i] for i in rows]).tolist()
+        for i, tags in zip(rows, predicted, strict=True):
+            results[i] = tags[: len(sentences[i])]
+        if progress is not None:
+            progress(len(rows))
+    return results
+
+
 def frequency_bins(sentences: list[list[str]]) -> list[list[int]]:
     """Each token's bin, min(int(ln c), FREQ_BINS − 1), c its count among ``sentences``."""
     counts = Counter(w for s in sentences for w in s)
@@ -479,18 +503,21 @@ class TaggerTask(Task):
         """
         model = cast(RNNTagger, model)  # the task's own model: its methods, not nn.Module's
         model.eval()
-        results: list[list[int]] = [[] for _ in sentences]
-        keep = [i for i, s in enumerate(sentences) if s]
-        size = max(batch_size or self.config.decode.batch_size, 1)
-        for ids in sorted_batches([len(sentences[i]) for i in keep], size):
-            rows = [keep[j] for j in ids]
-            batch = self.make_batch([sentences[i] for i in rows]).to(device)
-            predicted = model.decode(self._emissions(model, batch), batch.lengths).tolist()
-            for i, tags in zip(rows, predicted, strict=True):
-                results[i] = tags[: len(sentences[i])]
-            if progress is not None:
-                progress(len(rows))
-        return results
+
+        def decode(batch_sentences: list[list[str]]) -> Tensor:
+            emissions, lengths = self.emissions(model, batch_sentences, device)
+            return model.decode(emissions, lengths)
+
+        size = batch_size or self.config.decode.batch_size
+        return tag_in_batches(sentences, decode, size, progress=progress)
+
+    @torch.no_grad()
+    def emissions(
+        self, model: nn.Module, sentences: list[list[str]], device: torch.device
+    ) -> tuple[Tensor, Tensor]:
+        """Emission scores (B, T, K) in float32 and lengths (B,) of non-empty ``sentences``."""
+        batch = self.make_batch(sentences).to(device)
+        return full_precision(self._emissions(model, batch)), batch.lengths
 
     def tag(
         self,
