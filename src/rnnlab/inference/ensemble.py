@@ -28,7 +28,7 @@ from torch import Tensor
 from rnnlab.errors import RnnlabError
 from rnnlab.inference.loading import directory_kind, load_as
 from rnnlab.inference.results import TaggedSentence
-from rnnlab.inference.tagger import Tagger
+from rnnlab.inference.tagger import Tagger, tag_sentences
 from rnnlab.models.crf import LinearChainCRF
 from rnnlab.models.tagger import RNNTagger
 from rnnlab.nn.masking import length_mask
@@ -123,13 +123,12 @@ class TaggerEnsemble:
         progress: Callable[[int], None] | None = None,
     ) -> list[TaggedSentence]:
         """Tags per sentence, in order. A string is split on whitespace; an empty sentence gets no tags."""
-        words = [s.split() if isinstance(s, str) else list(s) for s in sentences]
         tagset = self.task.tagset
         assert tagset is not None
-        ids = self.tag_ids(words, progress=progress)
-        return [
-            TaggedSentence(tokens=w, tags=tagset.decode(t)) for w, t in zip(words, ids, strict=True)
-        ]
+        return tag_sentences(
+            sentences,
+            lambda words: [tagset.decode(t) for t in self.tag_ids(words, progress=progress)],
+        )
 
     def evaluate(self, path: str, *, per_tag: bool = False) -> dict[str, Any]:
         """Accuracy, unseen-word accuracy (the first member's training words) and, with

@@ -49,8 +49,20 @@ class Tagger:
         progress: Callable[[int], None] | None = None,
     ) -> list[TaggedSentence]:
         """Tags per sentence, in order. A string is split on whitespace; an empty sentence gets no tags."""
-        words = [s.split() if isinstance(s, str) else list(s) for s in sentences]
-        tags = self.task.tag(
-            self.model, words, self.device, batch_size=self.batch_size, progress=progress
+        return tag_sentences(
+            sentences,
+            lambda words: self.task.tag(
+                self.model, words, self.device, batch_size=self.batch_size, progress=progress
+            ),
         )
-        return [TaggedSentence(tokens=w, tags=t) for w, t in zip(words, tags, strict=True)]
+
+
+def tag_sentences(
+    sentences: list[str] | list[list[str]],
+    tag_words: Callable[[list[list[str]]], list[list[str]]],
+) -> list[TaggedSentence]:
+    """``tag_words`` of the sentences as token lists (a string split on whitespace), paired with
+    their tokens in input order."""
+    words = [s.split() if isinstance(s, str) else list(s) for s in sentences]
+    tags = tag_words(words)
+    return [TaggedSentence(tokens=w, tags=t) for w, t in zip(words, tags, strict=True)]
