@@ -104,11 +104,12 @@ class TaggerEnsemble:
     @torch.no_grad()
     def decode(self, sentences: list[list[str]]) -> Tensor:
         """Tag ids (B, T) of non-empty sentences: Viterbi over the members' mean scores."""
-        scores = []
-        for member in self.members:
-            emissions, lengths = member.task.emissions(member.model, sentences, member.device)
-            scores.append(emissions.to(self.device))
-        return decode_mean(scores, self.crf, lengths.to(self.device))
+        scores = [
+            member.task.emissions(member.model, sentences, member.device)[0].to(self.device)
+            for member in self.members
+        ]
+        lengths = torch.tensor([len(s) for s in sentences], device=self.device)
+        return decode_mean(scores, self.crf, lengths)
 
     def tag_ids(
         self, sentences: list[list[str]], *, progress: Callable[[int], None] | None = None
