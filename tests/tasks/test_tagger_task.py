@@ -194,6 +194,58 @@ def test_aux_tag_loss_is_added_with_its_weight(tmp_path, sample_dir):
     assert float((with_aux - tagging_only).detach()) == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("crf", [False, True])
+def test_adversarial_loss_adds_each_sentence_at_its_own_worst_case_step(
+    make_task, tmp_path, data_dir, crf
+):
+    """batch_loss = Σ_b L_b(x_b) + L_b(x_b + ε·√(n_b·F)·g_b/‖g_b‖), g_b = ∇L_b(x_b), sentence by sentence."""
+    torch.manual_seed(0)
+    task = make_task(tmp_path, data_dir / "toy.txt", crf=crf, adversarial_epsilon=0.2)
+    model = task.build_model().train()  # dropout and word dropout 0: deterministic
+    data = task.train_data
+    total = float(
+        task.batch_loss(model, task.make_batch(data.words, data.tag_ids)).loss_sum.detach()
+    )
+    task.config.model.adversarial_epsilon = 0.0
+    clean_total = float(
+        task.batch_loss(model, task.make_batch(data.words, data.tag_ids)).loss_sum.detach()
+    )
+    expected = 0.0
+    for words, tags in zip(data.words, data.tag_ids, strict=True):
+        alone = task.make_batch([words], [tags])  # one sentence: no padding, no batch norm to share
+        x = model.embed(alone.words, alone.chars, alone.char_lengths, alone.word_types)
+        x = x.detach().requires_grad_()
+
+        def loss(inputs, alone=alone):
+            return model.loss_sum(
+                model.output(model.encode(inputs, alone.lengths)), alone.tags, alone.lengths
+            )
+
+        clean = loss(x)
+        (g,) = torch.autograd.grad(clean, x)
+        step = 0.2 * (len(words) * x.size(2)) ** 0.5 * g / g.norm()
+        with torch.no_grad():
+            adversarial = float(loss(x + step))
+        assert adversarial > float(clean.detach())  # the step is uphill
+        expected += float(clean.detach()) + adversarial
+    assert total == pytest.approx(expected, rel=1e-5)
+    assert total > clean_total + 1e-3  # the adversarial term is really there
+
+
+def test_adversarial_training_reaches_inputs_that_need_no_gradient(make_task, tmp_path, data_dir):
+    """Frozen word vectors and no character encoder: the step still needs d loss / d inputs."""
+    torch.manual_seed(0)
+    task = make_task(tmp_path, data_dir / "toy.txt", char_encoder="none", adversarial_epsilon=0.2)
+    model = task.build_model().train()
+    model.embedding.weight.requires_grad_(False)
+    batch = task.make_batch(task.train_data.words, task.train_data.tag_ids)
+    total = task.batch_loss(model, batch).loss_sum
+    total.backward()
+    assert model.embedding.weight.grad is None and model.output.weight.grad is not None
+    task.config.model.adversarial_epsilon = 0.0
+    assert float(total.detach()) > float(task.batch_loss(model, batch).loss_sum.detach()) + 1e-3
+
+
 def test_frequency_bin_output_trains_and_tags(make_task, tmp_path, data_dir):
     torch.manual_seed(0)
     task = make_task(tmp_path, data_dir / "toy.txt", freq_bin_weight=1.0, hidden_size=16)
@@ -225,5 +277,7 @@ def test_bad_auxiliary_settings_are_config_errors():
         load_config(TaggerConfig, None, ["model.freq_bin_weight=-0.5"])
     with pytest.raises(ConfigError, match=r"^model.aux_tag_weight: -1.0 is negative; 0 turns"):
         load_config(TaggerConfig, None, ["model.aux_tag_weight=-1.0"])
+    with pytest.raises(ConfigError, match=r"^model.adversarial_epsilon: -0.1 is negative; 0 turns"):
+        load_config(TaggerConfig, None, ["model.adversarial_epsilon=-0.1"])
     with pytest.raises(ConfigError, match=r"data.aux_tag_column: 'upos' is data.tag_column itself"):
         load_config(TaggerConfig, None, ["data.aux_tag_column=upos"])

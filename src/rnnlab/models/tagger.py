@@ -128,11 +128,20 @@ class RNNTagger(nn.Module):
         word_types: Tensor | None = None,
     ) -> Tensor:
         """The recurrent layers' outputs (B, T, D·H) after dropout, which every output layer reads."""
-        inputs = self.dropout(self.embed(words, chars, char_lengths, word_types))  # (B, T, F)
-        packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        return self.encode(self.embed(words, chars, char_lengths, word_types), lengths)
+
+    def encode(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+        """``features`` from token representations ``inputs`` (B, T, F) made by ``embed``.
+
+        Separate from ``embed`` so that training can perturb the representations (adversarial
+        training) and read the recurrent layers' outputs for the perturbed ones.
+        """
+        packed = pack_padded_sequence(
+            self.dropout(inputs), lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
         packed_outputs, _ = self.rnn(packed)  # no initial state: zeros
         outputs, _ = pad_packed_sequence(
-            packed_outputs, batch_first=True, total_length=words.size(1)
+            packed_outputs, batch_first=True, total_length=inputs.size(1)
         )  # (B, T, D·H), zeros at padding
         return self.dropout(outputs)
 
