@@ -281,3 +281,28 @@ def test_bad_auxiliary_settings_are_config_errors():
         load_config(TaggerConfig, None, ["model.adversarial_epsilon=-0.1"])
     with pytest.raises(ConfigError, match=r"data.aux_tag_column: 'upos' is data.tag_column itself"):
         load_config(TaggerConfig, None, ["data.aux_tag_column=upos"])
+
+
+def test_a_rank_share_of_a_batch_spells_its_own_words(make_task, tmp_path, data_dir):
+    """shard_rows keeps only the spellings its sentences use, and every token keeps its word."""
+    from rnnlab.training.distributed import _take_rows
+
+    torch.manual_seed(0)
+    task = make_task(tmp_path, data_dir / "toy.txt", crf=True, freq_bin_weight=0.5)
+    model = task.build_model().eval()
+    data = task.train_data
+    batch = task.make_batch(data.words, data.tag_ids, data.freq_bins)
+    with torch.no_grad():
+        whole = model(batch.words, batch.lengths, batch.chars, batch.char_lengths, batch.word_types)
+        for rank in range(2):
+            rows = slice(rank, None, 2)
+            share = _take_rows(batch, rows)
+            assert share.chars.size(0) < batch.chars.size(0)  # only its own words
+            assert share.word_types.max() < share.chars.size(0)
+            assert torch.equal(share.tags, batch.tags[rows])
+            assert torch.equal(share.freq_bins, batch.freq_bins[rows])
+            mine = model(
+                share.words, share.lengths, share.chars, share.char_lengths, share.word_types
+            )
+            for b, n in enumerate(share.lengths.tolist()):
+                torch.testing.assert_close(mine[b, :n], whole[rows][b, :n], rtol=0, atol=1e-6)

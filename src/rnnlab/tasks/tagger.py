@@ -164,6 +164,29 @@ class TaggerBatch(Batch):
     aux_tags: Tensor | None = None
     """(B, T) ids of ``data.aux_tag_column``'s tags (training with that column only)."""
 
+    def shard_rows(self, rows: slice) -> TaggerBatch:
+        """The sentences ``rows`` of the batch (a data-parallel rank's share).
+
+        ``chars`` is indexed by word type, not by sentence: the share keeps the spellings its own
+        tokens use, renumbered, so ``word_types`` still points at each token's word.
+        """
+        word_types = self.word_types[rows]
+        used, renumbered = torch.unique(word_types, return_inverse=True)
+
+        def take(rows_of: Tensor | None) -> Tensor | None:
+            return None if rows_of is None else rows_of[rows]
+
+        return TaggerBatch(
+            words=self.words[rows],
+            lengths=self.lengths[rows],
+            chars=self.chars[used],
+            char_lengths=self.char_lengths[used],
+            word_types=renumbered,
+            tags=take(self.tags),
+            freq_bins=take(self.freq_bins),
+            aux_tags=take(self.aux_tags),
+        )
+
 
 @dataclass
 class TaggedData:
