@@ -57,3 +57,11 @@ def test_the_step_raises_a_loss_more_than_random_steps_of_its_size():
         norms = noise.flatten(1).norm(dim=1) / step.flatten(1).norm(dim=1)
         noise = noise / norms.view(-1, 1, 1)  # each sequence's norm equal to the step's
         assert float(loss(x.detach() + noise) - loss(x.detach())) < rise
+
+
+def test_a_bfloat16_gradient_gives_a_bfloat16_step_of_the_same_size():
+    gradient = torch.randn(2, 5, 8).to(torch.bfloat16)
+    step = adversarial_perturbation(gradient, torch.tensor([5, 2]), 0.05)
+    assert step.dtype == torch.bfloat16
+    rms = step[1, :2].float().pow(2).mean().sqrt()
+    assert float(rms) == pytest.approx(0.05, rel=1e-2)

@@ -22,9 +22,11 @@ def adversarial_perturbation(gradient: Tensor, lengths: Tensor, epsilon: float) 
     Each sequence's perturbation is its own gradient (over its ``lengths[b]`` valid positions) scaled
     to the norm ``epsilon · √(lengths[b] · F)``: a root-mean-square of ``epsilon`` per valid input
     coordinate, so that ``epsilon`` is on the scale of the representations' own values whatever the
-    sentence length. Padded positions get 0. The result carries no graph: the step is a constant of
-    the adversarial loss (Goodfellow et al. 2015), not something to differentiate through.
+    sentence length. Padded positions get 0. Computed in float32, returned in the gradient's dtype,
+    and without a graph: the step is a constant of the adversarial loss (Goodfellow et al. 2015),
+    not something to differentiate through.
     """
+    dtype = gradient.dtype
     gradient = gradient.detach().float()
     mask = length_mask(lengths.to(gradient.device), gradient.size(1)).unsqueeze(2)  # (B, T, 1)
     gradient = gradient.masked_fill(~mask, 0.0)
@@ -34,4 +36,4 @@ def adversarial_perturbation(gradient: Tensor, lengths: Tensor, epsilon: float) 
     scale = torch.where(
         norms > 0, epsilon * sizes / norms.clamp_min(1e-30), torch.zeros_like(norms)
     )
-    return gradient * scale.view(-1, 1, 1)
+    return (gradient * scale.view(-1, 1, 1)).to(dtype)

@@ -103,7 +103,8 @@ class TaggerModelConfig(PretrainedEmbeddingFields, ModelConfig):
     adversarial_epsilon: float = 0.0
     """Adversarial training (Yasunaga et al. 2018): each batch's loss also on its word + character
     representations moved along the loss gradient, by a root-mean-square of this much per
-    coordinate; 0: off. About doubles the cost of a training step; tagging is unchanged."""
+    coordinate; 0: off. About doubles the cost of a training step, and the training loss logged is
+    the sum of both losses; tagging is unchanged."""
 
     def __post_init__(self) -> None:
         for key in ("freq_bin_weight", "aux_tag_weight", "adversarial_epsilon"):
