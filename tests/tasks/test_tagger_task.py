@@ -212,7 +212,7 @@ def test_adversarial_loss_adds_each_sentence_at_its_own_worst_case_step(
     )
     expected = 0.0
     for words, tags in zip(data.words, data.tag_ids, strict=True):
-        alone = task.make_batch([words], [tags])  # one sentence: no padding, no batch norm to share
+        alone = task.make_batch([words], [tags])  # one sentence: no padding, its own gradient norm
         x = model.embed(alone.words, alone.chars, alone.char_lengths, alone.word_types)
         x = x.detach().requires_grad_()
 
