@@ -10,7 +10,6 @@ per sequence.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from rnnlab.nn.masking import length_mask
@@ -32,8 +31,6 @@ def adversarial_perturbation(gradient: Tensor, lengths: Tensor, epsilon: float) 
     gradient = gradient.masked_fill(~mask, 0.0)
     norms = gradient.flatten(1).norm(dim=1)  # (B,)
     sizes = (lengths.to(gradient.device).float() * gradient.size(2)).sqrt()  # (B,) √(T_b · F)
-    # A sequence whose gradient vanishes (a loss already flat there) gets no perturbation.
-    scale = torch.where(
-        norms > 0, epsilon * sizes / norms.clamp_min(1e-30), torch.zeros_like(norms)
-    )
+    # A sequence whose gradient vanishes (a loss already flat there) stays zero: 0 times any scale.
+    scale = epsilon * sizes / norms.clamp_min(1e-30)
     return (gradient * scale.view(-1, 1, 1)).to(dtype)
