@@ -9,12 +9,12 @@ Loss" (word + character BiLSTM representations, the POS recipe followed here); L
 ::
 
     words (B, T) ──embedding──► (B, T, E) ─┐
-                                           ├─ concat ─ dropout ─ pack ─ BiRNN ─ unpack ─ dropout ─ linear ─► emissions (B, T, K)
+                                           ├─ concat ─ dropout ─ BiRNN by lengths ─ dropout ─ linear ─► emissions (B, T, K)
     chars of the batch's distinct words    │
       (U, C) ─char encoder─► (U, Ec) ─index by word_types (B, T)─► (B, T, Ec)
 
-Packing (``enforce_sorted=False``) means neither direction ever reads padding: the backward pass of a
-short sentence starts at its own last word. The recurrent layers start from zeros, not a random
+Each sentence stops at its own length (``rnnlab.nn.by_lengths``), so neither direction ever reads
+padding: the backward pass of a short sentence starts at its own last word. The recurrent layers start from zeros, not a random
 state, so a sentence gets the same tags in every batch. The loss reads only positions ``t <
 lengths[b]``; padded positions may hold any id.
 
@@ -29,10 +29,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.models.char_encoder import CharCNNEncoder, CharRNNEncoder
 from rnnlab.models.crf import LinearChainCRF
+from rnnlab.nn.by_lengths import run_by_lengths
 from rnnlab.nn.factory import make_rnn
 from rnnlab.nn.masking import length_mask
 
@@ -136,13 +136,7 @@ class RNNTagger(nn.Module):
         Separate from ``embed`` so that training can perturb the representations (adversarial
         training) and read the recurrent layers' outputs for the perturbed ones.
         """
-        packed = pack_padded_sequence(
-            self.dropout(inputs), lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        packed_outputs, _ = self.rnn(packed)  # no initial state: zeros
-        outputs, _ = pad_packed_sequence(
-            packed_outputs, batch_first=True, total_length=inputs.size(1)
-        )  # (B, T, D·H), zeros at padding
+        outputs, _ = run_by_lengths(self.rnn, self.dropout(inputs), lengths)  # (B, T, D·H)
         return self.dropout(outputs)
 
     def auxiliary_loss_sum(

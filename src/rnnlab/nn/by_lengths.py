@@ -1,0 +1,146 @@
+"""Run a ``torch.nn`` recurrent stack over a right-padded batch so that each sequence stops at its
+own length: what packing does, without packing's slow path on a CPU.
+
+On a CPU, ``torch.nn.LSTM`` runs padded input through oneDNN's fused LSTM kernel but a
+``PackedSequence`` through a generic loop of small matrix products, one per time step: for the
+tagger's word and character BiLSTMs the fused kernel over padded batches is 2× faster or more
+(``benchmarks/bench_by_lengths.py``). ``run_by_lengths`` gets packing's results from the padded kernel:
+
+* the forward direction reads each sequence from its first token, so its outputs at valid
+  positions never depend on the padding after them;
+* the backward direction reads each sequence reversed within its own length
+  (``reverse_within_lengths``), so it too starts at the sequence's last token; its outputs are
+  reversed back.
+
+Outputs past a sequence's end are zero, as ``pad_packed_sequence`` gives them, and the final hidden
+state of each direction is its output at the sequence's last token. The padding positions still
+cost their products; batches of similar lengths (``train.bucket``) keep that small. GRUs and vanilla
+RNNs have no fused CPU kernel (padded and packed cost the same), and CUDA's cuDNN packs natively, so
+those, and rnnlab's scratch layers, take the packed path.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TypeGuard
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnnlab.nn.masking import length_mask
+
+_WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+
+
+def reverse_within_lengths(x: Tensor, lengths: Tensor) -> Tensor:
+    """``x`` (B, T, ...) with each row's first ``lengths[b]`` items reversed; padding stays put.
+
+    Its own inverse: applying it twice gives ``x`` back.
+    """
+    steps = x.size(1)
+    positions = torch.arange(steps, device=x.device).unsqueeze(0)  # (1, T)
+    mirrored = lengths.to(x.device).unsqueeze(1) - 1 - positions  # (B, T)
+    source = torch.where(mirrored >= 0, mirrored, positions.expand_as(mirrored))
+    source = source.view(*source.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(1, source)
+
+
+def uses_fused_padded_kernel(rnn: nn.Module, inputs: Tensor) -> TypeGuard[nn.LSTM]:
+    """Whether ``run_by_lengths`` runs ``rnn`` on ``inputs`` padded (else packed)."""
+    return (
+        type(rnn) is nn.LSTM
+        and rnn.batch_first
+        and rnn.proj_size == 0
+        and inputs.device.type == "cpu"
+    )
+
+
+def run_by_lengths(
+    rnn: nn.Module, inputs: Tensor, lengths: Tensor, *, length_groups: int = 1
+) -> tuple[Tensor, Tensor]:
+    """Run ``rnn`` (batch-first, zero initial state) over ``inputs`` (B, T, I) with ``lengths`` (B,), all ≥ 1.
+
+    Returns ``outputs`` (B, T, D·H), zero past each length, and the final hidden state
+    ``h_n`` (L·D, B, H) after each sequence's last token: the results of packing the batch.
+
+    ``length_groups`` > 1 runs the padded kernel on that many groups of rows of similar lengths,
+    each cut to its own longest row, for batches whose lengths spread widely (the distinct words of
+    a sentence batch, 1 to 30 characters): the padding then costs less than the extra calls.
+    """
+    if uses_fused_padded_kernel(rnn, inputs):
+        if length_groups <= 1 or inputs.size(0) < 2 * length_groups:
+            return _padded(rnn, inputs, lengths)
+        return _padded_in_groups(rnn, inputs, lengths, length_groups)
+    packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    packed_outputs, state = rnn(packed)
+    outputs, _ = pad_packed_sequence(packed_outputs, batch_first=True, total_length=inputs.size(1))
+    final = state[0] if isinstance(state, tuple) else state
+    return outputs, final
+
+
+def _padded_in_groups(
+    rnn: nn.LSTM, inputs: Tensor, lengths: Tensor, groups: int
+) -> tuple[Tensor, Tensor]:
+    lengths = lengths.to(inputs.device)
+    order = torch.argsort(lengths)
+    outputs, finals = [], []
+    for rows in order.tensor_split(groups):
+        group_lengths = lengths[rows]
+        longest = int(group_lengths.max())
+        group_outputs, group_final = _padded(rnn, inputs[rows, :longest], group_lengths)
+        outputs.append(F.pad(group_outputs, (0, 0, 0, inputs.size(1) - longest)))
+        finals.append(group_final)
+    back = torch.argsort(order)  # row b of the batch is row back[b] of the groups in order
+    return torch.cat(outputs)[back], torch.cat(finals, dim=1)[:, back]
+
+
+def _padded(rnn: nn.LSTM, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    lengths = lengths.to(inputs.device)
+    last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, rnn.hidden_size)  # (B, 1, H)
+    suffixes = ["", "_reverse"] if rnn.bidirectional else [""]
+    layer_input = inputs
+    finals: list[Tensor] = []
+    for layer in range(rnn.num_layers):
+        if layer > 0:
+            layer_input = F.dropout(layer_input, rnn.dropout, training=rnn.training)
+        directions = []
+        for suffix in suffixes:
+            weights = {
+                f"{name}_l0": getattr(rnn, f"{name}_l{layer}{suffix}")
+                for name in _WEIGHTS
+                if hasattr(rnn, f"{name}_l{layer}{suffix}")
+            }
+            one_way = _one_way_lstm(layer_input.size(2), rnn.hidden_size, rnn.bias)
+            if suffix:
+                reversed_outputs = functional_call(
+                    one_way, weights, (reverse_within_lengths(layer_input, lengths),)
+                )[0]
+                finals.append(reversed_outputs.gather(1, last).squeeze(1))
+                directions.append(reverse_within_lengths(reversed_outputs, lengths))
+            else:
+                outputs = functional_call(one_way, weights, (layer_input,))[0]
+                finals.append(outputs.gather(1, last).squeeze(1))
+                directions.append(outputs)
+        layer_input = torch.cat(directions, dim=2) if len(directions) > 1 else directions[0]
+    mask = length_mask(lengths, inputs.size(1)).unsqueeze(2)  # (B, T, 1)
+    return layer_input.masked_fill(~mask, 0.0), torch.stack(finals)
+
+
+_SHELLS = threading.local()
+
+
+def _one_way_lstm(input_size: int, hidden_size: int, bias: bool) -> nn.LSTM:
+    """A one-layer, one-direction LSTM shell whose weights ``functional_call`` supplies.
+
+    Made on the meta device, it holds no memory and never joins a model's parameters. One per thread:
+    ``functional_call`` swaps weights into the shell for the call, so two threads serving requests
+    must not share one.
+    """
+    shells: dict[tuple[int, int, bool], nn.LSTM] = _SHELLS.__dict__.setdefault("lstms", {})
+    key = (input_size, hidden_size, bias)
+    if key not in shells:
+        shells[key] = nn.LSTM(input_size, hidden_size, bias=bias, batch_first=True, device="meta")
+    return shells[key]
