@@ -14,9 +14,9 @@ Loss" (word + character BiLSTM representations, the POS recipe followed here); L
       (U, C) ─char encoder─► (U, Ec) ─index by word_types (B, T)─► (B, T, Ec)
 
 Each sentence stops at its own length (``rnnlab.nn.by_lengths``), so neither direction ever reads
-padding: the backward pass of a short sentence starts at its own last word. The recurrent layers start from zeros, not a random
-state, so a sentence gets the same tags in every batch. The loss reads only positions ``t <
-lengths[b]``; padded positions may hold any id.
+padding: the backward pass of a short sentence starts at its own last word. The recurrent layers
+start from zeros, not a random state, so a sentence gets the same tags in every batch. The loss reads
+only positions ``t < lengths[b]``; padded positions may hold any id.
 
 ``auxiliary`` adds linear layers that read the same recurrent outputs and are trained to predict
 other labels of each token: its frequency bin in the training data (Plank et al.'s auxiliary loss,

@@ -1,5 +1,6 @@
 """Recurrent building blocks: masks, the layer factory, and from-scratch cells and layers."""
 
+from rnnlab.nn.by_lengths import run_by_lengths
 from rnnlab.nn.cells import CoupledLSTMCell, GRUCell, LSTMCell, PeepholeLSTMCell, RNNCell
 from rnnlab.nn.describe import describe, parameter_table
 from rnnlab.nn.factory import CELLS, IMPLS, has_cell_state, make_rnn
@@ -25,5 +26,6 @@ __all__ = [
     "make_rnn",
     "masked_softmax",
     "parameter_table",
+    "run_by_lengths",
     "sequence_mask",
 ]
