@@ -42,17 +42,11 @@ def use_packing(packed: bool) -> None:
     by_lengths.uses_fused_padded_kernel = (lambda rnn, inputs: False) if packed else FUSED_PADDED  # type: ignore[assignment]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/tagger/ud-ewt-upos.yaml")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--windows", type=int, default=5)
-    parser.add_argument("--window-batches", type=int, default=20)
-    args = parser.parse_args()
-
-    torch.set_num_threads(args.threads)
-    config = load_task_config("tagger", args.config, args.set)
+def run(
+    config_path: str, overrides: list[str], *, windows: int = 5, window_batches: int = 20
+) -> dict[str, Any]:
+    """Training and tagging tokens/s of both paths, timed in alternating windows."""
+    config = load_task_config("tagger", config_path, overrides)
     task = TASKS["tagger"](config, Path(tempfile.mkdtemp(prefix="bench-by-lengths-")))
     task.prepare_training()
     task.read_training_data()
@@ -64,7 +58,7 @@ def main() -> None:
     def train_window() -> float:
         model.train()
         tokens = 0
-        for _ in range(args.window_batches):
+        for _ in range(window_batches):
             batch = next(cursor)
             out = task.batch_loss(model, batch, None)
             optimizer.zero_grad()
@@ -73,7 +67,7 @@ def main() -> None:
             tokens += out.num_tokens
         return float(tokens)
 
-    sentences = task.train_data.words[: 64 * args.window_batches] if task.train_data else []
+    sentences = task.train_data.words[: 64 * window_batches] if task.train_data else []
 
     def tag_window() -> float:
         model.eval()
@@ -81,24 +75,39 @@ def main() -> None:
         return float(sum(len(s) for s in sentences))
 
     def as_system(window: Callable[[], float], packed: bool) -> Callable[[], tuple[float, float]]:
-        def run() -> tuple[float, float]:
+        def timed_window() -> tuple[float, float]:
             use_packing(packed)
             return harness.timed(window)
 
-        return run
+        return timed_window
 
     use_packing(False)
     train_window()  # warm-up of both paths
     use_packing(True)
     train_window()
-    results: dict[str, Any] = {"machine": harness.machine_info(), "config": args.config}
-    for name, window in (("train", train_window), ("tag", tag_window)):
-        windows = harness.paired_windows(
-            as_system(window, packed=False), as_system(window, packed=True), args.windows
-        )
-        results[name] = {"unit": "tokens/s", "by_lengths_vs_packed": windows.summary()}
-    use_packing(False)
+    results: dict[str, Any] = {"machine": harness.machine_info(), "config": config_path}
+    try:
+        for name, window in (("train", train_window), ("tag", tag_window)):
+            paired = harness.paired_windows(
+                as_system(window, packed=False), as_system(window, packed=True), windows
+            )
+            results[name] = {"unit": "tokens/s", "by_lengths_vs_packed": paired.summary()}
+    finally:
+        use_packing(False)
     results["load_average_1m_after"] = harness.machine_info()["load_average_1m"]
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/tagger/ud-ewt-upos.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--windows", type=int, default=5)
+    parser.add_argument("--window-batches", type=int, default=20)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = run(args.config, args.set, windows=args.windows, window_batches=args.window_batches)
     print(json.dumps(results, indent=2))
 
 

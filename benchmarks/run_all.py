@@ -23,6 +23,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import bench_by_lengths  # noqa: E402
 import bench_seq2seq  # noqa: E402
 import bench_tasks  # noqa: E402
 import harness  # noqa: E402
@@ -155,6 +156,20 @@ def table(results: dict[str, Any]) -> str:
             rows.append((name, "train tok/s", fmt(res["tokens_per_sec"]), "", "", res["config"]))
         else:
             rows.append((name, "train tok/s", res, "", "", ""))
+    by_lengths = results.get("tagger_by_lengths")
+    if isinstance(by_lengths, dict):
+        for part in ("train", "tag"):
+            paired = by_lengths[part]["by_lengths_vs_packed"]
+            rows.append(
+                (
+                    "tagger (sample)",
+                    f"{part} tok/s, LSTM by lengths vs packed",
+                    fmt(paired["candidate_median"]),
+                    fmt(paired["baseline_median"]),
+                    f"{paired['ratio']:.2f}x",
+                    "",
+                )
+            )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows
@@ -194,6 +209,13 @@ def main(argv: list[str] | None = None) -> int:
         results["seq2seq"][name] = res
     print(f"[{time.time() - started:6.0f}s] other tasks …", flush=True)
     results["tasks"] = bench_tasks.run(quick=args.quick)
+    print(f"[{time.time() - started:6.0f}s] tagger by lengths …", flush=True)
+    results["tagger_by_lengths"] = bench_by_lengths.run(
+        str(HERE.parent / "configs/tagger/ud-ewt-sample.yaml"),
+        [],
+        windows=2 if args.quick else 5,
+        window_batches=5 if args.quick else 20,
+    )
     results["machine_after"] = harness.machine_info()
     results["seconds"] = round(time.time() - started, 1)
     out = Path(args.out)
