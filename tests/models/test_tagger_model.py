@@ -1,4 +1,4 @@
-"""Tagger invariants: packing, padding, batching and order never change a sentence's result."""
+"""Tagger invariants: lengths, padding, batching and order never change a sentence's result."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ def char_encoder(request):
     return request.param
 
 
-def test_packed_equals_unpacked_on_valid_positions(make_task, tmp_path, data_dir, char_encoder):
+def test_batch_equals_each_sentence_alone_on_valid_positions(
+    make_task, tmp_path, data_dir, char_encoder
+):
     torch.manual_seed(0)
     task = make_task(tmp_path, data_dir / "toy.txt", char_encoder=char_encoder)
     model = task.build_model().eval()

@@ -40,12 +40,19 @@ def reverse_within_lengths(x: Tensor, lengths: Tensor) -> Tensor:
 
     Its own inverse: applying it twice gives ``x`` back.
     """
-    steps = x.size(1)
-    positions = torch.arange(steps, device=x.device).unsqueeze(0)  # (1, T)
-    mirrored = lengths.to(x.device).unsqueeze(1) - 1 - positions  # (B, T)
-    source = torch.where(mirrored >= 0, mirrored, positions.expand_as(mirrored))
-    source = source.view(*source.shape, *([1] * (x.dim() - 2))).expand_as(x)
-    return x.gather(1, source)
+    return _gather_steps(x, _mirrored_steps(lengths.to(x.device), x.size(1)))
+
+
+def _mirrored_steps(lengths: Tensor, steps: int) -> Tensor:
+    """(B, T) source step of each step when each row's first ``lengths[b]`` steps are reversed."""
+    positions = torch.arange(steps, device=lengths.device).unsqueeze(0)  # (1, T)
+    mirrored = lengths.unsqueeze(1) - 1 - positions  # (B, T)
+    return torch.where(mirrored >= 0, mirrored, positions.expand_as(mirrored))
+
+
+def _gather_steps(x: Tensor, source: Tensor) -> Tensor:
+    """``x`` (B, T, ...) with step t of row b taken from step ``source[b, t]``."""
+    return x.gather(1, source.view(*source.shape, *([1] * (x.dim() - 2))).expand_as(x))
 
 
 def uses_fused_padded_kernel(rnn: nn.Module, inputs: Tensor) -> TypeGuard[nn.LSTM]:
@@ -100,6 +107,7 @@ def _padded_in_groups(
 def _padded(rnn: nn.LSTM, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
     lengths = lengths.to(inputs.device)
     last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, rnn.hidden_size)  # (B, 1, H)
+    mirrored = _mirrored_steps(lengths, inputs.size(1))  # one reversal serves every layer
     suffixes = ["", "_reverse"] if rnn.bidirectional else [""]
     layer_input = inputs
     finals: list[Tensor] = []
@@ -116,10 +124,10 @@ def _padded(rnn: nn.LSTM, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tens
             one_way = _one_way_lstm(layer_input.size(2), rnn.hidden_size, rnn.bias)
             if suffix:
                 reversed_outputs = functional_call(
-                    one_way, weights, (reverse_within_lengths(layer_input, lengths),)
+                    one_way, weights, (_gather_steps(layer_input, mirrored),)
                 )[0]
                 finals.append(reversed_outputs.gather(1, last).squeeze(1))
-                directions.append(reverse_within_lengths(reversed_outputs, lengths))
+                directions.append(_gather_steps(reversed_outputs, mirrored))
             else:
                 outputs = functional_call(one_way, weights, (layer_input,))[0]
                 finals.append(outputs.gather(1, last).squeeze(1))
