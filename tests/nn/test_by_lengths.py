@@ -1,4 +1,5 @@
-"""``run_by_lengths`` against the reference it replaces: torch.nn's own packed sequences."""
+"""``run_by_lengths`` and ``final_states_by_lengths`` against the reference they replace: torch.nn's
+own packed sequences."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnlab.nn.by_lengths import reverse_within_lengths, run_by_lengths, uses_fused_padded_kernel
+from rnnlab.nn.by_lengths import (
+    final_states_by_lengths,
+    reverse_within_lengths,
+    run_by_lengths,
+    uses_fused_padded_kernel,
+)
 from rnnlab.nn.factory import make_rnn
 
 
@@ -49,21 +55,20 @@ def test_reverse_within_lengths_is_its_own_inverse(lengths: list[int], extra: in
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("length_groups", [1, 3, 8])
 def test_lstm_matches_packing_outputs_state_and_gradients(
-    num_layers: int, bidirectional: bool, bias: bool, length_groups: int
+    num_layers: int, bidirectional: bool, bias: bool
 ) -> None:
     torch.manual_seed(num_layers * 4 + bidirectional * 2 + bias)
     lstm = nn.LSTM(
         5, 7, num_layers=num_layers, bidirectional=bidirectional, bias=bias, batch_first=True
     )
     assert uses_fused_padded_kernel(lstm, torch.zeros(1))
-    lengths = torch.tensor([6, 1, 4, 6, 2, 3, 1])  # 8 groups of 7 rows: one group, padded
+    lengths = torch.tensor([6, 1, 4, 6, 2, 3, 1])
     inputs = torch.randn(7, 7, 5)  # one step longer than the longest sequence
     mine = inputs.clone().requires_grad_()
     reference = inputs.clone().requires_grad_()
 
-    outputs, final = run_by_lengths(lstm, mine, lengths, length_groups=length_groups)
+    outputs, final = run_by_lengths(lstm, mine, lengths)
     expected_outputs, expected_final = packed_reference(lstm, reference, lengths)
     torch.testing.assert_close(outputs, expected_outputs, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(final, expected_final, rtol=1e-5, atol=1e-6)
@@ -76,6 +81,32 @@ def test_lstm_matches_packing_outputs_state_and_gradients(
     reference_grads = torch.autograd.grad(
         (expected_outputs * weights).sum() + (expected_final * final_weights).sum(),
         [reference, *lstm.parameters()],
+    )
+    for got, want in zip(mine_grads, reference_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("length_groups", [1, 3, 8])
+def test_final_states_in_length_groups_match_packing_and_its_gradients(
+    num_layers: int, bidirectional: bool, length_groups: int
+) -> None:
+    torch.manual_seed(num_layers * 2 + bidirectional)
+    lstm = nn.LSTM(5, 7, num_layers=num_layers, bidirectional=bidirectional, batch_first=True)
+    lengths = torch.tensor([6, 1, 4, 6, 2, 3, 1])  # 8 groups of 7 rows: one group, padded
+    inputs = torch.randn(7, 7, 5)
+    mine = inputs.clone().requires_grad_()
+    reference = inputs.clone().requires_grad_()
+
+    final = final_states_by_lengths(lstm, mine, lengths, length_groups=length_groups)
+    expected = packed_reference(lstm, reference, lengths)[1]
+    torch.testing.assert_close(final, expected, rtol=1e-5, atol=1e-6)
+
+    weights = torch.randn_like(final)
+    mine_grads = torch.autograd.grad((final * weights).sum(), [mine, *lstm.parameters()])
+    reference_grads = torch.autograd.grad(
+        (expected * weights).sum(), [reference, *lstm.parameters()]
     )
     for got, want in zip(mine_grads, reference_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
@@ -140,6 +171,9 @@ def test_other_cells_take_the_packed_path(cell: str) -> None:
     expected_outputs, expected_final = packed_reference(rnn, inputs, lengths)
     assert torch.equal(outputs, expected_outputs)
     assert torch.equal(final, expected_final)
+    assert torch.equal(
+        final_states_by_lengths(rnn, inputs, lengths, length_groups=2), expected_final
+    )
 
 
 def test_scratch_lstm_takes_the_packed_path_and_agrees() -> None:

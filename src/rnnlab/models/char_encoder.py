@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from rnnlab.nn.by_lengths import run_by_lengths
+from rnnlab.nn.by_lengths import final_states_by_lengths
 from rnnlab.nn.factory import make_rnn
 from rnnlab.nn.masking import length_mask
 
@@ -46,7 +46,7 @@ class CharRNNEncoder(nn.Module):
 
     def forward(self, chars: Tensor, char_lengths: Tensor) -> Tensor:
         """``chars`` (U, C), ``char_lengths`` (U,) → (U, 2·H)."""
-        _, final = run_by_lengths(
+        final = final_states_by_lengths(
             self.rnn, self.embedding(chars), char_lengths, length_groups=LENGTH_GROUPS
         )  # (2, U, H)
         return final.transpose(0, 1).reshape(chars.size(0), self.output_size)  # (U, 2·H)

@@ -1,6 +1,6 @@
 """Recurrent building blocks: masks, the layer factory, and from-scratch cells and layers."""
 
-from rnnlab.nn.by_lengths import run_by_lengths
+from rnnlab.nn.by_lengths import final_states_by_lengths, run_by_lengths
 from rnnlab.nn.cells import CoupledLSTMCell, GRUCell, LSTMCell, PeepholeLSTMCell, RNNCell
 from rnnlab.nn.describe import describe, parameter_table
 from rnnlab.nn.factory import CELLS, IMPLS, has_cell_state, make_rnn
@@ -21,6 +21,7 @@ __all__ = [
     "PeepholeLSTMCell",
     "RNNCell",
     "describe",
+    "final_states_by_lengths",
     "has_cell_state",
     "length_mask",
     "make_rnn",

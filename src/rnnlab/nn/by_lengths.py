@@ -65,22 +65,16 @@ def uses_fused_padded_kernel(rnn: nn.Module, inputs: Tensor) -> TypeGuard[nn.LST
     )
 
 
-def run_by_lengths(
-    rnn: nn.Module, inputs: Tensor, lengths: Tensor, *, length_groups: int = 1
-) -> tuple[Tensor, Tensor]:
+def run_by_lengths(rnn: nn.Module, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
     """Run ``rnn`` (batch-first, from a zero state) over ``inputs`` (B, T, I) by ``lengths`` (B,) ≥ 1.
 
     Returns ``outputs`` (B, T, D·H), zero past each length, and the final hidden state
     ``h_n`` (L·D, B, H) after each sequence's last token: the results of packing the batch.
-
-    ``length_groups`` > 1 runs the padded kernel on that many groups of rows of similar lengths,
-    each cut to its own longest row, for batches whose lengths spread widely (the distinct words of
-    a sentence batch, 1 to 30 characters): the padding then costs less than the extra calls.
     """
     if uses_fused_padded_kernel(rnn, inputs):
-        if length_groups <= 1 or inputs.size(0) < 2 * length_groups:
-            return _padded(rnn, inputs, lengths)
-        return _padded_in_groups(rnn, inputs, lengths, length_groups)
+        outputs, final = _padded(rnn, inputs, lengths)
+        mask = length_mask(lengths.to(inputs.device), inputs.size(1)).unsqueeze(2)  # (B, T, 1)
+        return outputs.masked_fill(~mask, 0.0), final
     packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
     packed_outputs, state = rnn(packed)
     outputs, _ = pad_packed_sequence(packed_outputs, batch_first=True, total_length=inputs.size(1))
@@ -88,23 +82,33 @@ def run_by_lengths(
     return outputs, final
 
 
-def _padded_in_groups(
-    rnn: nn.LSTM, inputs: Tensor, lengths: Tensor, groups: int
-) -> tuple[Tensor, Tensor]:
+def final_states_by_lengths(
+    rnn: nn.Module, inputs: Tensor, lengths: Tensor, *, length_groups: int = 1
+) -> Tensor:
+    """``run_by_lengths``'s final hidden state ``h_n`` (L·D, B, H) alone.
+
+    ``length_groups`` > 1 runs the padded kernel on that many groups of rows of similar lengths,
+    each cut to its own longest row, for batches whose lengths spread widely (the distinct words of
+    a sentence batch, 1 to 30 characters): the padding then costs less than the extra calls. Only
+    the final states are gathered back into the batch's order, not the outputs nobody reads.
+    """
+    if not uses_fused_padded_kernel(rnn, inputs):
+        return run_by_lengths(rnn, inputs, lengths)[1]
+    if length_groups <= 1 or inputs.size(0) < 2 * length_groups:
+        return _padded(rnn, inputs, lengths)[1]
     lengths = lengths.to(inputs.device)
     order = torch.argsort(lengths)
-    outputs, finals = [], []
-    for rows in order.tensor_split(groups):
+    finals = []
+    for rows in order.tensor_split(length_groups):
         group_lengths = lengths[rows]
         longest = int(group_lengths.max())
-        group_outputs, group_final = _padded(rnn, inputs[rows, :longest], group_lengths)
-        outputs.append(F.pad(group_outputs, (0, 0, 0, inputs.size(1) - longest)))
-        finals.append(group_final)
+        finals.append(_padded(rnn, inputs[rows, :longest], group_lengths)[1])
     back = torch.argsort(order)  # row b of the batch is row back[b] of the groups in order
-    return torch.cat(outputs)[back], torch.cat(finals, dim=1)[:, back]
+    return torch.cat(finals, dim=1)[:, back]
 
 
 def _padded(rnn: nn.LSTM, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    """Outputs (B, T, D·H), arbitrary past each length, and ``h_n`` (L·D, B, H)."""
     lengths = lengths.to(inputs.device)
     last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, rnn.hidden_size)  # (B, 1, H)
     mirrored = _mirrored_steps(lengths, inputs.size(1))  # one reversal serves every layer
@@ -133,8 +137,7 @@ def _padded(rnn: nn.LSTM, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tens
                 finals.append(outputs.gather(1, last).squeeze(1))
                 directions.append(outputs)
         layer_input = torch.cat(directions, dim=2) if len(directions) > 1 else directions[0]
-    mask = length_mask(lengths, inputs.size(1)).unsqueeze(2)  # (B, T, 1)
-    return layer_input.masked_fill(~mask, 0.0), torch.stack(finals)
+    return layer_input, torch.stack(finals)
 
 
 _SHELLS = threading.local()
