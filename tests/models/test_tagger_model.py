@@ -136,3 +136,23 @@ def test_long_words_keep_prefix_and_suffix(make_task, tmp_path, data_dir):
     assert task.char_vocab.decode(ids) == list("Theogg")
     chars, lengths = pad_batch([task.spell(""), task.spell("dog")], 0)
     assert lengths.tolist() == [1, 3]
+
+
+@pytest.mark.parametrize("variational", [False, True])
+def test_variational_dropout_drops_a_feature_for_a_whole_sentence(
+    make_task, tmp_path, data_dir, variational
+):
+    torch.manual_seed(0)
+    task = make_task(tmp_path, data_dir / "toy.txt", dropout=0.5, variational_dropout=variational)
+    model = task.build_model().train()
+    ratios = []  # kept / input of each dropout call: the recurrent layers' inputs, then outputs
+    model.dropout.register_forward_hook(lambda _, args, out: ratios.append(out / args[0]))
+    batch = task.make_batch(_sentences(task))
+    model(batch.words, batch.lengths, batch.chars, batch.char_lengths, batch.word_types)
+    assert len(ratios) == 2
+    for ratio in ratios:
+        same_over_time = all(
+            torch.allclose(ratio[b, :n], ratio[b, :1].expand(n, -1))
+            for b, n in enumerate(batch.lengths.tolist())
+        )
+        assert same_over_time == variational

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from rnnlab.models.char_encoder import CharCNNEncoder, CharRNNEncoder
 from rnnlab.models.crf import LinearChainCRF
 from rnnlab.nn.by_lengths import run_by_lengths
+from rnnlab.nn.dropout import SequenceDropout
 from rnnlab.nn.factory import make_rnn
 from rnnlab.nn.masking import length_mask
 
@@ -55,6 +56,7 @@ class RNNTagger(nn.Module):
         char_encoder: CharRNNEncoder | CharCNNEncoder | None = None,
         crf: bool = False,
         word_dropout: float = 0.0,
+        variational_dropout: bool = False,
         auxiliary: dict[str, int] | None = None,
         padding_idx: int = 0,
         unk_idx: int = 1,
@@ -63,7 +65,8 @@ class RNNTagger(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embed_size, padding_idx=padding_idx)
         self.char_encoder = char_encoder
         input_size = embed_size + (char_encoder.output_size if char_encoder is not None else 0)
-        self.dropout = nn.Dropout(dropout)
+        # Around the recurrent layers: a mask per token, or one per sentence (variational).
+        self.dropout = SequenceDropout(dropout) if variational_dropout else nn.Dropout(dropout)
         self.rnn = make_rnn(
             cell,
             rnn_impl,

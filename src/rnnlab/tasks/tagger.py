@@ -95,6 +95,9 @@ class TaggerModelConfig(PretrainedEmbeddingFields, ModelConfig):
     """Char CNN window (odd)."""
     word_dropout: float = 0.0
     """Probability of replacing a training token's word id by <unk> (characters are kept)."""
+    variational_dropout: bool = False
+    """Drop the same features of a sentence at every position (Gal & Ghahramani 2016) in the
+    dropout before and after the word-level recurrent layers, instead of a new mask per token."""
     freq_bin_weight: float = 0.0
     """Weight of an auxiliary loss predicting each token's frequency bin, min(int(ln count), 15),
     in the training data (Plank et al. 2016); 0: no such output."""
@@ -395,6 +398,7 @@ class TaggerTask(Task):
             char_encoder=char_encoder,
             crf=cfg.crf,
             word_dropout=cfg.word_dropout,
+            variational_dropout=cfg.variational_dropout,
             auxiliary=self._auxiliary_outputs(),
             padding_idx=self.word_vocab.pad_id,
             unk_idx=self.word_vocab.unk_id,
