@@ -59,6 +59,10 @@ class ModelConfig:
     dropout: float = 0.1
     """Dropout between recurrent layers and on embeddings/outputs."""
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout: {self.dropout!r} is outside [0, 1)")
+
 
 @dataclasses.dataclass
 class TrainConfig:

@@ -40,6 +40,14 @@ def test_wrong_types_are_errors(override, message):
         load_config(Seq2SeqConfig, None, [override])
 
 
+@pytest.mark.parametrize("task", ["seq2seq", "lm", "tagger"])
+@pytest.mark.parametrize("dropout", ["1.0", "-0.1", "1.5"])
+def test_dropout_outside_zero_one_is_an_error_in_every_task(task, dropout):
+    with pytest.raises(ConfigError, match=r"model.dropout: .* is outside \[0, 1\)"):
+        load_config(task_class(task).config_class, None, [f"model.dropout={dropout}"])
+    load_config(task_class(task).config_class, None, ["model.dropout=0.0"])  # the bound itself
+
+
 def test_errors_in_files_name_the_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  epochs: [1\n", encoding="utf-8")

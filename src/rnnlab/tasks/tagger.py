@@ -110,6 +110,7 @@ class TaggerModelConfig(PretrainedEmbeddingFields, ModelConfig):
     the sum of both losses; tagging is unchanged."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for key in ("freq_bin_weight", "aux_tag_weight", "adversarial_epsilon"):
             if getattr(self, key) < 0:
                 raise ConfigError(
