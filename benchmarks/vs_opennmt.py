@@ -357,11 +357,11 @@ def onmt_translate(
     return float(match[1]), output.read_text(encoding="utf-8").splitlines()
 
 
-def references(translator: Translator, split: str) -> tuple[list[str], list[str]]:
+def sources_and_references(translator: Translator, split: str) -> tuple[list[str], list[str]]:
+    """A split's source lines, and its targets normalised as ``rnnlab evaluate`` scores them."""
     task = translator.task
     pairs = list(task.read_pairs(str(DATA / split)))
-    refs = task.encode_pairs(pairs).references
-    return [pair.src for pair in pairs], refs
+    return [pair.src for pair in pairs], task.encode_pairs(pairs).references
 
 
 def decode(
@@ -369,7 +369,7 @@ def decode(
 ) -> dict[str, Any]:
     translator = load_translator(run, threads)
     detok = translator.task.tgt_tokenizer.decode
-    sources, _ = references(translator, "val")
+    sources = [pair.src for pair in translator.task.read_pairs(str(DATA / "val"))]
     seconds: dict[str, list[float]] = {}
     for _ in range(rounds):
         for width in (1, beam):
@@ -388,7 +388,7 @@ def decode(
         ratios[f"rnnlab / best opennmt-py, beam {width}"] = round(
             per_sec[f"rnnlab beam {width}"] / best_onmt, 3
         )
-    test_sources, test_refs = references(translator, "test_2016_flickr")
+    test_sources, test_refs = sources_and_references(translator, "test_2016_flickr")
     bleu = {}
     for width in (1, beam):
         ours = [
