@@ -160,19 +160,16 @@ def build_vocab(bin_dir: Path, work: Path) -> None:
 
 
 # -- counting -------------------------------------------------------------------------------------
-def mean_pieces(work: Path, split: str, lang: str) -> float:
-    """Pieces per sentence plus the end-of-sentence token, over pairs both systems train on."""
+def mean_pieces(work: Path, split: str) -> tuple[float, float]:
+    """Source and target pieces per sentence, each plus its end-of-sentence token, over the pairs
+    both systems train on (neither side over ``MAX_PIECES``)."""
     with (
         open(work / f"{split}.de.sp", encoding="utf-8") as de,
         open(work / f"{split}.en.sp", encoding="utf-8") as en,
     ):
-        lengths = [
-            (len(s.split()), len(t.split()))
-            for s, t in zip(de, en, strict=True)
-            if len(s.split()) <= MAX_PIECES and len(t.split()) <= MAX_PIECES
-        ]
-    side = 0 if lang == "de" else 1
-    return statistics.fmean(pair[side] for pair in lengths) + 1
+        lengths = [(len(s.split()), len(t.split())) for s, t in zip(de, en, strict=True)]
+    kept = [(s, t) for s, t in lengths if s <= MAX_PIECES and t <= MAX_PIECES]
+    return statistics.fmean(s for s, _ in kept) + 1, statistics.fmean(t for _, t in kept) + 1
 
 
 def macs_per_sentence(system: str, *, src: float, tgt: float, vocab: int) -> float:
@@ -210,7 +207,7 @@ def model_sizes(run: str, work: Path) -> dict[str, Any]:
     rnnlab_vocab = len(vocab)
     with open(work / "onmt" / "vocab.tgt", encoding="utf-8") as handle:
         onmt_vocab = -(-(sum(1 for _ in handle) + 4) // 8) * 8  # 4 specials, padded to 8
-    src, tgt = mean_pieces(work, "train", "de"), mean_pieces(work, "train", "en")
+    src, tgt = mean_pieces(work, "train")
     rnnlab_macs = macs_per_sentence("rnnlab", src=src, tgt=tgt, vocab=rnnlab_vocab)
     onmt_macs = macs_per_sentence("opennmt", src=src, tgt=tgt, vocab=onmt_vocab)
     return {
