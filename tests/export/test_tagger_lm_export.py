@@ -23,19 +23,40 @@ TAGGERS = [
     {"crf": True, "char_encoder": "rnn", "cell": "gru", "lowercase": True},
     {"crf": False, "char_encoder": "cnn", "cell": "lstm"},
     {"crf": True, "char_encoder": "none", "cell": "coupled_lstm", "lowercase": True},
+    {"crf": True, "char_encoder": "rnn", "cell": "lstm", "lowercase": True, "vectors": True},
 ]
 
 
-@pytest.fixture(scope="module", params=TAGGERS, ids=lambda p: f"{p['char_encoder']}-crf{p['crf']}")
+def _vectors(path: Path, words: list[str], size: int) -> dict[str, object]:
+    """A vector file for ``words`` and the model keys of frozen vectors with a trainable part."""
+    rng = np.random.default_rng(0)
+    lines = [w + " " + " ".join(f"{x:.4f}" for x in rng.standard_normal(size)) for w in words]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {
+        "pretrained_embeddings": str(path),
+        "freeze_embeddings": True,
+        "trainable_embed_size": 5,
+    }
+
+
+@pytest.fixture(
+    scope="module",
+    params=TAGGERS,
+    ids=lambda p: f"{p['char_encoder']}-crf{p['crf']}" + ("-vectors" if p.get("vectors") else ""),
+)
 def tagger(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("tagger")
-    model_options = {k: v for k, v in request.param.items() if k != "lowercase"}
+    model_options = {k: v for k, v in request.param.items() if k not in ("lowercase", "vectors")}
+    if request.param.get("vectors"):
+        words = ["the", "a", "of", "to", "and", "is", "in", "it", "zebra", "wombat"]
+        model_options.update(_vectors(root / "vectors.txt", words, 8))
     config = {
         "data": {
             "train": f"{EWT}/train.conllu",
             "valid": "",
             "max_examples": 200,
             "lowercase": request.param.get("lowercase", False),
+            "extend_vocab_from_embeddings": bool(request.param.get("vectors")),
         },
         "model": {
             "embed_size": 8,

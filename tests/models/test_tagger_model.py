@@ -156,3 +156,61 @@ def test_variational_dropout_drops_a_feature_for_a_whole_sentence(
             for b, n in enumerate(batch.lengths.tolist())
         )
         assert same_over_time == variational
+
+
+def _two_part_tagger(**options):
+    """A tagger over 6 words: ids 0–3 specials, 4 seen in training, 5 known only from vectors."""
+    from rnnlab.models.tagger import RNNTagger
+
+    known = torch.tensor([False, False, False, False, True, False])
+    return RNNTagger(
+        vocab_size=6,
+        num_tags=3,
+        embed_size=4,
+        hidden_size=5,
+        trainable_embed_size=3,
+        known_words=known,
+        **options,
+    )
+
+
+def test_trainable_part_starts_at_zero_and_unseen_words_share_unk_row():
+    torch.manual_seed(0)
+    model = _two_part_tagger().eval()
+    assert torch.count_nonzero(model.trainable_embedding.weight) == 0
+    with torch.no_grad():
+        model.trainable_embedding.weight.normal_()
+    words = torch.tensor([[4, 5, 1, 0]])
+    vectors = model.word_vectors(words)  # (1, 4, 4 + 3)
+    assert vectors.shape == (1, 4, 7)
+    assert torch.equal(vectors[0, :, :4], model.embedding.weight[[4, 5, 1, 0]])
+    trainable = model.trainable_embedding.weight
+    assert torch.equal(vectors[0, 0, 4:], trainable[4])  # a training word: its own row
+    assert torch.equal(vectors[0, 1, 4:], trainable[1])  # known only from vectors: <unk>'s row
+    assert torch.equal(vectors[0, 2, 4:], trainable[1])
+    assert torch.equal(vectors[0, 3, 4:], trainable[0])  # <pad> keeps its own row
+
+
+def test_word_dropout_draws_each_part_independently():
+    torch.manual_seed(0)
+    model = _two_part_tagger(word_dropout=0.5).train()
+    with torch.no_grad():  # row i holds i everywhere, so an output tells which row was read
+        model.embedding.weight.copy_(torch.arange(6.0).unsqueeze(1).expand(6, 4))
+        model.trainable_embedding.weight.copy_(torch.arange(6.0).unsqueeze(1).expand(6, 3))
+    vectors = model.word_vectors(torch.full((1, 40_000), 4))
+    pretrained_dropped = vectors[0, :, 0] == 1
+    trainable_dropped = vectors[0, :, 4] == 1
+    assert pretrained_dropped.float().mean().item() == pytest.approx(0.5, abs=0.01)
+    assert trainable_dropped.float().mean().item() == pytest.approx(0.5, abs=0.01)
+    both = (pretrained_dropped & trainable_dropped).float().mean().item()
+    assert both == pytest.approx(0.25, abs=0.01)  # one draw for both parts would give 0.5
+    assert torch.equal(
+        model.eval().word_vectors(torch.full((1, 50), 4))[0, :, 0], torch.full((50,), 4.0)
+    )
+
+
+def test_trainable_part_needs_a_mask_of_the_vocabulary():
+    from rnnlab.models.tagger import RNNTagger
+
+    with pytest.raises(ValueError, match="known_words"):
+        RNNTagger(vocab_size=6, num_tags=3, embed_size=4, hidden_size=5, trainable_embed_size=3)

@@ -107,6 +107,39 @@ def test_tagger_free_rows_train_and_frozen_rows_stay(tmp_path: Path):
     assert not torch.allclose(moved, expected)
 
 
+def test_trainable_part_learns_beside_frozen_vectors_and_vector_only_words_read_unk(
+    tmp_path: Path,
+):
+    seen = sorted(set(train_words()))
+    vectors = glove_for([*seen[: len(seen) // 2], "zebra"], tmp_path / "v.txt")
+    out = tmp_path / "run"
+    args = tagger_args(
+        out,
+        tmp_path / "v.txt",
+        "model.freeze_embeddings=true",
+        "model.trainable_embed_size=4",
+        "data.extend_vocab_from_embeddings=true",
+    )
+    assert main(args) == 0
+    vocab = json.loads((out / "vocab.words.json").read_text())["tokens"]
+    state = load_file(str(out / "last" / "model.safetensors"))
+    for word, vector in vectors.items():  # the pretrained part stays as the file has it
+        assert torch.equal(state["embedding.weight"][vocab.index(word)], torch.from_numpy(vector))
+    trainable = state["trainable_embedding.weight"]
+    assert trainable.shape == (len(vocab), 4)
+    zebra, unk = vocab.index("zebra"), vocab.index("<unk>")
+    assert torch.count_nonzero(trainable[zebra]) == 0  # never read: "zebra" reads <unk>'s row
+    assert int(state["trainable_rows"][zebra]) == unk
+    assert [int(state["trainable_rows"][vocab.index(w)]) for w in seen] == [
+        vocab.index(w) for w in seen
+    ]
+    assert torch.count_nonzero(trainable[[vocab.index(w) for w in seen]]) > 0  # they learnt
+    run = open_run(out, device="cpu")
+    assert run.task.encode_words(["zebra"]) == [zebra]
+    part = run.model.eval().word_vectors(torch.tensor([[zebra]]))[0, 0, DIM:]
+    assert torch.equal(part, run.model.trainable_embedding.weight[unk])
+
+
 def test_unseen_word_gets_its_vector_at_test_time(tmp_path: Path):
     glove_for([*sorted(set(train_words()))[:5], "wombat"], tmp_path / "v.txt")
     out = tmp_path / "run"
@@ -207,6 +240,11 @@ def test_seq2seq_sides_read_their_own_files(tmp_path: Path, reverse_corpus):
             ["model.freeze_embeddings=true", "train.weight_decay=0.1"],
             "weight_decay",
         ),
+        (
+            "the " + " ".join(["1"] * DIM) + "\n",
+            ["model.trainable_embed_size=4"],
+            "model.trainable_embed_size needs model.freeze_embeddings: true",
+        ),
     ],
 )
 def test_bad_inputs_exit_2_with_one_line(tmp_path: Path, capsys, content, extra, needle):
@@ -217,7 +255,7 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path: Path, capsys, content, extra,
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("rnnlab: error:") and needle in err and len(err.splitlines()) == 1
-    if content is not None and "embed_size" in needle:
+    if content is not None and "but model.embed_size" in needle:
         assert str(path) in err
 
 

@@ -186,7 +186,7 @@ class TaggerEmissions(nn.Module):
 
     def forward(self, words: Tensor, lengths: Tensor, *chars: Tensor) -> Tensor:
         tagger = self.tagger
-        embedded = tagger.embedding(words)  # (B, T, E)
+        embedded = tagger.word_vectors(words)  # (B, T, E [+ Et])
         if tagger.char_encoder is not None:
             char_ids, char_lengths, word_types = chars
             vectors = self._char_vectors(char_ids, char_lengths)  # (U, Ec)

@@ -18,6 +18,13 @@ padding: the backward pass of a short sentence starts at its own last word. The 
 start from zeros, not a random state, so a sentence gets the same tags in every batch. The loss reads
 only positions ``t < lengths[b]``; padded positions may hold any id.
 
+``trainable_embed_size`` > 0 gives each word two parts: its row of ``embedding`` (pretrained vectors,
+kept fixed by the task) and a trainable row that only words seen in training own (``known_words``);
+words known only from the vector file share ``<unk>``'s trainable row, as Stanza's tagger does (Qi et
+al. 2020). With one fine-tuned table, the training words' vectors drift while the words only the
+vector file knows stay where the file put them, out of step with what the tagger learnt; a fixed
+pretrained part keeps every word in one space, and the trainable part still adapts the training words.
+
 ``auxiliary`` adds linear layers that read the same recurrent outputs and are trained to predict
 other labels of each token: its frequency bin in the training data (Plank et al.'s auxiliary loss,
 meant to help rare words) or the tags of a second column (multi-task learning, e.g. XPOS beside
@@ -57,14 +64,30 @@ class RNNTagger(nn.Module):
         crf: bool = False,
         word_dropout: float = 0.0,
         variational_dropout: bool = False,
+        trainable_embed_size: int = 0,
+        known_words: Tensor | None = None,
         auxiliary: dict[str, int] | None = None,
         padding_idx: int = 0,
         unk_idx: int = 1,
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_size, padding_idx=padding_idx)
+        self.trainable_embedding: nn.Embedding | None = None
+        if trainable_embed_size > 0:
+            if known_words is None or known_words.shape != (vocab_size,):
+                raise ValueError("trainable_embed_size needs known_words, a (vocab_size,) mask")
+            self.trainable_embedding = nn.Embedding(
+                vocab_size, trainable_embed_size, padding_idx=padding_idx
+            )
+            # From zero: training starts from the pretrained part alone, and a rare word's row
+            # stays small instead of keeping random noise its few occurrences never train away.
+            nn.init.zeros_(self.trainable_embedding.weight)
+            rows = torch.where(known_words, torch.arange(vocab_size), torch.tensor(unk_idx))
+            rows[padding_idx] = padding_idx
+            self.register_buffer("trainable_rows", rows)  # (V,) word id → its trainable row
         self.char_encoder = char_encoder
-        input_size = embed_size + (char_encoder.output_size if char_encoder is not None else 0)
+        input_size = embed_size + trainable_embed_size
+        input_size += char_encoder.output_size if char_encoder is not None else 0
         # Around the recurrent layers: a mask per token, or one per sentence (variational).
         self.dropout = SequenceDropout(dropout) if variational_dropout else nn.Dropout(dropout)
         self.rnn = make_rnn(
@@ -93,19 +116,36 @@ class RNNTagger(nn.Module):
         char_lengths: Tensor | None = None,
         word_types: Tensor | None = None,
     ) -> Tensor:
-        """Token representations before the recurrent layers: (B, T, E [+ Ec])."""
-        if self.training and self.word_dropout > 0:
-            # Replace random tokens by <unk> so its embedding is learnt in real contexts and the
-            # tagger learns to lean on the characters of words it has no embedding for.
-            dropped = torch.rand(words.shape, device=words.device) < self.word_dropout
-            words = words.masked_fill(dropped, self.unk_idx)
-        embedded = self.embedding(words)  # (B, T, E)
+        """Token representations before the recurrent layers: (B, T, E [+ Et] [+ Ec])."""
+        embedded = self.word_vectors(words)  # (B, T, E [+ Et])
         if self.char_encoder is None:
             return embedded
         if chars is None or char_lengths is None or word_types is None:
             raise ValueError("this tagger reads characters: pass chars, char_lengths, word_types")
         char_vectors = self.char_encoder(chars, char_lengths)  # (U, Ec)
         return torch.cat([embedded, char_vectors[word_types]], dim=2)  # (B, T, E + Ec)
+
+    def word_vectors(self, words: Tensor) -> Tensor:
+        """The word-embedding part of ``embed``: (B, T) ids → (B, T, E [+ Et])."""
+        if self.trainable_embedding is None:
+            return self.embedding(self._word_dropout(words))  # (B, T, E)
+        rows: Tensor = self.get_buffer("trainable_rows")[words]  # (B, T)
+        # Independent draws: a token may lose its trainable row (as a word only the vector file
+        # knows), its pretrained row (as a training word without a vector), or both.
+        pretrained = self.embedding(self._word_dropout(words))  # (B, T, E)
+        trainable = self.trainable_embedding(self._word_dropout(rows))  # (B, T, Et)
+        return torch.cat([pretrained, trainable], dim=2)
+
+    def _word_dropout(self, words: Tensor) -> Tensor:
+        """In training, replace a fraction ``word_dropout`` of the ids by ``<unk>``.
+
+        So ``<unk>``'s embedding is learnt in real contexts and the tagger learns to lean on the
+        characters of words it has no embedding for.
+        """
+        if not self.training or self.word_dropout == 0:
+            return words
+        dropped = torch.rand(words.shape, device=words.device) < self.word_dropout
+        return words.masked_fill(dropped, self.unk_idx)
 
     def forward(
         self,

@@ -94,7 +94,8 @@ class TaggerModelConfig(PretrainedEmbeddingFields, ModelConfig):
     char_kernel_size: int = 3
     """Char CNN window (odd)."""
     word_dropout: float = 0.0
-    """Probability of replacing a training token's word id by <unk> (characters are kept)."""
+    """Probability of replacing a training token's word id by <unk> (characters are kept); with
+    model.trainable_embed_size, drawn for each part of the word vector on its own."""
     variational_dropout: bool = False
     """Drop the same features of a sentence at every position (Gal & Ghahramani 2016) in the
     dropout before and after the word-level recurrent layers, instead of a new mask per token."""
@@ -103,6 +104,10 @@ class TaggerModelConfig(PretrainedEmbeddingFields, ModelConfig):
     in the training data (Plank et al. 2016); 0: no such output."""
     aux_tag_weight: float = 1.0
     """Weight of the loss on ``data.aux_tag_column``'s tags (when that is set)."""
+    trainable_embed_size: int = 0
+    """With model.freeze_embeddings: a trainable embedding of this size beside the fixed pretrained
+    vectors, one row per word seen in training, starting at zero; words only the vector file knows
+    share <unk>'s row (Qi et al. 2020). 0: none."""
     adversarial_epsilon: float = 0.0
     """Adversarial training (Yasunaga et al. 2018): each batch's loss also on its word + character
     representations moved along the loss gradient, by a root-mean-square of this much per
@@ -111,7 +116,12 @@ class TaggerModelConfig(PretrainedEmbeddingFields, ModelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("freq_bin_weight", "aux_tag_weight", "adversarial_epsilon"):
+        for key in (
+            "freq_bin_weight",
+            "aux_tag_weight",
+            "adversarial_epsilon",
+            "trainable_embed_size",
+        ):
             if getattr(self, key) < 0:
                 raise ConfigError(
                     f"model.{key}: {getattr(self, key)!r} is negative; 0 turns it off"
@@ -144,6 +154,11 @@ class TaggerConfig(RunConfig):
             one_hot=False,
             weight_decay=self.train.weight_decay,
         )
+        if self.model.trainable_embed_size > 0 and not self.model.freeze_embeddings:
+            raise ConfigError(
+                "model.trainable_embed_size needs model.freeze_embeddings: true (without it the "
+                "pretrained vectors are trainable themselves)"
+            )
         if self.data.aux_tag_column == self.data.tag_column:
             raise ConfigError(
                 f"data.aux_tag_column: {self.data.aux_tag_column!r} is data.tag_column itself"
@@ -400,6 +415,8 @@ class TaggerTask(Task):
             crf=cfg.crf,
             word_dropout=cfg.word_dropout,
             variational_dropout=cfg.variational_dropout,
+            trainable_embed_size=cfg.trainable_embed_size,
+            known_words=self._known_words() if cfg.trainable_embed_size > 0 else None,
             auxiliary=self._auxiliary_outputs(),
             padding_idx=self.word_vocab.pad_id,
             unk_idx=self.word_vocab.unk_id,
@@ -408,6 +425,12 @@ class TaggerTask(Task):
             tagger.embedding, self.pretrained, cfg, side="word", pad_id=self.word_vocab.pad_id
         )
         return tagger
+
+    def _known_words(self) -> Tensor:
+        """(V,) True for the vocabulary's words seen in training (as ``data.lowercase`` folds them)."""
+        assert self.word_vocab is not None
+        seen = {self.normalise(w) for w in self.train_words}
+        return torch.tensor([w in seen for w in self.word_vocab.itos], dtype=torch.bool)
 
     def _auxiliary_outputs(self) -> dict[str, int]:
         """Name → number of classes of each auxiliary output the config asks for."""
