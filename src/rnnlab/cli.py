@@ -323,10 +323,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
         extra["per_tag"] = True
     metrics = run.task.evaluate(run.model, args.data, run.device, **extra)
-    if args.json:
-        print(json.dumps(metrics, indent=2))
-    else:
-        _print_metrics(metrics)
+    _print_metrics(metrics, as_json=args.json)
     return 0
 
 
@@ -337,14 +334,15 @@ def _evaluate_ensemble(args: argparse.Namespace) -> int:
         raise RnnlabError("evaluate: --beam does not apply to an ensemble of taggers")
     ensemble = load_ensemble(args.runs, command="evaluate", device=args.device, overrides=args.set)
     metrics = ensemble.evaluate(args.data, per_tag=args.per_tag)
-    if args.json:
-        print(json.dumps(metrics, indent=2))
-    else:
-        _print_metrics(metrics)
+    _print_metrics(metrics, as_json=args.json)
     return 0
 
 
-def _print_metrics(metrics: dict[str, Any]) -> None:
+def _print_metrics(metrics: dict[str, Any], *, as_json: bool) -> None:
+    """One JSON document, or one ``key<TAB>value`` line per (flattened) metric."""
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+        return
     for key, value in _flatten(metrics):
         print(f"{key}\t{value:.4f}" if isinstance(value, float) else f"{key}\t{value}")
 
@@ -358,10 +356,7 @@ def _evaluate_exported(args: argparse.Namespace) -> int:
     metrics = evaluate_export(
         model, args.data, beam_size=args.beam, per_tag=args.per_tag, progress=progress
     )
-    if args.json:
-        print(json.dumps(metrics, indent=2))
-    else:
-        _print_metrics(metrics)
+    _print_metrics(metrics, as_json=args.json)
     return 0
 
 
