@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rnnlab.data.batching import pad_batch
+from rnnlab.models.tagger import RNNTagger
 
 
 def _sentences(task):
@@ -160,8 +161,6 @@ def test_variational_dropout_drops_a_feature_for_a_whole_sentence(
 
 def _two_part_tagger(**options):
     """A tagger over 6 words: ids 0–3 specials, 4 seen in training, 5 known only from vectors."""
-    from rnnlab.models.tagger import RNNTagger
-
     known = torch.tensor([False, False, False, False, True, False])
     return RNNTagger(
         vocab_size=6,
@@ -185,10 +184,12 @@ def test_trainable_part_starts_at_zero_and_unseen_words_share_unk_row():
     assert vectors.shape == (1, 4, 7)
     assert torch.equal(vectors[0, :, :4], model.embedding.weight[[4, 5, 1, 0]])
     trainable = model.trainable_embedding.weight
-    assert torch.equal(vectors[0, 0, 4:], trainable[4])  # a training word: its own row
+    assert trainable.shape == (3, 3)  # rows for <pad>, <unk> and word 4 only
+    assert torch.equal(vectors[0, 0, 4:], trainable[2])  # a training word: its own row
     assert torch.equal(vectors[0, 1, 4:], trainable[1])  # known only from vectors: <unk>'s row
     assert torch.equal(vectors[0, 2, 4:], trainable[1])
     assert torch.equal(vectors[0, 3, 4:], trainable[0])  # <pad> keeps its own row
+    assert len({tuple(trainable[i].tolist()) for i in range(3)}) == 3  # three distinct rows read
 
 
 def test_word_dropout_draws_each_part_independently():
@@ -196,10 +197,10 @@ def test_word_dropout_draws_each_part_independently():
     model = _two_part_tagger(word_dropout=0.5).train()
     with torch.no_grad():  # row i holds i everywhere, so an output tells which row was read
         model.embedding.weight.copy_(torch.arange(6.0).unsqueeze(1).expand(6, 4))
-        model.trainable_embedding.weight.copy_(torch.arange(6.0).unsqueeze(1).expand(6, 3))
+        model.trainable_embedding.weight.copy_(torch.arange(3.0).unsqueeze(1).expand(3, 3))
     vectors = model.word_vectors(torch.full((1, 40_000), 4))
-    pretrained_dropped = vectors[0, :, 0] == 1
-    trainable_dropped = vectors[0, :, 4] == 1
+    pretrained_dropped = vectors[0, :, 0] == 1  # <unk> is id 1 of the vocabulary
+    trainable_dropped = vectors[0, :, 4] == 1  # and row 1 of the trainable part
     assert pretrained_dropped.float().mean().item() == pytest.approx(0.5, abs=0.01)
     assert trainable_dropped.float().mean().item() == pytest.approx(0.5, abs=0.01)
     both = (pretrained_dropped & trainable_dropped).float().mean().item()
@@ -210,7 +211,5 @@ def test_word_dropout_draws_each_part_independently():
 
 
 def test_trainable_part_needs_a_mask_of_the_vocabulary():
-    from rnnlab.models.tagger import RNNTagger
-
     with pytest.raises(ValueError, match="known_words"):
         RNNTagger(vocab_size=6, num_tags=3, embed_size=4, hidden_size=5, trainable_embed_size=3)

@@ -76,14 +76,19 @@ class RNNTagger(nn.Module):
         if trainable_embed_size > 0:
             if known_words is None or known_words.shape != (vocab_size,):
                 raise ValueError("trainable_embed_size needs known_words, a (vocab_size,) mask")
+            # Rows only for <pad>, <unk> and the training words: a vector file of a large
+            # vocabulary adds words to the vocabulary but no trainable rows, nor optimizer state.
+            owners = known_words.clone()
+            owners[[padding_idx, unk_idx]] = True
+            compact = torch.cumsum(owners, 0) - 1  # (V,) row among the owners
+            self.trainable_unk_row = int(compact[unk_idx])
             self.trainable_embedding = nn.Embedding(
-                vocab_size, trainable_embed_size, padding_idx=padding_idx
+                int(owners.sum()), trainable_embed_size, padding_idx=int(compact[padding_idx])
             )
             # From zero: training starts from the pretrained part alone, and a rare word's row
             # stays small instead of keeping random noise its few occurrences never train away.
             nn.init.zeros_(self.trainable_embedding.weight)
-            rows = torch.where(known_words, torch.arange(vocab_size), torch.tensor(unk_idx))
-            rows[padding_idx] = padding_idx
+            rows = torch.where(owners, compact, self.trainable_unk_row)
             self.register_buffer("trainable_rows", rows)  # (V,) word id → its trainable row
         self.char_encoder = char_encoder
         input_size = embed_size + trainable_embed_size
@@ -123,29 +128,31 @@ class RNNTagger(nn.Module):
         if chars is None or char_lengths is None or word_types is None:
             raise ValueError("this tagger reads characters: pass chars, char_lengths, word_types")
         char_vectors = self.char_encoder(chars, char_lengths)  # (U, Ec)
-        return torch.cat([embedded, char_vectors[word_types]], dim=2)  # (B, T, E + Ec)
+        return torch.cat([embedded, char_vectors[word_types]], dim=2)  # (B, T, E [+ Et] + Ec)
 
     def word_vectors(self, words: Tensor) -> Tensor:
         """The word-embedding part of ``embed``: (B, T) ids → (B, T, E [+ Et])."""
         if self.trainable_embedding is None:
-            return self.embedding(self._word_dropout(words))  # (B, T, E)
+            return self.embedding(self._word_dropout(words, self.unk_idx))  # (B, T, E)
         rows: Tensor = self.get_buffer("trainable_rows")[words]  # (B, T)
         # Independent draws: a token may lose its trainable row (as a word only the vector file
         # knows), its pretrained row (as a training word without a vector), or both.
-        pretrained = self.embedding(self._word_dropout(words))  # (B, T, E)
-        trainable = self.trainable_embedding(self._word_dropout(rows))  # (B, T, Et)
+        pretrained = self.embedding(self._word_dropout(words, self.unk_idx))  # (B, T, E)
+        trainable = self.trainable_embedding(
+            self._word_dropout(rows, self.trainable_unk_row)
+        )  # (B, T, Et)
         return torch.cat([pretrained, trainable], dim=2)
 
-    def _word_dropout(self, words: Tensor) -> Tensor:
-        """In training, replace a fraction ``word_dropout`` of the ids by ``<unk>``.
+    def _word_dropout(self, ids: Tensor, unk: int) -> Tensor:
+        """In training, replace a fraction ``word_dropout`` of the ``ids`` by ``unk``.
 
         So ``<unk>``'s embedding is learnt in real contexts and the tagger learns to lean on the
         characters of words it has no embedding for.
         """
         if not self.training or self.word_dropout == 0:
-            return words
-        dropped = torch.rand(words.shape, device=words.device) < self.word_dropout
-        return words.masked_fill(dropped, self.unk_idx)
+            return ids
+        dropped = torch.rand(ids.shape, device=ids.device) < self.word_dropout
+        return ids.masked_fill(dropped, unk)
 
     def forward(
         self,
