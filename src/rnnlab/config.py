@@ -157,8 +157,17 @@ class RunConfig:
 
 
 def _type_name(tp: Any) -> str:
-    if get_origin(tp) is Literal:
+    """A type as a config's reader would say it: ``'a' | 'b' or a list of 'a' | 'b'``."""
+    origin = get_origin(tp)
+    if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin in (list, tuple):
+        (item_tp, *_) = get_args(tp) or (Any,)
+        return f"a list of {_type_name(item_tp)}"
+    if tp is type(None):
+        return "null"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -176,7 +185,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(f"{key}: {value!r} does not match {tp}")
+        raise ConfigError(f"{key}: {value!r} is not {_type_name(tp)}")
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{key}: expected a list, got {value!r}")

@@ -138,7 +138,8 @@ def test_wrong_options_are_user_errors(run_dir, monkeypatch, capsys):
 
 
 def test_auxiliary_outputs_train_save_and_load(tmp_path: Path, monkeypatch, capsys):
-    """A run with both auxiliary outputs: its files, its weights, and tagging from it."""
+    """A run with every kind of auxiliary output: its files, its weights, tagging from it and
+    from its export."""
     import conllu
     from safetensors.torch import load_file
 
@@ -147,16 +148,22 @@ def test_auxiliary_outputs_train_save_and_load(tmp_path: Path, monkeypatch, caps
     out = tmp_path / "aux"
     sets = [f"data.train={SAMPLE / 'train.conllu'}", f"data.valid={DEV}", "data.max_examples=60"]
     sets += ["train.max_steps=4", "model.hidden_size=16", "model.embed_size=16"]
-    sets += ["data.aux_tag_column=xpos", "model.freq_bin_weight=0.5"]
+    sets += ["data.aux_tag_column=[xpos, feats]", "model.freq_bin_weight=0.5"]
     config = str(REPO / "configs/tagger/ud-ewt-sample.yaml")
     argv = ["train", "tagger", "--config", config, "--out", str(out)]
     assert main(argv + [arg for s in sets for arg in ("--set", s)]) == 0
     first_60 = conllu.parse((SAMPLE / "train.conllu").read_text(encoding="utf-8"))[:60]
-    xpos = {t["xpos"] for sentence in first_60 for t in sentence if isinstance(t["id"], int)}
+    words = [t for sentence in first_60 for t in sentence if isinstance(t["id"], int)]
+    xpos = {t["xpos"] for t in words}
+    feats = {
+        "|".join(f"{k}={v}" for k, v in t["feats"].items()) if t["feats"] else "_" for t in words
+    }
     assert set(json.loads((out / "aux_tags.json").read_text())["tags"]) == xpos
+    assert set(json.loads((out / "aux_tags_feats.json").read_text())["tags"]) == feats
     weights = load_file(out / "best" / "model.safetensors")
     shapes = {name: tuple(tensor.shape) for name, tensor in weights.items()}
     assert shapes["auxiliary.aux_tags.weight"] == (len(xpos), 32)
+    assert shapes["auxiliary.aux_tags_feats.weight"] == (len(feats), 32)
     assert shapes["auxiliary.freq_bin.weight"] == (16, 32)
     tagged = rnnlab.load(out).tag(["The dog ate ."])
     assert len(tagged[0].tags) == 4

@@ -18,8 +18,8 @@ SAMPLE = Path(__file__).resolve().parents[2] / "data" / "ud-ewt-sample"
 def test_syntactic_words_are_tagged_mwt_and_empty_nodes_are_not():
     first, second = read_conllu(DATA / "mwt.conllu")
     assert first.words == ["I", "do", "n't", "know", "."]
-    assert first.tags("upos") == ["PRON", "AUX", "PART", "VERB", "PUNCT"]
-    assert first.tags("xpos") == ["PRP", "VBP", "RB", "VB", "."]
+    assert first.labels("upos") == ["PRON", "AUX", "PART", "VERB", "PUNCT"]
+    assert first.labels("xpos") == ["PRP", "VBP", "RB", "VB", "."]
     assert second.words == ["New  York"]  # two spaces inside a FORM are not a column break
 
 
@@ -40,14 +40,14 @@ def test_filling_a_column_keeps_every_other_byte(tmp_path: Path):
             assert old == new
     assert changed == 6
     # filling the gold tags back gives the file itself
-    restored = "".join(s.with_tags("upos", s.tags("upos")) for s in sentences)
+    restored = "".join(s.with_tags("upos", s.labels("upos")) for s in sentences)
     assert restored == text
 
 
 def test_sample_round_trips_byte_for_byte():
     path = SAMPLE / "dev.conllu"
     sentences = read_conllu(path)
-    assert "".join(s.with_tags("xpos", [str(t) for t in s.tags("xpos")]) for s in sentences) == (
+    assert "".join(s.with_tags("xpos", [str(t) for t in s.labels("xpos")]) for s in sentences) == (
         path.read_text(encoding="utf-8")
     )
 
@@ -101,30 +101,58 @@ def test_missing_gold_tag_is_an_error_for_training(tmp_path: Path):
         read_tagged(path, tag_column="xpos")
 
 
-def test_a_second_column_is_read_beside_the_tags(tmp_path: Path):
-    first, second = iter_tagged(DATA / "mwt.conllu", tag_column="upos", aux_column="xpos")
+def test_further_columns_are_read_beside_the_tags(tmp_path: Path):
+    first, second = iter_tagged(DATA / "mwt.conllu", tag_column="upos", aux_columns=["xpos"])
     assert first.tags == ["PRON", "AUX", "PART", "VERB", "PUNCT"]
-    assert first.aux_tags == ["PRP", "VBP", "RB", "VB", "."] and second.aux_tags == ["NNP"]
+    assert first.aux_tags == {"xpos": ["PRP", "VBP", "RB", "VB", "."]}
+    assert second.aux_tags == {"xpos": ["NNP"]}
+    first, _ = iter_tagged(DATA / "mwt.conllu", aux_columns=["deprel", "feats"])
+    assert first.aux_tags["deprel"] == ["nsubj", "aux", "advmod", "root", "punct"]
+    assert first.aux_tags["feats"] == [  # the text as written; "_" is a label of its own
+        "Case=Nom|Number=Sing|Person=1|PronType=Prs",
+        "Mood=Ind|Number=Sing|Person=1|Tense=Pres|VerbForm=Fin",
+        "_",
+        "VerbForm=Inf",
+        "_",
+    ]
     # The whole bundled sample against the conllu library's own parse (integer ids only).
     text = (SAMPLE / "train.conllu").read_text(encoding="utf-8")
+
+    def feats(token: conllu.models.Token) -> str:
+        return "|".join(f"{k}={v}" for k, v in token["feats"].items()) if token["feats"] else "_"
+
     expected = [
-        [(t["upos"], t["xpos"]) for t in sentence if isinstance(t["id"], int)]
+        [
+            (t["upos"], t["xpos"], t["deprel"], feats(t))
+            for t in sentence
+            if isinstance(t["id"], int)
+        ]
         for sentence in conllu.parse(text)
     ]
-    read = iter_tagged(SAMPLE / "train.conllu", tag_column="xpos", aux_column="upos")
-    assert [list(zip(s.aux_tags, s.tags, strict=True)) for s in read] == expected
-    assert list(iter_tagged(DATA / "mwt.conllu"))[0].aux_tags is None
+    columns = ["upos", "deprel", "feats"]
+    read = iter_tagged(SAMPLE / "train.conllu", tag_column="xpos", aux_columns=columns)
+    got = [
+        list(
+            zip(s.aux_tags["upos"], s.tags, s.aux_tags["deprel"], s.aux_tags["feats"], strict=True)
+        )
+        for s in read
+    ]
+    assert got == expected
+    assert list(iter_tagged(DATA / "mwt.conllu"))[0].aux_tags == {}
 
 
-def test_a_second_column_must_be_there(tmp_path: Path):
-    path = _write(tmp_path, "1\tHi\thi\tINTJ\t_\t_\t0\troot\t0:root\t_\n\n", "x.conllu")
+def test_a_further_column_must_be_there(tmp_path: Path):
+    path = _write(tmp_path, "1\tHi\thi\tINTJ\t_\t_\t0\t_\t0:root\t_\n\n", "x.conllu")
     with pytest.raises(DataError, match=r"x.conllu:1: no XPOS tag \(column is '_'\)"):
-        list(iter_tagged(path, aux_column="xpos"))
+        list(iter_tagged(path, aux_columns=["xpos"]))
+    with pytest.raises(DataError, match=r"x.conllu:1: no DEPREL label \(column is '_'\)"):
+        list(iter_tagged(path, aux_columns=["feats", "deprel"]))
+    assert list(iter_tagged(path, aux_columns=["feats"]))[0].aux_tags == {"feats": ["_"]}
     word_tag = _write(tmp_path, "The/DET cat/NOUN\n", "a.txt")
     with pytest.raises(
-        DataError, match=r"a.txt: XPOS tags need CoNLL-U data; this file is word_tag"
+        DataError, match=r"a.txt: DEPREL labels need CoNLL-U data; this file is word_tag"
     ):
-        iter_tagged(word_tag, aux_column="xpos")
+        iter_tagged(word_tag, aux_columns=["deprel", "xpos"])
 
 
 def test_word_tag_and_two_column_formats(tmp_path: Path):

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from rnnlab.config import load_config
-from rnnlab.data.tagged import iter_tagged
 from rnnlab.metrics.tagging import TaggingScores
 from rnnlab.tasks import TASKS
 from rnnlab.tasks.tagger import FREQ_BINS, TaggerConfig, TaggerTask, frequency_bins
@@ -162,35 +161,48 @@ def test_frequency_bin_loss_is_added_with_its_weight(make_task, tmp_path, data_d
     assert float((with_aux - tagging_only).detach()) == pytest.approx(expected, rel=1e-5)
 
 
-def test_aux_tag_loss_is_added_with_its_weight(tmp_path, sample_dir):
-    """XPOS beside UPOS: its own tag set, and weight · Σ −log p(XPOS) added to the loss."""
+def test_aux_label_losses_are_added_with_their_weight(tmp_path, sample_dir):
+    """XPOS and DEPREL beside UPOS: each its own label set and output, and weight · Σ −log p(label)
+    of each added to the loss."""
+    import conllu
+
     torch.manual_seed(0)
     overrides = [f"data.train={sample_dir / 'train.conllu'}", "data.valid=", "data.max_examples=40"]
-    overrides += ["data.aux_tag_column=xpos", "model.aux_tag_weight=0.7", "model.dropout=0"]
-    overrides += ["model.hidden_size=8", "model.embed_size=8"]
+    overrides += ["data.aux_tag_column=[xpos, deprel]", "model.aux_tag_weight=0.7"]
+    overrides += ["model.hidden_size=8", "model.embed_size=8", "model.dropout=0"]
     config = load_config(TaggerConfig, None, overrides)
     task = TaggerTask(config, tmp_path)
     task.prepare_training()
-    sentences = list(iter_tagged(sample_dir / "train.conllu", tag_column="xpos"))[:40]
-    assert set(task.aux_tagset.itos) == {t for s in sentences for t in s.tags}
-    assert task.train_data.aux_tag_ids == [task.aux_tagset.encode(s.tags) for s in sentences]
-    assert (tmp_path / "aux_tags.json").is_file()
+    parsed = conllu.parse((sample_dir / "train.conllu").read_text(encoding="utf-8"))[:40]
+    words = [[t for t in sentence if isinstance(t["id"], int)] for sentence in parsed]
+    gold = {
+        "aux_tags": [[t["xpos"] for t in s] for s in words],  # the first column keeps this name
+        "aux_tags_deprel": [[t["deprel"] for t in s] for s in words],
+    }
+    assert set(task.aux_tagsets) == set(gold)
+    for name, labels in gold.items():
+        assert set(task.aux_tagsets[name].itos) == {label for s in labels for label in s}
+        assert task.train_data.aux_tag_ids[name] == [
+            task.aux_tagsets[name].encode(s) for s in labels
+        ]
+        assert (tmp_path / f"{name}.json").is_file()
     pieces = TaggerTask(load_config(TaggerConfig, None, [*overrides, "data.max_len=3"]), tmp_path)
-    pieces.prepare_training()  # sentences cut into pieces of 3: the XPOS ids are cut alike
-    flat = [i for s in task.train_data.aux_tag_ids for i in s]
-    assert [i for s in pieces.train_data.aux_tag_ids for i in s] == flat
-    assert [len(s) for s in pieces.train_data.aux_tag_ids] == [
-        len(s) for s in pieces.train_data.words
-    ]
+    pieces.prepare_training()  # sentences cut into pieces of 3: the label ids are cut alike
+    for name, ids in task.train_data.aux_tag_ids.items():
+        cut = pieces.train_data.aux_tag_ids[name]
+        assert [i for s in cut for i in s] == [i for s in ids for i in s]
+        assert [len(s) for s in cut] == [len(s) for s in pieces.train_data.words]
     assert max(len(s) for s in pieces.train_data.words) == 3
     model = task.build_model().train()
-    assert set(model.auxiliary) == {"aux_tags"}
+    assert set(model.auxiliary) == set(gold)
     data = task.train_data
     batch = task.make_batch(data.words, data.tag_ids, None, data.aux_tag_ids)
     with_aux = task.batch_loss(model, batch).loss_sum
     task.config.model.aux_tag_weight = 0.0
     tagging_only = task.batch_loss(model, batch).loss_sum
-    expected = 0.7 * _auxiliary_nll(task, model, "aux_tags", data.aux_tag_ids)
+    expected = 0.7 * sum(
+        _auxiliary_nll(task, model, name, ids) for name, ids in data.aux_tag_ids.items()
+    )
     assert float((with_aux - tagging_only).detach()) == pytest.approx(expected, rel=1e-5)
 
 
@@ -281,6 +293,14 @@ def test_bad_auxiliary_settings_are_config_errors():
         load_config(TaggerConfig, None, ["model.adversarial_epsilon=-0.1"])
     with pytest.raises(ConfigError, match=r"data.aux_tag_column: 'upos' is data.tag_column itself"):
         load_config(TaggerConfig, None, ["data.aux_tag_column=upos"])
+    with pytest.raises(ConfigError, match=r"data.aux_tag_column: 'upos' is data.tag_column itself"):
+        load_config(TaggerConfig, None, ["data.aux_tag_column=[xpos, upos]"])
+    with pytest.raises(ConfigError, match=r"\['deprel', 'xpos', 'deprel'\] names a column twice"):
+        load_config(TaggerConfig, None, ["data.aux_tag_column=[deprel, xpos, deprel]"])
+    columns = r"'upos' \| 'xpos' \| 'feats' \| 'deprel'"
+    message = rf"^data.aux_tag_column: \['lemma'\] is not '' \| {columns} or a list of {columns}$"
+    with pytest.raises(ConfigError, match=message):
+        load_config(TaggerConfig, None, ["data.aux_tag_column=[lemma]"])
 
 
 def test_a_rank_share_of_a_batch_spells_its_own_words(make_task, tmp_path, data_dir):

@@ -35,8 +35,11 @@ from rnnlab.data.io import read_lines
 from rnnlab.errors import DataError
 
 TagColumn = Literal["upos", "xpos"]
+"""The columns a tagger learns and fills."""
+LabelColumn = Literal["upos", "xpos", "feats", "deprel"]
+"""The columns that label each syntactic word with one string, read as auxiliary training labels."""
 NUM_COLUMNS = len(DEFAULT_FIELDS)
-TAG_COLUMN_INDEX: dict[str, int] = {"upos": 3, "xpos": 4}
+COLUMN_INDEX: dict[str, int] = {"upos": 3, "xpos": 4, "feats": 5, "deprel": 7}
 
 
 @dataclass
@@ -56,9 +59,13 @@ class ConlluSentence:
     def words(self) -> list[str]:
         return [str(tok["form"]) for tok in self.tokens]
 
-    def tags(self, column: TagColumn) -> list[str | None]:
-        """Gold tags of the syntactic words; None where the column is ``_``."""
-        return [None if tok[column] in (None, "_") else str(tok[column]) for tok in self.tokens]
+    def labels(self, column: LabelColumn) -> list[str | None]:
+        """Each syntactic word's ``column`` exactly as written (FEATS keeps its order and
+        spelling); None where it is ``_``, except for FEATS, where ``_`` is the label "no
+        features"."""
+        index = COLUMN_INDEX[column]
+        values = [self.lines[row].split("\t")[index] for row in self.word_rows]
+        return [v if v != "_" or column == "feats" else None for v in values]
 
     def line_of_word(self, index: int) -> int:
         return self.line_numbers[self.word_rows[index]]
@@ -68,7 +75,7 @@ class ConlluSentence:
         if len(tags) != len(self.word_rows):
             raise ValueError(f"{len(tags)} tags for {len(self.word_rows)} words")
         lines = list(self.lines)
-        index = TAG_COLUMN_INDEX[column]
+        index = COLUMN_INDEX[column]
         for row, tag in zip(self.word_rows, tags, strict=True):
             columns = lines[row].split("\t")
             columns[index] = tag
@@ -147,4 +154,4 @@ def read_conllu(path: str | Path) -> list[ConlluSentence]:
     return list(parse_conllu(read_lines(path), path))
 
 
-__all__ = ["ConlluSentence", "TagColumn", "parse_conllu", "read_conllu"]
+__all__ = ["ConlluSentence", "LabelColumn", "TagColumn", "parse_conllu", "read_conllu"]

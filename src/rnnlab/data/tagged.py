@@ -13,12 +13,18 @@ Every malformed line is a ``DataError`` naming the file and line.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from rnnlab.data.conllu_io import NUM_COLUMNS, ConlluSentence, TagColumn, parse_conllu
+from rnnlab.data.conllu_io import (
+    NUM_COLUMNS,
+    ConlluSentence,
+    LabelColumn,
+    TagColumn,
+    parse_conllu,
+)
 from rnnlab.data.io import read_lines
 from rnnlab.errors import DataError
 
@@ -32,8 +38,9 @@ class TaggedSentence:
     tags: list[str]
     line: int
     """Line where the sentence starts, for messages."""
-    aux_tags: list[str] | None = None
-    """The tags of a second CoNLL-U column (``aux_column``), for an auxiliary loss."""
+    aux_tags: dict[str, list[str]] = field(default_factory=dict)
+    """Column name → the labels of further CoNLL-U columns (``aux_columns``), for auxiliary
+    losses."""
 
 
 def detect_format(path: str | Path) -> Literal["conllu", "word_tag", "two_column"]:
@@ -100,27 +107,28 @@ def iter_two_column(path: str | Path) -> Iterator[TaggedSentence]:
 
 
 def iter_conllu_tagged(
-    path: str | Path, tag_column: TagColumn, aux_column: TagColumn | None = None
+    path: str | Path, tag_column: TagColumn, aux_columns: Sequence[LabelColumn] = ()
 ) -> Iterator[TaggedSentence]:
     for sentence in parse_conllu(read_lines(path), path):
         if not sentence.tokens:
             continue
         yield TaggedSentence(
             sentence.words,
-            _column_tags(sentence, tag_column, path),
+            _column_labels(sentence, tag_column, path),
             sentence.line_numbers[0],
-            _column_tags(sentence, aux_column, path) if aux_column is not None else None,
+            {column: _column_labels(sentence, column, path) for column in aux_columns},
         )
 
 
-def _column_tags(sentence: ConlluSentence, column: TagColumn, path: str | Path) -> list[str]:
-    tags = sentence.tags(column)
-    for index, tag in enumerate(tags):
-        if tag is None:
+def _column_labels(sentence: ConlluSentence, column: LabelColumn, path: str | Path) -> list[str]:
+    labels = sentence.labels(column)
+    for index, label in enumerate(labels):
+        if label is None:
+            kind = "tag" if column in ("upos", "xpos") else "label"
             raise DataError(
-                path, f"no {column.upper()} tag (column is '_')", sentence.line_of_word(index)
+                path, f"no {column.upper()} {kind} (column is '_')", sentence.line_of_word(index)
             )
-    return [str(t) for t in tags]
+    return [str(label) for label in labels]
 
 
 def iter_tagged(
@@ -128,19 +136,19 @@ def iter_tagged(
     *,
     fmt: TaggedFormat = "auto",
     tag_column: TagColumn = "upos",
-    aux_column: TagColumn | None = None,
+    aux_columns: Sequence[LabelColumn] = (),
 ) -> Iterator[TaggedSentence]:
     """Non-empty tagged sentences of ``path`` in file order, streamed (a parsed CoNLL-U sentence
     with its token fields is dropped as soon as its words and tags are taken).
 
-    ``aux_column`` also reads a second CoNLL-U column into ``aux_tags``; other formats have none.
+    ``aux_columns`` also reads further CoNLL-U columns into ``aux_tags``; other formats have none.
     """
     resolved = detect_format(path) if fmt == "auto" else fmt
     if resolved == "conllu":
-        return iter_conllu_tagged(path, tag_column, aux_column)
-    if aux_column is not None:
+        return iter_conllu_tagged(path, tag_column, aux_columns)
+    if aux_columns:
         raise DataError(
-            path, f"{aux_column.upper()} tags need CoNLL-U data; this file is {resolved}"
+            path, f"{aux_columns[0].upper()} labels need CoNLL-U data; this file is {resolved}"
         )
     if resolved == "two_column":
         return iter_two_column(path)

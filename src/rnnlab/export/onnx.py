@@ -395,8 +395,8 @@ def _export_tagger(task: Any, model: Any, out: Path) -> dict[str, Any]:
             "end": model.crf.end_transitions.detach().float().tolist(),
         }
     names = ["vocab.words.json", "vocab.chars.json", "tags.json", "train_words.json"]
-    if config.data.aux_tag_column:  # read with the config, though tagging never uses it
-        names.append("aux_tags.json")
+    # Read with the config, though tagging never uses them.
+    names += [f"{name}.json" for name in task.aux_tagsets]
     files = {name: name for name in names}
     return {
         "graphs": {"tagger": "tagger.onnx"},

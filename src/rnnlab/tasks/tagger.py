@@ -8,7 +8,8 @@ cannot have length 0); they get no tags.
 Run directory files: ``vocab.words.json`` (word embeddings' vocabulary, ``data.min_freq``),
 ``vocab.chars.json`` (characters of the training words), ``tags.json`` (the tag set),
 ``train_words.json`` (every training word form, to report accuracy on unseen words) and, with
-``data.aux_tag_column``, ``aux_tags.json`` (the tag set of the auxiliary output).
+``data.aux_tag_column``, the label set of each auxiliary output: ``aux_tags.json`` for the first
+column, ``aux_tags_<column>.json`` for each further one (``data.aux_outputs``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from rnnlab.config import (
 )
 from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches
 from rnnlab.data.bundled import bundled_path
-from rnnlab.data.conllu_io import TagColumn
+from rnnlab.data.conllu_io import LabelColumn, TagColumn
 from rnnlab.data.embeddings import lookup_id
 from rnnlab.data.tagged import TaggedFormat, TaggedSentence, iter_tagged, read_tagged
 from rnnlab.data.tagset import TagSet
@@ -62,15 +63,34 @@ class TaggerDataConfig(VocabFromEmbeddingsFields, DataConfig):
     """conllu, word_tag (word/TAG tokens, a sentence per line), two_column (word<TAB>tag), or auto."""
     tag_column: TagColumn = "upos"
     """CoNLL-U column to learn and fill: upos or xpos."""
-    aux_tag_column: Literal["", "upos", "xpos"] = ""
-    """A second CoNLL-U column of the training data to predict beside the tags, as an auxiliary
-    loss weighted by ``model.aux_tag_weight`` (e.g. xpos while learning upos); "": none."""
+    aux_tag_column: Literal["", "upos", "xpos", "feats", "deprel"] | list[LabelColumn] = ""
+    """Further CoNLL-U columns of the training data to predict beside the tags, one or a list,
+    each an auxiliary loss weighted by ``model.aux_tag_weight`` (e.g. xpos, or [xpos, deprel],
+    while learning upos; FEATS and DEPREL are whole strings, ``Number=Sing|Person=3`` one label,
+    ``_`` the label "no features"); "": none."""
     lowercase: bool = False
     """Lower-case words for the word embeddings (characters keep their case)."""
     max_len: int = 0
     """Training sentences longer than this are cut into pieces this long (0 = never); tagging never cuts."""
     max_word_chars: int = 30
     """Characters read per word; a longer word keeps its first and last halves (prefix and suffix)."""
+
+    @property
+    def aux_columns(self) -> list[LabelColumn]:
+        """``aux_tag_column`` as a list: one column, several, or none for ""."""
+        value = self.aux_tag_column
+        if isinstance(value, list):
+            return list(value)
+        return [value] if value else []
+
+    @property
+    def aux_outputs(self) -> dict[LabelColumn, str]:
+        """Column → the name of its auxiliary output and label file (``<name>.json``):
+        ``aux_tags`` for the first column, as runs with a single auxiliary column have always
+        named it, ``aux_tags_<column>`` for each further one."""
+        return {
+            c: "aux_tags" if i == 0 else f"aux_tags_{c}" for i, c in enumerate(self.aux_columns)
+        }
 
 
 @dataclass
@@ -103,7 +123,7 @@ class TaggerModelConfig(PretrainedEmbeddingFields, ModelConfig):
     """Weight of an auxiliary loss predicting each token's frequency bin, min(int(ln count), 15),
     in the training data (Plank et al. 2016); 0: no such output."""
     aux_tag_weight: float = 1.0
-    """Weight of the loss on ``data.aux_tag_column``'s tags (when that is set)."""
+    """Weight of the loss on each of ``data.aux_tag_column``'s columns (when that is set)."""
     trainable_embed_size: int = 0
     """With model.freeze_embeddings: a trainable embedding of this size beside the fixed pretrained
     vectors, one row per word seen in training, starting at zero; words only the vector file knows
@@ -159,10 +179,13 @@ class TaggerConfig(RunConfig):
                 "model.trainable_embed_size needs model.freeze_embeddings: true (without it the "
                 "pretrained vectors are trainable themselves)"
             )
-        if self.data.aux_tag_column == self.data.tag_column:
+        columns = self.data.aux_columns
+        if self.data.tag_column in columns:
             raise ConfigError(
-                f"data.aux_tag_column: {self.data.aux_tag_column!r} is data.tag_column itself"
+                f"data.aux_tag_column: {self.data.tag_column!r} is data.tag_column itself"
             )
+        if len(set(columns)) < len(columns):
+            raise ConfigError(f"data.aux_tag_column: {columns!r} names a column twice")
 
 
 @dataclass
@@ -181,8 +204,9 @@ class TaggerBatch(Batch):
     """(B, T) gold tag ids (training only)."""
     freq_bins: Tensor | None = None
     """(B, T) frequency bin of each token (training with ``model.freq_bin_weight`` only)."""
-    aux_tags: Tensor | None = None
-    """(B, T) ids of ``data.aux_tag_column``'s tags (training with that column only)."""
+    aux_tags: dict[str, Tensor] = field(default_factory=dict)
+    """Auxiliary output name → (B, T) label ids of its column (training with
+    ``data.aux_tag_column`` only)."""
 
     def shard_rows(self, rows: slice) -> TaggerBatch:
         """The sentences ``rows`` of the batch (a data-parallel rank's share).
@@ -204,7 +228,7 @@ class TaggerBatch(Batch):
             word_types=renumbered,
             tags=take(self.tags),
             freq_bins=take(self.freq_bins),
-            aux_tags=take(self.aux_tags),
+            aux_tags={name: ids[rows] for name, ids in self.aux_tags.items()},
         )
 
 
@@ -215,8 +239,9 @@ class TaggedData:
     tag_ids: list[list[int]]
     freq_bins: list[list[int]] | None = None
     """Each token's frequency bin (training data, with ``model.freq_bin_weight`` only)."""
-    aux_tag_ids: list[list[int]] | None = None
-    """Ids of ``data.aux_tag_column``'s tags (training data, with that column only)."""
+    aux_tag_ids: dict[str, list[list[int]]] = field(default_factory=dict)
+    """Auxiliary output name → label ids of its column (training data, with
+    ``data.aux_tag_column`` only)."""
 
 
 FREQ_BINS = 16
@@ -269,8 +294,8 @@ class TaggerTask(Task):
         self.word_vocab: Vocab | None = None
         self.char_vocab: Vocab | None = None
         self.tagset: TagSet | None = None
-        self.aux_tagset: TagSet | None = None
-        """The tags of ``data.aux_tag_column`` (``aux_tags.json``), when it is set."""
+        self.aux_tagsets: dict[str, TagSet] = {}
+        """Auxiliary output name (``data.aux_outputs``) → the labels of its column."""
         self.train_words: frozenset[str] = frozenset()
         self.train_data: TaggedData | None = None
         self.valid_data: TaggedData | None = None
@@ -287,7 +312,7 @@ class TaggerTask(Task):
             data.train,
             fmt=data.format,
             tag_column=data.tag_column,
-            aux_column=data.aux_tag_column or None,
+            aux_columns=data.aux_columns,
         )
         sentences = list(islice(streamed, data.max_examples) if data.max_examples > 0 else streamed)
         if not sentences:
@@ -299,7 +324,7 @@ class TaggerTask(Task):
                     s.words[i : i + n],
                     s.tags[i : i + n],
                     s.line,
-                    s.aux_tags[i : i + n] if s.aux_tags is not None else None,
+                    {column: labels[i : i + n] for column, labels in s.aux_tags.items()},
                 )
                 for s in sentences
                 for i in range(0, len(s.words), n)
@@ -323,9 +348,9 @@ class TaggerTask(Task):
         )
         self.char_vocab = Vocab.build((w for s in sentences for w in s.words), min_freq=1)
         self.tagset = TagSet.build(s.tags for s in sentences)
-        if self.config.data.aux_tag_column:
-            self.aux_tagset = TagSet.build(s.aux_tags or [] for s in sentences)
-            self.aux_tagset.save(self.run_dir / "aux_tags.json")
+        for column, name in self.config.data.aux_outputs.items():
+            self.aux_tagsets[name] = TagSet.build(s.aux_tags[column] for s in sentences)
+            self.aux_tagsets[name].save(self.run_dir / f"{name}.json")
         self.train_words = frozenset(w for s in sentences for w in s.words)
         self.word_vocab.save(self.run_dir / "vocab.words.json")
         self.char_vocab.save(self.run_dir / "vocab.chars.json")
@@ -340,8 +365,8 @@ class TaggerTask(Task):
         self.word_vocab = Vocab.load(self.run_dir / "vocab.words.json")
         self.char_vocab = Vocab.load(self.run_dir / "vocab.chars.json")
         self.tagset = TagSet.load(self.run_dir / "tags.json")
-        if self.config.data.aux_tag_column:
-            self.aux_tagset = TagSet.load(self.run_dir / "aux_tags.json")
+        for name in self.config.data.aux_outputs.values():
+            self.aux_tagsets[name] = TagSet.load(self.run_dir / f"{name}.json")
         path = self.run_dir / "train_words.json"
         try:
             self.train_words = frozenset(json.loads(path.read_text(encoding="utf-8")))
@@ -370,9 +395,9 @@ class TaggerTask(Task):
             self.train_data.freq_bins = frequency_bins(
                 [[self.normalise(w) for w in s.words] for s in sentences]
             )
-        if self.aux_tagset is not None:
-            self.train_data.aux_tag_ids = [
-                self.aux_tagset.encode(s.aux_tags or []) for s in sentences
+        for column, name in self.config.data.aux_outputs.items():
+            self.train_data.aux_tag_ids[name] = [
+                self.aux_tagsets[name].encode(s.aux_tags[column]) for s in sentences
             ]
         if self.config.data.valid:
             self.valid_data = self.encode_tagged(self.read_sentences(self.config.data.valid))
@@ -437,8 +462,7 @@ class TaggerTask(Task):
         outputs = {}
         if self.config.model.freq_bin_weight > 0:
             outputs["freq_bin"] = FREQ_BINS
-        if self.aux_tagset is not None:
-            outputs["aux_tags"] = len(self.aux_tagset)
+        outputs.update({name: len(labels) for name, labels in self.aux_tagsets.items()})
         return outputs
 
     def model_meta(self) -> dict[str, Any]:
@@ -449,11 +473,7 @@ class TaggerTask(Task):
             "word_vocab": _fingerprint(self.word_vocab.itos),
             "char_vocab": _fingerprint(self.char_vocab.itos),
             "tags": _fingerprint(self.tagset.itos),
-            **(
-                {"aux_tags": _fingerprint(self.aux_tagset.itos)}
-                if self.aux_tagset is not None
-                else {}
-            ),
+            **{name: _fingerprint(labels.itos) for name, labels in self.aux_tagsets.items()},
         }
 
     # -- batches --------------------------------------------------------------------------------
@@ -480,7 +500,7 @@ class TaggerTask(Task):
         sentences: list[list[str]],
         tag_ids: list[list[int]] | None = None,
         freq_bins: list[list[int]] | None = None,
-        aux_tag_ids: list[list[int]] | None = None,
+        aux_tag_ids: dict[str, list[list[int]]] | None = None,
     ) -> TaggerBatch:
         """Pad a batch of non-empty sentences; padded positions hold id 0 and are masked by length."""
         assert self.word_vocab is not None and self.char_vocab is not None
@@ -494,7 +514,7 @@ class TaggerTask(Task):
         chars, char_lengths = pad_batch([self.spell(w) for w in rows], self.char_vocab.pad_id)
         tags = pad_batch(tag_ids, 0)[0] if tag_ids is not None else None
         bins = pad_batch(freq_bins, 0)[0] if freq_bins is not None else None
-        aux = pad_batch(aux_tag_ids, 0)[0] if aux_tag_ids is not None else None
+        aux = {name: pad_batch(ids, 0)[0] for name, ids in (aux_tag_ids or {}).items()}
         return TaggerBatch(words, lengths, chars, char_lengths, word_types, tags, bins, aux)
 
     def train_batches(self, epoch: int) -> list[TaggerBatch]:
@@ -515,7 +535,7 @@ class TaggerTask(Task):
                 [data.words[i] for i in ids],
                 [data.tag_ids[i] for i in ids],
                 pick(data.freq_bins, ids),
-                pick(data.aux_tag_ids, ids),
+                {name: [rows[i] for i in ids] for name, rows in data.aux_tag_ids.items()},
             )
             for ids in order
         ]
@@ -546,14 +566,12 @@ class TaggerTask(Task):
         # (B, T, K); the loss (a CRF's sums of scores especially) in float32 even under autocast.
         emissions = full_precision(model.output(features))
         loss = model.loss_sum(emissions, batch.tags, batch.lengths)
-        for name, targets, weight in (
-            ("freq_bin", batch.freq_bins, self.config.model.freq_bin_weight),
-            ("aux_tags", batch.aux_tags, self.config.model.aux_tag_weight),
-        ):
-            if name in model.auxiliary:
-                assert targets is not None
-                aux_loss = model.auxiliary_loss_sum(name, features, targets, batch.lengths)
-                loss = loss + weight * aux_loss
+        weight = self.config.model.aux_tag_weight
+        auxiliary = [(name, targets, weight) for name, targets in batch.aux_tags.items()]
+        if batch.freq_bins is not None:
+            auxiliary.append(("freq_bin", batch.freq_bins, self.config.model.freq_bin_weight))
+        for name, targets, weight in auxiliary:
+            loss = loss + weight * model.auxiliary_loss_sum(name, features, targets, batch.lengths)
         return loss
 
     # -- tagging --------------------------------------------------------------------------------
