@@ -197,6 +197,9 @@ def test_aux_label_losses_are_added_with_their_weight(tmp_path, sample_dir):
     assert set(model.auxiliary) == set(gold)
     data = task.train_data
     batch = task.make_batch(data.words, data.tag_ids, None, data.aux_tag_ids)
+    moved = batch.to(torch.device("meta"))  # to a device: the label ids in the dict go too
+    assert {t.device.type for t in [moved.words, *moved.aux_tags.values()]} == {"meta"}
+    assert set(moved.aux_tags) == set(gold)
     with_aux = task.batch_loss(model, batch).loss_sum
     task.config.model.aux_tag_weight = 0.0
     tagging_only = task.batch_loss(model, batch).loss_sum
@@ -311,7 +314,8 @@ def test_a_rank_share_of_a_batch_spells_its_own_words(make_task, tmp_path, data_
     task = make_task(tmp_path, data_dir / "toy.txt", crf=True, freq_bin_weight=0.5)
     model = task.build_model().eval()
     data = task.train_data
-    batch = task.make_batch(data.words, data.tag_ids, data.freq_bins)
+    aux = {"aux_tags": data.tag_ids, "aux_tags_deprel": data.freq_bins}  # any label ids
+    batch = task.make_batch(data.words, data.tag_ids, data.freq_bins, aux)
     with torch.no_grad():
         whole = model(batch.words, batch.lengths, batch.chars, batch.char_lengths, batch.word_types)
         for rank in range(2):
@@ -321,6 +325,9 @@ def test_a_rank_share_of_a_batch_spells_its_own_words(make_task, tmp_path, data_
             assert share.word_types.max() < share.chars.size(0)
             assert torch.equal(share.tags, batch.tags[rows])
             assert torch.equal(share.freq_bins, batch.freq_bins[rows])
+            assert set(share.aux_tags) == set(aux)
+            for name, ids in share.aux_tags.items():
+                assert torch.equal(ids, batch.aux_tags[name][rows])
             mine = model(
                 share.words, share.lengths, share.chars, share.char_lengths, share.word_types
             )

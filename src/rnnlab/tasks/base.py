@@ -26,13 +26,16 @@ class Batch:
     """Base for task batches: a dataclass of tensors (and plain values) movable to a device."""
 
     def to(self: B, device: torch.device) -> B:
-        moved = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            moved[f.name] = (
-                value.to(device, non_blocking=True) if isinstance(value, Tensor) else value
-            )
-        return type(self)(**moved)
+        """The batch on ``device``: every tensor field, and every tensor in a dict field."""
+        return type(self)(**{f.name: _moved(getattr(self, f.name), device) for f in fields(self)})
+
+
+def _moved(value: Any, device: torch.device) -> Any:
+    if isinstance(value, Tensor):
+        return value.to(device, non_blocking=True)
+    if isinstance(value, dict):
+        return {key: _moved(item, device) for key, item in value.items()}
+    return value
 
 
 @dataclass
