@@ -19,6 +19,7 @@ from rnnlab.nn.precision import (
     full_precision,
     native_bf16,
     precision_notice,
+    project_rows,
     resolve_precision,
 )
 from rnnlab.training.losses import masked_token_nll
@@ -50,6 +51,53 @@ def test_autocast_operand_casts_only_under_autocast_and_keeps_a_float32_gradient
     (cast.float() * 2).sum().backward()
     assert x.grad is not None and x.grad.dtype == torch.float32
     torch.testing.assert_close(x.grad, torch.full((3, 4), 2.0))
+
+
+class _RowSpy(nn.Linear):
+    """A linear layer that records how many rows each call projected."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.rows_seen: list[int] = []
+
+    def forward(self, x):
+        self.rows_seen.append(x.size(0))
+        return super().forward(x)
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 100])
+def test_project_rows_pads_bf16_row_counts_and_keeps_outputs_and_gradients(n):
+    torch.manual_seed(0)
+    layer = _RowSpy(8, 5)
+    rows = torch.randn(n, 8, requires_grad=True)
+    targets = torch.randn(n, 5)
+
+    def loss_and_grads(padded: bool):
+        layer.zero_grad()
+        rows.grad = None
+        with autocast("cpu", "bf16"):
+            out = project_rows(layer, rows) if padded else layer(rows)
+        ((out.float() - targets) ** 2).sum().backward()
+        return out.detach().float(), rows.grad.clone(), layer.weight.grad.clone(), layer.bias.grad
+
+    out, grad_rows, grad_weight, grad_bias = loss_and_grads(padded=True)
+    assert layer.rows_seen[-1] == -(-n // precision.ROW_MULTIPLE) * precision.ROW_MULTIPLE
+    ref_out, ref_rows, ref_weight, ref_bias = loss_and_grads(padded=False)
+    assert out.shape == ref_out.shape == (n, 5)
+    # The same bfloat16 products: the zero rows neither add to nor take from any gradient.
+    torch.testing.assert_close(out, ref_out, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(grad_rows, ref_rows, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(grad_weight, ref_weight, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(grad_bias, ref_bias, rtol=2e-2, atol=2e-2)
+
+
+def test_project_rows_leaves_float32_rows_as_they_are():
+    layer = _RowSpy(8, 5)
+    rows = torch.randn(37, 8)
+    torch.testing.assert_close(project_rows(layer, rows), layer(rows))
+    with autocast("cpu", "fp32"):
+        project_rows(layer, rows)
+    assert layer.rows_seen == [37, 37, 37]
 
 
 def test_attention_decoder_reads_memory_cast_once_and_its_gradient_tracks_fp32():
