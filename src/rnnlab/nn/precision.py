@@ -111,14 +111,14 @@ def project_rows(
     to the weight gradient and get none themselves, so the result is the same; the extra rows cost
     at most 63 rows of the product. float32 (MKL, no per-shape compilation) is left as it is.
     """
-    device_type = rows.device.type
-    if device_type != "cpu" or not torch.is_autocast_enabled(device_type):
-        return project(rows)
-    if torch.get_autocast_dtype(device_type) != torch.bfloat16:
-        return project(rows)
     n = rows.size(0)
     extra = -n % ROW_MULTIPLE
-    if extra == 0:
+    cpu_bf16 = (
+        rows.device.type == "cpu"
+        and torch.is_autocast_enabled("cpu")
+        and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    )
+    if not cpu_bf16 or extra == 0:
         return project(rows)
     return project(F.pad(rows, (0, 0, 0, extra)))[:n]
 
