@@ -3,8 +3,9 @@
 Three systems train on the same Multi30k batches from the same initial weights, in alternating timed
 windows of one process (see ``harness``):
 
-* ``per-step`` — the decoder loop as it was before the hoisting: embeddings sliced per step, the
-  attention mask rebuilt at every step, one ``torch.nn.GRU`` call and one deep-output matmul per step;
+* ``per-step`` — the model as it was before this work: the decoder loop before the hoisting
+  (embeddings sliced per step, the attention mask rebuilt at every step, one ``torch.nn.GRU`` call
+  and one deep-output matmul per step) and the encoder on packed sequences;
 * ``hoisted`` — rnnlab's decoder (``rnnlab.models.attention_decoder``), float32;
 * ``hoisted-bf16`` — the same under ``train.precision: bf16``.
 
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -34,6 +36,7 @@ import harness  # noqa: E402
 
 from rnnlab.config import load_config  # noqa: E402
 from rnnlab.models.attention_decoder import AttentionDecoderState  # noqa: E402
+from rnnlab.models.encoder import EncoderOutput, Seq2SeqEncoder  # noqa: E402
 from rnnlab.nn.state import hidden_of  # noqa: E402
 from rnnlab.tasks.seq2seq import Seq2SeqConfig, Seq2SeqTask  # noqa: E402
 from rnnlab.training.trainer import Trainer  # noqa: E402
@@ -64,6 +67,19 @@ def per_step_forward_with_attention(self, tgt_in, state, feedback=None):  # type
     return self.output_dropout(torch.cat(features, 1)), next_state, torch.cat(weights, 1)
 
 
+def packed_encoder_forward(
+    self: Seq2SeqEncoder, src: torch.Tensor, src_lengths: torch.Tensor
+) -> EncoderOutput:
+    """The encoder as it was before ``run_by_lengths`` ran GRUs padded: always packed."""
+    embedded = self.embed_dropout(self.embedding(src))
+    packed = pack_padded_sequence(
+        embedded, src_lengths.cpu(), batch_first=True, enforce_sorted=False
+    )
+    packed_outputs, state = self.rnn(packed)
+    outputs, _ = pad_packed_sequence(packed_outputs, batch_first=True, total_length=src.size(1))
+    return EncoderOutput(outputs=outputs, state=state, lengths=src_lengths)
+
+
 def build_trainers(
     workdir: Path, overrides: list[str]
 ) -> tuple[Seq2SeqTask, dict[str, Trainer], list[Any]]:
@@ -80,6 +96,8 @@ def build_trainers(
             decoder.forward_with_attention = types.MethodType(
                 per_step_forward_with_attention, decoder
             )
+            encoder = system_model.encoder
+            encoder.forward = types.MethodType(packed_encoder_forward, encoder)  # type: ignore[method-assign]
         train_config = copy.deepcopy(config.train)
         train_config.precision = "bf16" if name.endswith("bf16") else "fp32"
         run_dir = workdir / name

@@ -35,11 +35,11 @@ from rnnlab.nn import by_lengths  # noqa: E402
 from rnnlab.rundir import load_task_config  # noqa: E402
 from rnnlab.tasks import TASKS  # noqa: E402
 
-FUSED_PADDED = by_lengths.uses_fused_padded_kernel
+RUNS_PADDED = by_lengths.runs_padded
 
 
 def use_packing(packed: bool) -> None:
-    by_lengths.uses_fused_padded_kernel = (lambda rnn, inputs: False) if packed else FUSED_PADDED  # type: ignore[assignment]
+    by_lengths.runs_padded = (lambda rnn, inputs: False) if packed else RUNS_PADDED  # type: ignore[assignment]
 
 
 def run(

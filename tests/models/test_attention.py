@@ -84,18 +84,35 @@ def test_additive_scores_equal_the_tanh_formula_in_value_and_gradient():
         )
 
 
-def test_additive_scores_under_bf16_autocast_keep_the_tanh():
+def test_additive_scores_under_cpu_bf16_autocast_run_in_float32():
     generator = torch.Generator().manual_seed(1)
-    query = torch.randn(2, 3, 8, generator=generator).bfloat16()
-    keys = torch.randn(2, 6, 8, generator=generator).bfloat16()
-    energy = torch.randn(1, 8, generator=generator)
+    query = torch.randn(2, 3, 8, generator=generator).bfloat16().requires_grad_()
+    keys = torch.randn(2, 6, 8, generator=generator).bfloat16().requires_grad_()
+    energy = torch.randn(1, 8, generator=generator).requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = additive_scores(query, keys, energy)
-        features = torch.tanh(query.unsqueeze(2) + keys.unsqueeze(1))
-        want = torch.nn.functional.linear(features, energy).squeeze(-1)
-    # The formula itself in bfloat16, bit for bit: not 2σ − 1, whose cancellation would lose more.
-    assert got.dtype == torch.bfloat16
-    assert torch.equal(got, want)
+        in_bf16 = torch.nn.functional.linear(
+            torch.tanh(query.unsqueeze(2) + keys.unsqueeze(1)), energy
+        ).squeeze(-1)
+    assert got.dtype == torch.float32
+    # The function of the bfloat16 inputs to float32's precision, which bfloat16 itself misses.
+    want = _textbook_additive_scores(query.double(), keys.double(), energy.double())
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=2e-6)
+    assert (in_bf16.double() - want).abs().max() > 1e-3
+    got.sum().backward()
+    assert query.grad is not None and query.grad.dtype == torch.bfloat16
+    assert keys.grad is not None and keys.grad.dtype == torch.bfloat16
+    assert energy.grad is not None and energy.grad.dtype == torch.float32
+
+
+def test_bahdanau_keys_are_float32_on_cpu_under_autocast():
+    torch.manual_seed(2)
+    attention = BahdanauAttention(query_size=6, memory_size=8, attention_size=5)
+    memory = torch.randn(2, 4, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        keys = attention.project_keys(memory)
+    assert keys.dtype == torch.float32  # cast once per sentence, read at every step
+    torch.testing.assert_close(keys, attention.key_layer(memory), rtol=0.02, atol=0.02)
 
 
 @pytest.mark.parametrize("attention", ["none", *ATTENTIONS])

@@ -16,7 +16,7 @@ from rnnlab.nn.by_lengths import (
     final_states_by_lengths,
     reverse_within_lengths,
     run_by_lengths,
-    uses_fused_padded_kernel,
+    runs_padded,
 )
 from rnnlab.nn.factory import make_rnn
 
@@ -52,48 +52,58 @@ def test_reverse_within_lengths_is_its_own_inverse(lengths: list[int], extra: in
         assert torch.equal(once[row, length:], x[row, length:])
 
 
+CELLS = {
+    "lstm": lambda *args, **kwargs: nn.LSTM(*args, **kwargs),
+    "gru": lambda *args, **kwargs: nn.GRU(*args, **kwargs),
+    "rnn-tanh": lambda *args, **kwargs: nn.RNN(*args, **kwargs),
+    "rnn-relu": lambda *args, **kwargs: nn.RNN(*args, nonlinearity="relu", **kwargs),
+}
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
-def test_lstm_matches_packing_outputs_state_and_gradients(
-    num_layers: int, bidirectional: bool, bias: bool
+def test_padded_kernel_matches_packing_outputs_state_and_gradients(
+    cell: str, num_layers: int, bidirectional: bool, bias: bool
 ) -> None:
     torch.manual_seed(num_layers * 4 + bidirectional * 2 + bias)
-    lstm = nn.LSTM(
+    rnn = CELLS[cell](
         5, 7, num_layers=num_layers, bidirectional=bidirectional, bias=bias, batch_first=True
     )
-    assert uses_fused_padded_kernel(lstm, torch.zeros(1))
     lengths = torch.tensor([6, 1, 4, 6, 2, 3, 1])
     inputs = torch.randn(7, 7, 5)  # one step longer than the longest sequence
     mine = inputs.clone().requires_grad_()
     reference = inputs.clone().requires_grad_()
+    assert runs_padded(rnn, mine)
 
-    outputs, final = run_by_lengths(lstm, mine, lengths)
-    expected_outputs, expected_final = packed_reference(lstm, reference, lengths)
+    outputs, final = run_by_lengths(rnn, mine, lengths)
+    expected_outputs, expected_final = packed_reference(rnn, reference, lengths)
     torch.testing.assert_close(outputs, expected_outputs, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(final, expected_final, rtol=1e-5, atol=1e-6)
 
     weights = torch.randn_like(outputs)
     final_weights = torch.randn_like(final)
     mine_grads = torch.autograd.grad(
-        (outputs * weights).sum() + (final * final_weights).sum(), [mine, *lstm.parameters()]
+        (outputs * weights).sum() + (final * final_weights).sum(), [mine, *rnn.parameters()]
     )
     reference_grads = torch.autograd.grad(
         (expected_outputs * weights).sum() + (expected_final * final_weights).sum(),
-        [reference, *lstm.parameters()],
+        [reference, *rnn.parameters()],
     )
     for got, want in zip(mine_grads, reference_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("length_groups", [1, 3, 8])
 def test_final_states_in_length_groups_match_packing_and_its_gradients(
-    num_layers: int, bidirectional: bool, length_groups: int
+    cell: str, num_layers: int, bidirectional: bool, length_groups: int
 ) -> None:
     torch.manual_seed(num_layers * 2 + bidirectional)
-    lstm = nn.LSTM(5, 7, num_layers=num_layers, bidirectional=bidirectional, batch_first=True)
+    lstm = CELLS[cell](5, 7, num_layers=num_layers, bidirectional=bidirectional, batch_first=True)
     lengths = torch.tensor([6, 1, 4, 6, 2, 3, 1])  # 8 groups of 7 rows: one group, padded
     inputs = torch.randn(7, 7, 5)
     mine = inputs.clone().requires_grad_()
@@ -161,19 +171,34 @@ def test_bfloat16_autocast_stays_close_to_float32_packing() -> None:
 
 
 @pytest.mark.parametrize("cell", ["gru", "rnn"])
-def test_other_cells_take_the_packed_path(cell: str) -> None:
+def test_other_cells_pack_when_no_gradient_is_recorded(cell: str) -> None:
+    """Without gradients packing skips the padding and has no quadratic backward to avoid."""
     torch.manual_seed(8)
     rnn = make_rnn(cell, "fused", input_size=3, hidden_size=5, num_layers=2, bidirectional=True)
     inputs = torch.randn(3, 4, 3)
-    assert not uses_fused_padded_kernel(rnn, inputs)
     lengths = torch.tensor([4, 1, 3])
-    outputs, final = run_by_lengths(rnn, inputs, lengths)
-    expected_outputs, expected_final = packed_reference(rnn, inputs, lengths)
-    assert torch.equal(outputs, expected_outputs)
-    assert torch.equal(final, expected_final)
-    assert torch.equal(
-        final_states_by_lengths(rnn, inputs, lengths, length_groups=2), expected_final
-    )
+    assert runs_padded(rnn, inputs)  # the weights record gradients
+    with torch.no_grad():
+        assert not runs_padded(rnn, inputs)
+        outputs, final = run_by_lengths(rnn, inputs, lengths)
+        expected_outputs, expected_final = packed_reference(rnn, inputs, lengths)
+        assert torch.equal(outputs, expected_outputs)
+        assert torch.equal(final, expected_final)
+        assert torch.equal(
+            final_states_by_lengths(rnn, inputs, lengths, length_groups=2), expected_final
+        )
+    rnn.requires_grad_(False)
+    assert not runs_padded(rnn, inputs)  # frozen weights, inputs without gradient
+
+
+def test_lstm_runs_padded_with_or_without_gradients() -> None:
+    lstm = nn.LSTM(3, 5, batch_first=True)
+    inputs = torch.randn(2, 4, 3)
+    assert runs_padded(lstm, inputs)
+    with torch.no_grad():
+        assert runs_padded(lstm, inputs)
+    assert not runs_padded(nn.LSTM(3, 5, batch_first=True, proj_size=2), inputs)
+    assert not runs_padded(nn.LSTM(3, 5), inputs)  # time-major layers keep packing
 
 
 def test_scratch_lstm_takes_the_packed_path_and_agrees() -> None:
@@ -183,7 +208,7 @@ def test_scratch_lstm_takes_the_packed_path_and_agrees() -> None:
     fused.load_state_dict(scratch.state_dict())
     inputs = torch.randn(3, 4, 3)
     lengths = torch.tensor([2, 4, 3])
-    assert not uses_fused_padded_kernel(scratch, inputs)
+    assert not runs_padded(scratch, inputs)
     torch.testing.assert_close(
         run_by_lengths(scratch, inputs, lengths)[0], run_by_lengths(fused, inputs, lengths)[0]
     )

@@ -39,19 +39,26 @@ def padding_mask(memory_lengths: Tensor, source_len: int) -> Tensor:
 def additive_scores(projected: Tensor, keys: Tensor, energy: Tensor) -> Tensor:
     """``vᵀ tanh(q + k)`` for every query and key: (B, Q, A), (B, S, A), v (1, A) → (B, Q, S).
 
-    In float32 it is computed as ``2·vᵀ σ(2(q + k)) − Σv``, the same function (tanh z = 2σ(2z) − 1):
-    the (B, Q, S, A) energies are the largest tensor a decoder step makes (beam search: K queries per
-    sentence), and on CPU ``torch.sigmoid`` over them runs about 7× faster than ``torch.tanh``, which
-    was the largest cost of decoding. Under bfloat16 autocast the tanh stays: 2σ − 1 cancels near 0,
-    which float32 absorbs (an absolute error near 1e-7) and eight bits of mantissa would not.
+    On a CPU it is computed in float32 (or float64) as ``2·vᵀ σ(2(q + k)) − Σv``, the same function
+    (tanh z = 2σ(2z) − 1): the (B, Q, S, A) energies are the largest tensor a decoder step makes (beam
+    search: K queries per sentence), and ``torch.sigmoid`` over them ran about 7× faster than
+    ``torch.tanh`` on one CPU, where tanh was the largest cost of decoding (on another, 0.8×). Under
+    bfloat16 autocast too: ``torch.tanh`` in bfloat16 ran 3.5× slower than in float32 on a CPU, and
+    float32 also avoids the cancellation of 2σ − 1 near 0, which eight bits of mantissa would not
+    absorb. Elsewhere (CUDA) a 16-bit input keeps the tanh in its own dtype.
     """
-    if projected.dtype in (torch.float32, torch.float64) and not torch.is_autocast_enabled(
-        projected.device.type
+    device_type = projected.device.type
+    if device_type != "cpu" and (
+        torch.is_autocast_enabled(device_type)
+        or projected.dtype not in (torch.float32, torch.float64)
     ):
+        return F.linear(torch.tanh(projected.unsqueeze(2) + keys.unsqueeze(1)), energy).squeeze(-1)
+    projected, keys = full_precision(projected), full_precision(keys)
+    with torch.autocast(device_type, enabled=False):
         # 2q + 2k in one pass over the broadcast tensor; the sigmoid overwrites it in place.
         doubled = torch.add(2 * projected.unsqueeze(2), keys.unsqueeze(1), alpha=2)
+        energy = energy.to(doubled.dtype)
         return 2 * F.linear(doubled.sigmoid_(), energy).squeeze(-1) - energy.sum()
-    return F.linear(torch.tanh(projected.unsqueeze(2) + keys.unsqueeze(1)), energy).squeeze(-1)
 
 
 def _masked_weights(scores: Tensor, padding: Tensor) -> Tensor:
@@ -73,8 +80,13 @@ class BahdanauAttention(nn.Module):
         self.energy_layer = nn.Linear(attention_size, 1, bias=False)
 
     def project_keys(self, memory: Tensor) -> Tensor:
-        """Memory (B, S, C) → keys (B, S, A)."""
-        return self.key_layer(memory)
+        """Memory (B, S, C) → keys (B, S, A); on a CPU in float32 even under autocast.
+
+        ``additive_scores`` adds them to every step's query in float32 there: cast once per sentence
+        here, not at every step.
+        """
+        keys = self.key_layer(memory)
+        return full_precision(keys) if keys.device.type == "cpu" else keys
 
     def forward(
         self, query: Tensor, keys: Tensor, memory: Tensor, memory_lengths: Tensor

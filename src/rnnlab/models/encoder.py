@@ -1,7 +1,9 @@
 """The recurrent encoder of an encoder–decoder (Sutskever et al. 2014; Cho et al. 2014).
 
-embedding → (dropout) → multi-layer recurrent network over a *packed* batch, so each sentence's final
-state is the state after its own last token, not after a tail of padding.
+embedding → (dropout) → multi-layer recurrent network run by lengths, so each sentence's final state
+is the state after its own last token, not after a tail of padding: ``run_by_lengths`` for cells whose
+state is h alone (it picks packing or the faster padded kernel), packing for LSTMs, whose final cell
+state c only packing gives.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from rnnlab.nn.factory import make_rnn
+from rnnlab.nn.by_lengths import run_by_lengths
+from rnnlab.nn.factory import has_cell_state, make_rnn
 from rnnlab.nn.state import RecurrentState
 
 
@@ -54,6 +57,7 @@ class Seq2SeqEncoder(nn.Module):
             dropout=dropout,
             bidirectional=bidirectional,
         )
+        self.has_cell_state = has_cell_state(cell)
         self.hidden_size = hidden_size
         self.num_layers = num_layers
         self.num_directions = 2 if bidirectional else 1
@@ -65,6 +69,9 @@ class Seq2SeqEncoder(nn.Module):
     def forward(self, src: Tensor, src_lengths: Tensor) -> EncoderOutput:
         """``src`` (B, S) ids, ``src_lengths`` (B,) → ``EncoderOutput``."""
         embedded = self.embed_dropout(self.embedding(src))  # (B, S, E)
+        if not self.has_cell_state:
+            outputs, final = run_by_lengths(self.rnn, embedded, src_lengths)  # zeros at padding
+            return EncoderOutput(outputs=outputs, state=final, lengths=src_lengths)
         packed = pack_padded_sequence(
             embedded, src_lengths.cpu(), batch_first=True, enforce_sorted=False
         )
