@@ -1,13 +1,14 @@
-"""Tagger speed with its BiLSTMs run by lengths on the fused padded kernel, against packed sequences.
+"""Tagger speed with its recurrent stack run by lengths on the padded kernel, against packed sequences.
 
 ``rnnlab.nn.by_lengths`` runs a ``torch.nn.LSTM`` over padded batches (oneDNN's fused kernel on a
 CPU) and reverses the backward direction within each length, where the tagger used to pack its
-batches (a loop of small products per time step). Both paths give the same outputs; this times
-training steps (loss, backward, Adam) and tagging of the recipe's batches in alternating windows of
-one process, so the ratio is taken under the same load.
+batches (a loop of small products per time step); GRUs and RNNs take the same path while training.
+Both paths give the same outputs; this times training steps (loss, backward, Adam) and tagging of
+the recipe's batches in alternating windows of one process, so the ratio is taken under the same load.
 
     python benchmarks/bench_by_lengths.py --config configs/tagger/ud-ewt-upos.yaml \\
         --set model.pretrained_embeddings=runs/vectors/en-w2v-lower.txt --threads 1
+    python benchmarks/bench_by_lengths.py --config configs/tagger/ud-ewt-upos.yaml --set model.cell=gru
     python benchmarks/bench_by_lengths.py --config configs/tagger/ud-ewt-sample.yaml   # bundled data
 
 Prints one JSON object: training and tagging tokens/s of both paths (medians over windows) and the

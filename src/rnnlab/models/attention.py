@@ -42,7 +42,7 @@ def additive_scores(projected: Tensor, keys: Tensor, energy: Tensor) -> Tensor:
     On a CPU it is computed in float32 (or float64) as ``2·vᵀ σ(2(q + k)) − Σv``, the same function
     (tanh z = 2σ(2z) − 1): the (B, Q, S, A) energies are the largest tensor a decoder step makes (beam
     search: K queries per sentence), and ``torch.sigmoid`` over them ran about 7× faster than
-    ``torch.tanh`` on one CPU, where tanh was the largest cost of decoding (on another, 0.8×). Under
+    ``torch.tanh`` on one CPU, where tanh was the largest cost of decoding (on another, 0.7×). Under
     bfloat16 autocast too: ``torch.tanh`` in bfloat16 ran 3.5× slower than in float32 on a CPU, and
     float32 also avoids the cancellation of 2σ − 1 near 0, which eight bits of mantissa would not
     absorb. Elsewhere (CUDA) a 16-bit input keeps the tanh in its own dtype.
