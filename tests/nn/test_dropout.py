@@ -1,4 +1,5 @@
-"""SequenceDropout: one mask per sequence and feature, the expectation of its input, identity in eval."""
+"""Dropout and SequenceDropout: the distribution of the mask, the expectation of the input, the
+gradient, identity in eval; SequenceDropout's one mask per sequence and feature."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 from torch import nn
 
 from rnnlab.nn import SequenceDropout
+from rnnlab.nn.dropout import Dropout, dropout
 
 
 def test_each_feature_is_dropped_or_kept_for_the_whole_sequence() -> None:
@@ -58,3 +60,46 @@ def test_identity_in_evaluation_and_at_zero() -> None:
 def test_rejects_probabilities_outside_zero_one(p: float) -> None:
     with pytest.raises(ValueError, match="dropout probability"):
         SequenceDropout(p)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("p", [0.1, 0.4, 0.65])
+def test_dropout_zeroes_a_fraction_p_and_scales_the_rest(p: float, dtype: torch.dtype) -> None:
+    generator = torch.Generator().manual_seed(2)
+    inputs = (torch.rand(100, 100, 100, generator=generator) + 0.5).to(dtype)  # none zero
+    torch.manual_seed(2)
+    out = dropout(inputs, p)
+    assert out.dtype == dtype and out.shape == inputs.shape
+    dropped = out == 0
+    # Binomial standard deviation sqrt(p(1 − p) / 1e6) < 5e-4: ten of them.
+    assert abs(dropped.float().mean().item() - p) < 5e-3
+    expected = inputs[~dropped] * torch.tensor(1 / (1 - p), dtype=dtype)
+    torch.testing.assert_close(out[~dropped], expected, rtol=0, atol=0)
+    # The same mask for every dtype given the seed (float32 uniforms either way).
+    torch.manual_seed(2)
+    assert torch.equal(dropout(inputs.float(), p) == 0, dropped)
+
+
+def test_dropout_gradient_is_its_scaled_mask() -> None:
+    torch.manual_seed(3)
+    inputs = torch.randn(5, 7, 11, requires_grad=True)
+    out = dropout(inputs, 0.3)
+    (grad,) = torch.autograd.grad(out.sum(), inputs)
+    kept = out.detach() != 0
+    torch.testing.assert_close(grad, kept.float() / 0.7)
+
+
+def test_dropout_module_in_evaluation_at_zero_and_at_one() -> None:
+    inputs = torch.randn(3, 4)
+    module = Dropout(0.5)
+    assert repr(module) == "Dropout(p=0.5)"
+    assert module.eval()(inputs) is inputs
+    assert dropout(inputs, 0.0) is inputs
+    assert dropout(inputs, 0.5, training=False) is inputs
+    assert torch.equal(dropout(inputs, 1.0), torch.zeros_like(inputs))  # as F.dropout gives it
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.5)
+    torch.manual_seed(4)
+    first = module.train()(inputs)
+    torch.manual_seed(4)
+    assert torch.equal(first, dropout(inputs, 0.5))  # the module is the function

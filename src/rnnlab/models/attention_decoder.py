@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from rnnlab.models.attention import BahdanauAttention, LuongAttention, padding_mask
 from rnnlab.models.encoder import EncoderOutput
 from rnnlab.models.feedback import Feedback, mix
+from rnnlab.nn.dropout import Dropout
 from rnnlab.nn.factory import make_rnn
 from rnnlab.nn.precision import autocast_operand
 from rnnlab.nn.state import RecurrentState, hidden_of, select_batch
@@ -161,8 +162,8 @@ class AttentionDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_size, padding_idx=padding_idx)
-        self.embed_dropout = nn.Dropout(embed_dropout)
-        self.output_dropout = nn.Dropout(embed_dropout)
+        self.embed_dropout = Dropout(embed_dropout)
+        self.output_dropout = Dropout(embed_dropout)
         self.output = nn.Linear(hidden_size, vocab_size)
         self.hidden_size = hidden_size
         self.embed_size = embed_size

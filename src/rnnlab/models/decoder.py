@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from rnnlab.models.bridge import merge_directions
 from rnnlab.models.encoder import EncoderOutput
 from rnnlab.models.feedback import Feedback, mix
+from rnnlab.nn.dropout import Dropout
 from rnnlab.nn.factory import make_rnn
 from rnnlab.nn.state import RecurrentState, hidden_of, select_batch
 from rnnlab.nn.stepwise import StackStepper
@@ -66,7 +67,7 @@ class ContextDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_size, padding_idx=padding_idx)
-        self.embed_dropout = nn.Dropout(embed_dropout)
+        self.embed_dropout = Dropout(embed_dropout)
         self.rnn = make_rnn(
             cell,
             rnn_impl,
@@ -75,7 +76,7 @@ class ContextDecoder(nn.Module):
             num_layers=num_layers,
             dropout=dropout,
         )
-        self.output_dropout = nn.Dropout(embed_dropout)
+        self.output_dropout = Dropout(embed_dropout)
         self.output = nn.Linear(hidden_size, vocab_size)
         self.num_layers = num_layers
         self.embed_size = embed_size

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnlab.nn.by_lengths import run_by_lengths
+from rnnlab.nn.dropout import Dropout
 from rnnlab.nn.factory import has_cell_state, make_rnn
 from rnnlab.nn.state import RecurrentState
 
@@ -47,7 +48,7 @@ class Seq2SeqEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embed_size, padding_idx=padding_idx)
-        self.embed_dropout = nn.Dropout(embed_dropout)
+        self.embed_dropout = Dropout(embed_dropout)
         self.rnn = make_rnn(
             cell,
             rnn_impl,

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab.nn.dropout import Dropout
 from rnnlab.nn.factory import has_cell_state, make_rnn
 from rnnlab.nn.precision import full_precision
 from rnnlab.nn.state import RecurrentState, select_batch
@@ -89,7 +90,7 @@ class RNNLanguageModel(nn.Module):
             num_layers=num_layers,
             dropout=dropout,
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.adaptive = (
             nn.AdaptiveLogSoftmaxWithLoss(
                 hidden_size, vocab_size, list(cutoffs or []), div_value=4.0

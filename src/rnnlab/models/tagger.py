@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from rnnlab.models.char_encoder import CharCNNEncoder, CharRNNEncoder
 from rnnlab.models.crf import LinearChainCRF
 from rnnlab.nn.by_lengths import run_by_lengths
-from rnnlab.nn.dropout import SequenceDropout
+from rnnlab.nn.dropout import Dropout, SequenceDropout
 from rnnlab.nn.factory import make_rnn
 from rnnlab.nn.masking import length_mask
 
@@ -94,7 +94,7 @@ class RNNTagger(nn.Module):
         input_size = embed_size + trainable_embed_size
         input_size += char_encoder.output_size if char_encoder is not None else 0
         # Around the recurrent layers: a mask per token, or one per sentence (variational).
-        self.dropout = SequenceDropout(dropout) if variational_dropout else nn.Dropout(dropout)
+        self.dropout = SequenceDropout(dropout) if variational_dropout else Dropout(dropout)
         self.rnn = make_rnn(
             cell,
             rnn_impl,

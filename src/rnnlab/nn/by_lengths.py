@@ -32,11 +32,11 @@ from collections.abc import Callable
 from typing import TypeGuard
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from rnnlab.nn.dropout import dropout
 from rnnlab.nn.masking import length_mask
 
 _WEIGHTS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
@@ -130,7 +130,7 @@ def _padded(rnn: nn.RNNBase, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, T
     finals: list[Tensor] = []
     for layer in range(rnn.num_layers):
         if layer > 0:
-            layer_input = F.dropout(layer_input, rnn.dropout, training=rnn.training)
+            layer_input = dropout(layer_input, rnn.dropout, training=rnn.training)
         directions = []
         for suffix in suffixes:
             weights = {

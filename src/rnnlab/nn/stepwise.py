@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab.nn.dropout import dropout
 from rnnlab.nn.precision import autocast_operand
 from rnnlab.nn.state import RecurrentState
 
@@ -140,7 +141,7 @@ class StackStepper:
         for k, (w, state) in enumerate(zip(weights, layers, strict=True)):
             if k > 0:
                 if self.dropout > 0 and training:
-                    output = F.dropout(output, self.dropout, training=True)
+                    output = dropout(output, self.dropout, training=True)
                 gates_in = F.linear(output, w.w_ih, w.b_ih)
             output, new_state = self._cell(gates_in, state, w)
             new_layers.append(new_state)
