@@ -5,7 +5,7 @@ windows of one process (see ``harness``):
 
 * ``per-step`` — the model as it was before this work: the decoder loop before the hoisting
   (embeddings sliced per step, the attention mask rebuilt at every step, one ``torch.nn.GRU`` call
-  and one deep-output matmul per step) and the encoder on packed sequences;
+  and one deep-output matmul per step), the encoder on packed sequences and ``torch.nn.Dropout``;
 * ``hoisted`` — rnnlab's decoder (``rnnlab.models.attention_decoder``), float32;
 * ``hoisted-bf16`` — the same under ``train.precision: bf16``.
 
@@ -37,6 +37,7 @@ import harness  # noqa: E402
 from rnnlab.config import load_config  # noqa: E402
 from rnnlab.models.attention_decoder import AttentionDecoderState  # noqa: E402
 from rnnlab.models.encoder import EncoderOutput, Seq2SeqEncoder  # noqa: E402
+from rnnlab.nn.dropout import Dropout  # noqa: E402
 from rnnlab.nn.state import hidden_of  # noqa: E402
 from rnnlab.tasks.seq2seq import Seq2SeqConfig, Seq2SeqTask  # noqa: E402
 from rnnlab.training.trainer import Trainer  # noqa: E402
@@ -80,6 +81,14 @@ def packed_encoder_forward(
     return EncoderOutput(outputs=outputs, state=state, lengths=src_lengths)
 
 
+def use_torch_dropout(model: torch.nn.Module) -> None:
+    """Swap rnnlab's dropout modules for ``torch.nn.Dropout`` (masks from ``bernoulli_``)."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, Dropout):
+                setattr(module, name, torch.nn.Dropout(child.p))
+
+
 def build_trainers(
     workdir: Path, overrides: list[str]
 ) -> tuple[Seq2SeqTask, dict[str, Trainer], list[Any]]:
@@ -98,6 +107,7 @@ def build_trainers(
             )
             encoder = system_model.encoder
             encoder.forward = types.MethodType(packed_encoder_forward, encoder)  # type: ignore[method-assign]
+            use_torch_dropout(system_model)
         train_config = copy.deepcopy(config.train)
         train_config.precision = "bf16" if name.endswith("bf16") else "fp32"
         run_dir = workdir / name
