@@ -3,7 +3,9 @@ own packed sequences."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import pytest
 import torch
@@ -52,11 +54,11 @@ def test_reverse_within_lengths_is_its_own_inverse(lengths: list[int], extra: in
         assert torch.equal(once[row, length:], x[row, length:])
 
 
-CELLS = {
-    "lstm": lambda *args, **kwargs: nn.LSTM(*args, **kwargs),
-    "gru": lambda *args, **kwargs: nn.GRU(*args, **kwargs),
-    "rnn-tanh": lambda *args, **kwargs: nn.RNN(*args, **kwargs),
-    "rnn-relu": lambda *args, **kwargs: nn.RNN(*args, nonlinearity="relu", **kwargs),
+CELLS: dict[str, Callable[..., nn.RNNBase]] = {
+    "lstm": nn.LSTM,
+    "gru": nn.GRU,
+    "rnn-tanh": nn.RNN,
+    "rnn-relu": partial(nn.RNN, nonlinearity="relu"),
 }
 
 
@@ -103,20 +105,20 @@ def test_final_states_in_length_groups_match_packing_and_its_gradients(
     cell: str, num_layers: int, bidirectional: bool, length_groups: int
 ) -> None:
     torch.manual_seed(num_layers * 2 + bidirectional)
-    lstm = CELLS[cell](5, 7, num_layers=num_layers, bidirectional=bidirectional, batch_first=True)
+    rnn = CELLS[cell](5, 7, num_layers=num_layers, bidirectional=bidirectional, batch_first=True)
     lengths = torch.tensor([6, 1, 4, 6, 2, 3, 1])  # 8 groups of 7 rows: one group, padded
     inputs = torch.randn(7, 7, 5)
     mine = inputs.clone().requires_grad_()
     reference = inputs.clone().requires_grad_()
 
-    final = final_states_by_lengths(lstm, mine, lengths, length_groups=length_groups)
-    expected = packed_reference(lstm, reference, lengths)[1]
+    final = final_states_by_lengths(rnn, mine, lengths, length_groups=length_groups)
+    expected = packed_reference(rnn, reference, lengths)[1]
     torch.testing.assert_close(final, expected, rtol=1e-5, atol=1e-6)
 
     weights = torch.randn_like(final)
-    mine_grads = torch.autograd.grad((final * weights).sum(), [mine, *lstm.parameters()])
+    mine_grads = torch.autograd.grad((final * weights).sum(), [mine, *rnn.parameters()])
     reference_grads = torch.autograd.grad(
-        (expected * weights).sum(), [reference, *lstm.parameters()]
+        (expected * weights).sum(), [reference, *rnn.parameters()]
     )
     for got, want in zip(mine_grads, reference_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
