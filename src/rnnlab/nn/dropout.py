@@ -3,7 +3,7 @@
 ``Dropout`` and ``dropout`` are ``nn.Dropout`` and ``F.dropout`` with another way to draw the mask on a
 CPU. There, ``F.dropout`` draws it with ``bernoulli_``, which runs on one thread and took 8 ms for a
 (32, 35, 512) batch of the PTB recipe, about a tenth of its training step; comparing uniform numbers
-with p draws the same distribution and made forward and backward together 2.6–3× faster (B, T, F
+with p draws the same distribution and made forward and backward together 1.9–3.0× faster (B, T, F
 batches of the PTB and Multi30k recipes, float32 and bfloat16, 1 and 2 threads). Elsewhere (CUDA)
 ``F.dropout`` is used unchanged: its kernel is fused.
 
