@@ -30,9 +30,16 @@ def dropout(inputs: Tensor, p: float, training: bool = True) -> Tensor:
         return inputs
     if inputs.device.type != "cpu" or not 0.0 < p < 1.0:
         return F.dropout(inputs, p, training=True)
-    # float32 uniforms whatever the input's dtype: bfloat16 ones would take only 256 values.
-    keep = torch.rand(inputs.shape, device=inputs.device).ge_(p).mul_(1.0 / (1.0 - p))
-    return inputs * keep.to(inputs.dtype)
+    return inputs * _scaled_keep_mask(inputs.shape, p, inputs)
+
+
+def _scaled_keep_mask(shape: torch.Size | tuple[int, ...], p: float, like: Tensor) -> Tensor:
+    """A mask of ``shape`` in ``like``'s dtype and device: 0 with probability ``p``, else 1 / (1 − p).
+
+    Drawn as float32 uniforms whatever the dtype: bfloat16 ones would take only 256 values.
+    """
+    keep = torch.rand(shape, device=like.device).ge_(p).mul_(1.0 / (1.0 - p))
+    return keep.to(like.dtype)
 
 
 class Dropout(nn.Module):
@@ -68,8 +75,7 @@ class SequenceDropout(nn.Module):
         if not self.training or self.p == 0.0:
             return inputs
         batch, _, features = inputs.shape
-        keep = dropout(torch.ones(batch, 1, features, device=inputs.device), self.p)
-        return inputs * keep.to(inputs.dtype)
+        return inputs * _scaled_keep_mask((batch, 1, features), self.p, inputs)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
