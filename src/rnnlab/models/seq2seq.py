@@ -129,7 +129,7 @@ class EncoderDecoder(nn.Module):
         vocabulary, for a search that only needs the best token.
         """
         features, state = self.decoder(tokens.unsqueeze(1), state)  # (B, 1, H)
-        return step_scores(self.decoder.project, features.squeeze(1), normalize), state  # (B, V)
+        return step_scores(self.decoder.output, features.squeeze(1), normalize), state  # (B, V)
 
     def select_state(self, state: Any, indices: Tensor) -> Any:
         return state.select(indices)
