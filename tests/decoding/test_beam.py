@@ -266,6 +266,40 @@ def test_only_the_exact_stop_finds_a_longer_hypothesis_that_wins_by_its_length_p
         assert best("heuristic") == []
 
 
+class ThreeWords:
+    """Words 0, 1 and <eos> (2); the state counts steps. Their probabilities are 0.6, 0.3 and 0.1 at
+    the first step and 0.5, 0.2 and 0.3 after it: <eos> is the least likely word at the start."""
+
+    LOG_PROBS = torch.tensor([[0.6, 0.3, 0.1], [0.5, 0.2, 0.3]]).log()
+
+    def step(self, tokens, state, *, normalize=True):
+        return self.LOG_PROBS[state.clamp(max=1)].clone(), state + 1
+
+    def select_state(self, state, indices):
+        return state[indices]
+
+    @classmethod
+    def log_prob(cls, output: list[int], max_len: int) -> float:
+        words = output + [EOS_ID] if len(output) < max_len else output
+        return float(sum(cls.LOG_PROBS[min(t, 1), word] for t, word in enumerate(words)))
+
+
+@pytest.mark.parametrize(
+    "beam_size", [2, 3, 5]
+)  # 2K candidates: more than the 3 words at the start
+def test_a_vocabulary_smaller_than_the_candidates_gives_the_best_hypotheses(beam_size):
+    hyps = beam_search_hypotheses(
+        ThreeWords(), torch.zeros(1, dtype=torch.long), batch_size=1, beam_size=beam_size,
+        bos_id=1, eos_id=EOS_ID, max_len=2,
+    )[0]  # fmt: skip
+    # Brute force: every output of at most 2 words, ended by <eos> unless it has 2.
+    outputs = [[], [0], [1], [0, 0], [0, 1], [1, 0], [1, 1]]
+    ranked = sorted(outputs, key=lambda y: -ThreeWords.log_prob(y, 2))
+    assert [h.tokens for h in hyps] == ranked[:beam_size]
+    for h in hyps:
+        assert h.log_prob == pytest.approx(ThreeWords.log_prob(h.tokens, 2), abs=1e-6)
+
+
 def test_unknown_stop_rule_is_an_error():
     with pytest.raises(ValueError, match="exact, heuristic"):
         beam_search_hypotheses(

@@ -1,11 +1,12 @@
 """Batched beam search over the step protocol, with the GNMT length penalty (Wu et al. 2016).
 
 All live hypotheses of all sentences form one batch of B·K rows, so every step is one ``model.step``
-call and a handful of tensor operations; Python only touches the hypotheses that end at a step::
+call and a handful of tensor operations; finished hypotheses stay in tensors until the search ends
+(``rnnlab.decoding.finished``)::
 
     rows:  sentence 0: beams 0..K-1 │ sentence 1: beams 0..K-1 │ …        (B·K rows)
     step:  log P(y | prefix) (B·K, V) + beam scores ─ the 2K best extensions per sentence (B, 2K)
-           ├─ candidates ending in <eos> among the top K → finished hypotheses of that sentence
+           ├─ candidates ending in <eos> among the top K → that sentence's n best finished ones
            └─ the best K candidates not ending in <eos>  → next beams (state rows reordered)
 
 Scores are sums of log-probabilities; finished hypotheses are ranked by score / lp(|Y|), with
@@ -35,6 +36,7 @@ from typing import Any
 import torch
 
 from rnnlab.decoding.extensions import best_extensions
+from rnnlab.decoding.finished import FinishedHypotheses
 from rnnlab.decoding.greedy import StepModel
 from rnnlab.decoding.hypothesis import Hypothesis, length_penalty
 
@@ -66,9 +68,7 @@ def beam_search_hypotheses(
             f"unknown beam stop rule {stop!r}; expected one of {', '.join(BEAM_STOPS)}"
         )
     alpha = length_penalty_alpha
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
-    # (B,) score of each sentence's n_best-th best finished hypothesis; -inf until it has n_best.
-    nth_best = torch.full((batch_size,), float("-inf"), device=device)
+    finished = FinishedHypotheses(batch_size, n_best, device)
 
     # The first step reads one row per sentence (only beam 0 is live, and all K beams would be
     # copies of it); its candidates then fill K rows per sentence: row b·K + j is beam j of b.
@@ -84,31 +84,29 @@ def beam_search_hypotheses(
         log_probs, state = model.step(tokens, state)  # (B_a·width, V)
         # The 2K best extensions of each sentence's beams (K of them may end in <eos>).
         cand_scores, cand_row, cand_token = best_extensions(log_probs, scores[:, :width], 2 * k)
-        is_eos = cand_token == eos_id
+        ends = (cand_token == eos_id) & torch.isfinite(cand_scores)  # (B_a, 2K)
 
         # Finish <eos> candidates ranked among the top K (fairseq's rule: with K = 1 only a
         # top-ranked <eos> ends the search, which is what makes beam 1 equal greedy).
-        # Their fields are read in one transfer each, not one tensor read per hypothesis.
-        ended = (is_eos[:, :k] & torch.isfinite(cand_scores[:, :k])).nonzero()  # (E, 2)
-        if ended.numel():
-            ended_block, ended_rank = ended.unbind(1)  # (E,), (E,)
-            ended_row = ended_block * width + cand_row[ended_block, ended_rank]
-            ended_sentence = active[ended_block].tolist()
-            lp = length_penalty(t + 1, alpha)
-            for sentence, raw, output in zip(
-                ended_sentence,
-                cand_scores[ended_block, ended_rank].tolist(),
-                history.index_select(0, ended_row).tolist(),
-                strict=True,
-            ):
-                finished[sentence].append(Hypothesis(output, log_prob=raw, score=raw / lp))
-            for sentence in set(ended_sentence):
-                if len(finished[sentence]) >= n_best:
-                    nth_best[sentence] = sorted(h.score for h in finished[sentence])[-n_best]
+        ended = ends[:, :k]
+        ending = ended.any(1).nonzero(as_tuple=True)[0]  # blocks with a hypothesis ending here
+        if ending.numel():
+            ended_rows = ending.unsqueeze(1) * width + cand_row[ending, :k]  # (E, K)
+            finished.add(
+                active[ending],
+                cand_scores[ending, :k].masked_fill(~ended[ending], float("-inf")),
+                history[ended_rows.flatten()].view(ending.numel(), k, t),
+                length_penalty(t + 1, alpha),
+            )
 
-        # Next beams: the K best candidates that do not end in <eos>.
-        live_scores = cand_scores.masked_fill(is_eos, float("-inf"))
-        scores, pick = live_scores.topk(k, dim=-1)  # (B_a, K)
+        # Next beams: the K best candidates that do not end in <eos>. The candidates are sorted and
+        # at most one per beam ends in <eos>, so these are the first K others of each row (found
+        # without a second ``topk``, whose scalar loop costs microseconds per row on CPU). Dead
+        # (-inf) candidates, which may repeat a pair when the vocabulary is tiny, count as others.
+        live = ~ends
+        first_k = live & (live.cumsum(1) <= k)  # (B_a, 2K), K per row
+        pick = first_k.nonzero()[:, 1].view(-1, k)  # (B_a, K), row-major order keeps the ranking
+        scores = cand_scores.gather(1, pick)
         beam = cand_row.gather(1, pick)
         tokens_bk = cand_token.gather(1, pick)  # (B_a, K)
         rows = (torch.arange(active.numel(), device=device).unsqueeze(1) * width + beam).view(-1)
@@ -125,7 +123,7 @@ def beam_search_hypotheses(
         # heuristic, if it ended at the next step.
         bound_len = max_len if stop == "exact" else t + 2
         best_live = scores[:, 0] / length_penalty(bound_len, alpha)  # (B_a,)
-        done = (best_live < nth_best[active]) | ~torch.isfinite(best_live)
+        done = (best_live < finished.nth_best(active)) | ~torch.isfinite(best_live)
         if bool(done.any()):
             keep_blocks = (~done).nonzero(as_tuple=True)[0]
             keep_rows = (keep_blocks.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
@@ -136,14 +134,14 @@ def beam_search_hypotheses(
             state = model.select_state(state, keep_rows)
 
     # Beams still live after max_len steps end without <eos>.
-    lp = length_penalty(history.size(1), alpha)
-    final_scores, final_history = scores[:, :width].tolist(), history.tolist()
-    for block, sentence in enumerate(active.tolist()):
-        for j, raw in enumerate(final_scores[block]):
-            if raw != float("-inf"):
-                output = final_history[block * width + j]
-                finished[sentence].append(Hypothesis(output, log_prob=raw, score=raw / lp))
-    return [sorted(hyps, key=lambda h: -h.score)[:n_best] for hyps in finished]
+    if active.numel():
+        finished.add(
+            active,
+            scores[:, :width],
+            history.view(active.numel(), width, history.size(1)),
+            length_penalty(history.size(1), alpha),
+        )
+    return finished.hypotheses()
 
 
 def beam_search(

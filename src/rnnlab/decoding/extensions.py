@@ -7,18 +7,19 @@ small model is more than the step itself. Two rankings give the same answer:
 
 * ``per_row`` — the ``count`` best tokens of each beam (a beam's score is one constant added to all
   of its tokens, so its share of the answer is among them), then the best ``count`` of those W·count;
-* ``blocked`` — the maximum of every block of ``BLOCK`` columns (``amax``, vectorised), the ``count``
-  best blocks of the sentence by ``score + block maximum``, and the best ``count`` of their
-  ``count · BLOCK`` entries::
+* ``blocked`` — the maximum of every whole block of ``BLOCK`` columns (``amax``, vectorised), the
+  ``count`` best blocks of the sentence by ``score + block maximum``, and the best ``count`` of their
+  ``count · BLOCK`` entries and of the columns after the last whole block (the tail, in every beam)::
 
-      log_probs (B·W, V) ─ view (B·W, V / BLOCK, BLOCK) ─ amax ─ + score → (B, W · V / BLOCK)
-                         ─ topk: the ``count`` best blocks of each sentence → gather their entries
-                         ─ (B, count · BLOCK) ─ topk: the ``count`` best extensions
+      log_probs (B·W, V) ─ view (B·W, V // BLOCK, BLOCK) ─ amax ─ + score → (B, W · V // BLOCK)
+                         ─ topk: the ``count`` best blocks of each sentence → their entries, copied
+                         ─ (B, count · BLOCK) ┬ tail entries (B, W · V % BLOCK)
+                                              └ topk: the ``count`` best extensions
 
-  An extension among the ``count`` best lies in a block whose maximum is at least its own value, and
-  fewer than ``count`` blocks can have a larger maximum (each holds a larger extension), so its block
-  is among the ``count`` best. ``topk`` then runs over B rows of W·V / BLOCK and count · BLOCK
-  columns instead of B·W rows of V.
+  An extension among the ``count`` best outside the tail lies in a block whose maximum is at least
+  its own value, and fewer than ``count`` blocks can have a larger maximum (each holds a larger
+  extension), so its block is among the ``count`` best. ``topk`` then runs over B rows of
+  W·V / BLOCK and count · BLOCK + W · V % BLOCK columns instead of B·W rows of V.
 
 Both return the same scores; which of two equal scores comes first is not specified (as for
 ``torch.topk``).
@@ -76,24 +77,26 @@ def _blocked(log_probs: Tensor, scores: Tensor, count: int) -> Extensions:
     batch, width = scores.shape
     vocab = log_probs.size(-1)
     whole = vocab // BLOCK
-    covered = whole * BLOCK
-    block_max = log_probs[:, :covered].unflatten(1, (whole, BLOCK)).amax(-1)  # (B·W, whole)
-    if covered < vocab:  # the last, shorter block
-        block_max = torch.cat([block_max, log_probs[:, covered:].amax(-1, keepdim=True)], dim=1)
-    blocks = block_max.size(1)
-    block_scores = (scores.unsqueeze(-1) + block_max.view(batch, width, blocks)).flatten(1)
-    best_blocks = block_scores.topk(count, dim=-1).indices  # (B, count)
-    beam = best_blocks // blocks
-    column = (best_blocks % blocks * BLOCK).unsqueeze(-1) + torch.arange(
-        BLOCK, device=log_probs.device
-    )  # (B, count, BLOCK)
-    # Index into the sentence's W·V log-probabilities; columns past the vocabulary read its last
-    # entry and are masked out below.
-    flat = (beam * vocab).unsqueeze(-1) + column.clamp(max=vocab - 1)
-    entries = log_probs.view(batch, width * vocab).gather(1, flat.flatten(1))
-    entries = (scores.gather(1, beam).unsqueeze(-1) + entries.view_as(flat)).masked_fill(
-        column >= vocab, float("-inf")
-    )
-    best, position = entries.flatten(1).topk(count, dim=-1)  # (B, count), sorted
-    picked = flat.flatten(1).gather(1, position)
-    return best, picked // vocab, picked % vocab
+    covered, tail = whole * BLOCK, vocab - whole * BLOCK
+    blocked = log_probs[:, :covered].unflatten(1, (whole, BLOCK))  # (B·W, whole, BLOCK), a view
+    block_scores = (scores.unsqueeze(-1) + blocked.amax(-1).view(batch, width, whole)).flatten(1)
+    picked = min(count, width * whole)  # all blocks of a sentence, if it has fewer than ``count``
+    best_blocks = block_scores.topk(picked, dim=-1).indices  # (B, picked)
+    block_beam = best_blocks // whole
+    rows = torch.arange(batch, device=log_probs.device).unsqueeze(1) * width + block_beam
+    # The picked blocks' entries, copied whole by one indexing call, plus their beam's score.
+    entries = blocked[rows, best_blocks % whole] + scores.gather(1, block_beam).unsqueeze(-1)
+    candidates = entries.flatten(1)  # (B, picked · BLOCK)
+    if tail:  # the columns after the last whole block are candidates in every beam
+        tail_scores = scores.unsqueeze(-1) + log_probs[:, covered:].view(batch, width, tail)
+        candidates = torch.cat([candidates, tail_scores.flatten(1)], dim=1)
+    best, position = candidates.topk(count, dim=-1)  # (B, count), sorted
+    slot = (position // BLOCK).clamp(max=picked - 1)
+    beam = block_beam.gather(1, slot)
+    token = best_blocks.gather(1, slot) % whole * BLOCK + position % BLOCK
+    if tail:
+        past = (position - picked * BLOCK).clamp(min=0)  # index among the tail candidates
+        in_tail = position >= picked * BLOCK
+        beam = torch.where(in_tail, past // tail, beam)
+        token = torch.where(in_tail, covered + past % tail, token)
+    return best, beam, token
