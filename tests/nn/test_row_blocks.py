@@ -36,7 +36,7 @@ def test_narrow_float32_features_are_projected_in_blocks_to_the_same_scores(norm
     with torch.no_grad():
         got = step_scores(project, features, normalize)
         expected = reference(project, features, normalize)
-    assert project.rows == []  # one product per block, bias included, not the layer's call
+    assert project.rows == []  # products with the bias folded in, not the layer's call
     assert got.dtype == torch.float32 and got.shape == (rows, 2254)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
     assert torch.equal(got.argmax(-1), expected.argmax(-1))
@@ -58,12 +58,35 @@ def test_with_autograd_all_rows_are_projected_in_one_call_that_keeps_the_gradien
     torch.testing.assert_close(grad, expected_grad)
 
 
-@pytest.mark.parametrize(
-    ("rows", "width"), [(MIN_ROWS - 1, 32), (MIN_ROWS, MAX_NARROW_FEATURES + 1), (3, 32)]
-)
-def test_few_rows_or_wide_features_are_projected_in_one_call(rows, width):
-    project = CountingProjection(width, 50)
-    features = torch.randn(rows, width)
+@pytest.fixture
+def products(monkeypatch) -> list[int]:
+    """The rows of every ``torch.mm`` call while the test runs."""
+    rows: list[int] = []
+    mm = torch.mm
+
+    def counting_mm(a, b, **kwargs):
+        rows.append(a.size(0))
+        return mm(a, b, **kwargs)
+
+    monkeypatch.setattr(torch, "mm", counting_mm)
+    return rows
+
+
+@pytest.mark.parametrize("rows", [MIN_ROWS - 1, MIN_ROWS + 1, 3])
+def test_narrow_float32_features_take_one_product_per_block_or_one_for_few_rows(rows, products):
+    project = CountingProjection(32, 50)
+    features = torch.randn(rows, 32)
+    with torch.no_grad():
+        got = step_scores(project, features, True)
+    blocks = [len(b) for b in features.split(ROW_BLOCK)] if rows >= MIN_ROWS else [rows]
+    assert products == blocks and project.rows == []
+    torch.testing.assert_close(got, reference(project, features, True))
+
+
+@pytest.mark.parametrize("rows", [MIN_ROWS - 1, MIN_ROWS, 3])
+def test_wide_features_are_projected_by_the_layer_in_one_call(rows):
+    project = CountingProjection(MAX_NARROW_FEATURES + 1, 50)
+    features = torch.randn(rows, MAX_NARROW_FEATURES + 1)
     with torch.no_grad():
         got = step_scores(project, features, True)
     assert project.rows == [rows]
