@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 
 from rnnlab.config import from_dict  # noqa: E402
-from rnnlab.decoding.beam import beam_search  # noqa: E402
+from rnnlab.decoding.beam import beam_batch_size, beam_search  # noqa: E402
 from rnnlab.decoding.greedy import greedy_search  # noqa: E402
 from rnnlab.models.seq2seq import build_seq2seq  # noqa: E402
 from rnnlab.tasks.lm import LanguageModelTask, LMConfig  # noqa: E402
@@ -139,13 +139,19 @@ def decode_section(windows: int, sentences: int, max_len: int) -> dict[str, Any]
             tgt_vocab_size=VOCAB[name][1],
         ).eval()
         sources = decode_sources(name, sentences)
-        batches = [
-            pad_batch(sources[i : i + 512], 0) for i in range(0, len(sources), 512)
-        ]  # length-sorted batches are what translate_ids decodes; these keep the file order
+        # translate_ids decodes length-sorted batches; these keep the file order, with as many
+        # sentences as it takes: 512 for greedy search, ``beam_batch_size`` for beam search.
+        beam_batch = beam_batch_size(512, 5, VOCAB[name][1], attention=sizes["attention"] != "none")
 
         def search(
-            step_model: Any, beam: int, batches: list[Any] = batches, count: int = len(sources)
+            step_model: Any,
+            beam: int,
+            sources: list[list[int]] = sources,
+            beam_batch: int = beam_batch,
         ) -> Window:
+            count, size = len(sources), 512 if beam == 1 else beam_batch
+            batches = [pad_batch(sources[i : i + size], 0) for i in range(0, len(sources), size)]
+
             def run() -> float:
                 with torch.no_grad():
                     for src, lengths in batches:
@@ -164,7 +170,7 @@ def decode_section(windows: int, sentences: int, max_len: int) -> dict[str, Any]
         if sizes["attention"] == "none":
             systems["greedy-context-per-step"] = search(ContextPerStep(model), 1)
             pairs.append(("greedy", "greedy-context-per-step"))
-        out[name] = alternate(systems, windows, pairs)
+        out[name] = {**alternate(systems, windows, pairs), "beam_batch_sentences": beam_batch}
     return out
 
 

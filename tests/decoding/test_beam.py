@@ -8,7 +8,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from rnnlab.decoding.beam import beam_search, beam_search_hypotheses, length_penalty
+from rnnlab.decoding.beam import (
+    BEAM_SCORES_BYTES,
+    beam_batch_size,
+    beam_search,
+    beam_search_hypotheses,
+    length_penalty,
+)
 from rnnlab.decoding.greedy import greedy_search
 from tests.reverse_task import BOS, EOS, reverse_batch, tiny_model, train_steps
 
@@ -355,3 +361,13 @@ def test_beams_sharing_their_sentences_memory_equal_beams_with_copies(attention)
     assert shares.seen[0] == (12, 48)
     assert all(memory * 4 == rows for memory, rows in shares.seen)
     assert any(memory < 12 for memory, _ in shares.seen), "some sentence should finish"
+
+
+def test_beam_search_keeps_a_steps_scores_within_its_budget():
+    assert (
+        beam_batch_size(512, 5, 3_820, attention=False) == 219
+    )  # 4·5·3,820·219 ≤ 16 MiB < 4·5·3,820·220
+    assert 4 * 5 * 3_820 * 219 <= BEAM_SCORES_BYTES < 4 * 5 * 3_820 * 220
+    assert beam_batch_size(512, 5, 5_893, attention=True) == 102  # B·K rows as greedy's B
+    assert beam_batch_size(512, 5, 50, attention=False) == 512  # small scores: the whole batch
+    assert beam_batch_size(512, 5, 10**7, attention=False) == 1  # always at least one sentence

@@ -185,3 +185,14 @@ def test_sentencepiece_translator_exports_its_subword_models(tmp_path):
     lines = [line.split("\t")[0].replace(" ", "") for line in reverse_lines(30, 4)]
     runtime = load(folder)
     assert [t.text for t in runtime.translate(lines)] == eager_translate(task, model, lines)
+
+
+def test_the_runtime_batches_beam_search_as_the_library_does():
+    from rnnlab.decoding.beam import beam_batch_size
+    from rnnlab.export.runtime import _beam_batch_size
+
+    grid = itertools.product([1, 7, 512], [1, 2, 5, 12], [50, 3_820, 32_000, 10**6], [False, True])
+    for batch, beam, vocab, attention in grid:
+        expected = beam_batch_size(batch, beam, vocab, attention=attention)
+        assert _beam_batch_size(batch, beam, vocab, attention=attention) == expected
+        assert 1 <= expected <= batch

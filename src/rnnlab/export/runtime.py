@@ -215,6 +215,17 @@ def _pad(rows: list[list[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
     return out, lengths
 
 
+BEAM_SCORES_BYTES = 16 << 20
+"""As ``rnnlab.decoding.beam.BEAM_SCORES_BYTES``."""
+
+
+def _beam_batch_size(batch_size: int, beam_size: int, vocab_size: int, *, attention: bool) -> int:
+    """``rnnlab.decoding.beam.beam_batch_size``: sentences decoded together by beam search."""
+    if attention:
+        batch_size //= beam_size
+    return max(1, min(batch_size, BEAM_SCORES_BYTES // (4 * beam_size * vocab_size)))
+
+
 def _length_sorted(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Batches of indices, shortest first (``rnnlab.data.batching.sorted_batches``)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
@@ -495,8 +506,8 @@ class OnnxTranslator(ExportedModel):
         results: list[list[Hypothesis]] = [[] for _ in sources]
         beam = max(beam, n_best)
         size = batch_size or self.batch_size
-        if beam > 1 and self.has_attention:
-            size = max(size // beam, 1)  # B·K rows, as in Seq2SeqTask.translate_hypotheses
+        if beam > 1:  # as in Seq2SeqTask.translate_hypotheses
+            size = _beam_batch_size(size, beam, len(self.tgt_itos), attention=self.has_attention)
         for ids in _length_sorted([len(s) for s in sources], size):
             batch = [sources[i] for i in ids]
             if beam > 1:

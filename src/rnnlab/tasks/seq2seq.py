@@ -25,7 +25,7 @@ from rnnlab.data.parallel import SentencePair, iter_parallel
 from rnnlab.data.text import preprocess_textbook
 from rnnlab.data.tokenizers import SentencePieceTokenizer, Tokenizer, WordTokenizer
 from rnnlab.data.vocab import FirstSeenIds, Vocab
-from rnnlab.decoding.beam import beam_search_hypotheses
+from rnnlab.decoding.beam import beam_batch_size, beam_search_hypotheses
 from rnnlab.decoding.greedy import greedy_hypotheses, greedy_search
 from rnnlab.decoding.hypothesis import Hypothesis, unscored
 from rnnlab.errors import ConfigError, RnnlabError
@@ -117,11 +117,11 @@ class DecodeConfig:
     batch_size: int = 512
     """Sentences decoded together; large batches amortise the per-step overhead of greedy search.
 
-    Beam search over an attention model decodes ``batch_size // beam_size`` sentences at a time, so
-    that its B·K decoder rows, and the (B·K, S, A) attention energies they make, stay the size of
-    greedy search's batch: on the Multi30k recipe beam 5 ran 1.09× faster this way than with
-    ``batch_size`` sentences at 1 and 2 threads, and 1.47× and 1.30× in the exported translator
-    (ONNX Runtime), with the same output."""
+    Beam search decodes fewer sentences at a time (``rnnlab.decoding.beam.beam_batch_size``): over an
+    attention model ``batch_size // beam_size``, so that its B·K decoder rows, and the (B·K, S, A)
+    attention energies they make, stay the size of greedy search's batch (on the Multi30k recipe beam
+    5 ran 1.09× faster this way than with ``batch_size`` sentences at 1 and 2 threads, and 1.47× and
+    1.30× in the exported translator), and never more than keep a step's scores within 16 MiB."""
     beam_stop: Literal["exact", "heuristic"] = "exact"
     """When beam search lets a sentence go (``rnnlab.decoding.beam``): ``exact`` once no live beam
     could still win, ``heuristic`` once none would win by ending at the next step (faster with a
@@ -496,8 +496,9 @@ class Seq2SeqTask(Task):
         alpha = decode.length_penalty if length_penalty is None else length_penalty
         size = max(batch_size or decode.batch_size, 1)
         beam = max(beam_size, n_best)
-        if beam > 1 and getattr(model, "has_attention", False):
-            size = max(size // beam, 1)  # B·K rows, as many as greedy search's B (DecodeConfig)
+        if beam > 1:  # B·K rows at a time (DecodeConfig.batch_size)
+            attention = bool(getattr(model, "has_attention", False))
+            size = beam_batch_size(size, beam, len(self.tgt_vocab), attention=attention)
         results: list[list[Hypothesis]] = [[] for _ in sources]
         with autocast(device, decode.precision):
             for ids in sorted_batches([len(s) for s in sources], size):
