@@ -50,15 +50,21 @@ class FinishedHypotheses:
         width = self.tokens.size(2)
         score = torch.cat([self.score[sentences], log_prob.double() / lp], dim=1)  # (S, n + C)
         order = score.sort(dim=1, descending=True, stable=True).indices[:, : self.n_best]
+
+        def kept(old: Tensor, new: Tensor) -> Tensor:
+            """The rows of ``old`` (n) and ``new`` (C) per sentence that ``order`` keeps."""
+            merged = torch.cat([old, new], dim=1)
+            index = order.view(*order.shape, *([1] * (merged.dim() - 2))).expand(
+                -1, -1, *merged.shape[2:]
+            )
+            return merged.gather(1, index)
+
         self.score[sentences] = score.gather(1, order)
-        self.log_prob[sentences] = torch.cat([self.log_prob[sentences], log_prob], 1).gather(
-            1, order
+        self.log_prob[sentences] = kept(self.log_prob[sentences], log_prob)
+        self.length[sentences] = kept(
+            self.length[sentences], torch.full_like(log_prob, length, dtype=torch.long)
         )
-        new_length = torch.full_like(log_prob, length, dtype=torch.long)
-        self.length[sentences] = torch.cat([self.length[sentences], new_length], 1).gather(1, order)
-        padded = F.pad(tokens, (0, width - length))
-        all_tokens = torch.cat([self.tokens[sentences], padded], dim=1)  # (S, n + C, width)
-        self.tokens[sentences] = all_tokens.gather(1, order.unsqueeze(-1).expand(-1, -1, width))
+        self.tokens[sentences] = kept(self.tokens[sentences], F.pad(tokens, (0, width - length)))
 
     def nth_best(self, sentences: Tensor) -> Tensor:
         """(S,) float32 score of each sentence's ``n_best``-th best hypothesis; ``-inf`` if it has fewer."""
