@@ -29,6 +29,7 @@ def make_decoder(kind: str, cell: str, num_layers: int):
 def inputs(cell: str, num_layers: int):
     generator = torch.Generator().manual_seed(1)
     memory = torch.randn(BATCH, SRC, MEMORY, dtype=torch.float64, generator=generator)
+    memory.requires_grad_()  # the encoder's outputs get a gradient from every step
     lengths = torch.tensor([5, 3, 1, 4])
     h0 = torch.randn(num_layers, BATCH, HIDDEN, dtype=torch.float64, generator=generator)
     c0 = torch.randn(h0.shape, dtype=torch.float64, generator=generator)
@@ -52,6 +53,7 @@ def features_and_grads(decoder, *, stepwise: bool, cell: str, num_layers: int):
     decoder.zero_grad()
     (features.square().sum() + final.sum()).backward()
     grads = {name: p.grad.clone() for name, p in decoder.named_parameters() if p.grad is not None}
+    grads["memory"] = encoded.outputs.grad.clone()
     return features.detach(), final.detach(), weights.detach(), grads
 
 

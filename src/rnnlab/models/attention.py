@@ -20,6 +20,8 @@ keeps it in its state rather than repeating it at every output step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -96,12 +98,26 @@ class BahdanauAttention(nn.Module):
         return self.attend(query, keys, memory, padding)
 
     def attend(
-        self, query: Tensor, keys: Tensor, memory: Tensor, padding: Tensor
+        self,
+        query: Tensor,
+        keys: Tensor,
+        memory: Tensor,
+        padding: Tensor,
+        *,
+        query_layer: Callable[[Tensor], Tensor] | None = None,
+        read_memory: Callable[[Tensor], Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """``forward`` with the (B, 1, S) ``padding_mask`` made beforehand."""
-        projected = self.query_layer(query)  # (B, Q, A)
+        """``forward`` with the (B, 1, S) ``padding_mask`` made beforehand.
+
+        ``query_layer`` stands in for ``self.query_layer`` and ``read_memory`` for
+        ``torch.bmm(·, memory)``: a teacher-forced loop passes the ``rnnlab.nn.loop_products`` of
+        them, which sum the gradients of the weight and of the memory once, after the loop.
+        """
+        projected = (query_layer or self.query_layer)(query)  # (B, Q, A)
         scores = additive_scores(projected, keys, self.energy_layer.weight)  # (B, Q, S)
         weights = _masked_weights(scores, padding)  # (B, Q, S)
+        if read_memory is not None:
+            return read_memory(weights), weights
         return torch.bmm(weights, memory), weights
 
 
@@ -134,11 +150,27 @@ class LuongAttention(nn.Module):
         return self.attend(query, keys, memory, padding)
 
     def attend(
-        self, query: Tensor, keys: Tensor, memory: Tensor, padding: Tensor
+        self,
+        query: Tensor,
+        keys: Tensor,
+        memory: Tensor,
+        padding: Tensor,
+        *,
+        read_keys: Callable[[Tensor], Tensor] | None = None,
+        read_memory: Callable[[Tensor], Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """``forward`` with the (B, 1, S) ``padding_mask`` made beforehand."""
-        scores = torch.bmm(query, keys.transpose(1, 2))  # (B, Q, S)
+        """``forward`` with the (B, 1, S) ``padding_mask`` made beforehand.
+
+        ``read_keys`` stands in for ``torch.bmm(·, keysᵀ)`` and ``read_memory`` for
+        ``torch.bmm(·, memory)`` (a teacher-forced loop passes ``rnnlab.nn.loop_products.LoopBmm``).
+        """
+        if read_keys is not None:
+            scores = read_keys(query)  # (B, Q, S)
+        else:
+            scores = torch.bmm(query, keys.transpose(1, 2))
         weights = _masked_weights(scores, padding)
+        if read_memory is not None:
+            return read_memory(weights), weights
         return torch.bmm(weights, memory), weights
 
 

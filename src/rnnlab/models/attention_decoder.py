@@ -23,7 +23,9 @@ is computed for all T positions at once::
     before the loop   embeddings (B, T, E) and their share of the RNN input projection (B, T, G·H)
                       (``rnnlab.nn.stepwise``); the padding mask; the keys (in ``init_state``)
     inside the loop   attention for one query, the context's share of the input projection, the cell
-    after the loop    Bahdanau's deep-output layer over (B, T, H + C + E) in one matmul
+    after the loop    Bahdanau's deep-output layer over (B, T, H + C + E) in one matmul; the gradients
+                      of what every step reads (the recurrent and query weights, the memory) summed
+                      by one product each (``rnnlab.nn.loop_products``)
 
 Cells with no ``torch.nn`` counterpart (peephole, coupled) run the stack one time step per call
 instead. Luong *without* input feeding (``input_feed=False``) runs the RNN over the whole target in one
@@ -32,8 +34,9 @@ fused call and attends for all T positions with one batched matmul.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +47,7 @@ from rnnlab.models.encoder import EncoderOutput
 from rnnlab.models.feedback import Feedback, mix
 from rnnlab.nn.dropout import Dropout
 from rnnlab.nn.factory import make_rnn
+from rnnlab.nn.loop_products import LoopBmm, LoopLinear
 from rnnlab.nn.precision import autocast_operand
 from rnnlab.nn.state import RecurrentState, hidden_of, select_batch
 from rnnlab.nn.stepwise import LayerWeights, StackStepper
@@ -131,8 +135,9 @@ class HoistedInput(NamedTuple):
     """Every layer's weights, read from the stack itself."""
     w_embedded: Tensor
     """(G·H, E) the columns of layer 0's input weights that read the embedding."""
-    w_fed: Tensor
-    """(G·H, F) the columns that read what the loop feeds in (context, or h̃_{t-1})."""
+    fed: LoopLinear
+    """The product with the columns (G·H, F) that read what the loop feeds in (context, or
+    h̃_{t-1}), its weight gradient summed after the loop."""
     b_ih: Tensor | None
     embedded_gates: tuple[Tensor, ...]
     """T × (B, G·H): the embeddings' share of layer 0's input projection, for all positions in one
@@ -239,7 +244,7 @@ class AttentionDecoder(nn.Module):
         w_embedded, w_fed = stepper.split_input(weights, self.embed_size)
         b_ih = weights[0].b_ih
         gates = F.linear(embedded, w_embedded, b_ih).unbind(1)
-        return HoistedInput(stepper, weights, w_embedded, w_fed, b_ih, gates)
+        return HoistedInput(stepper, weights, w_embedded, LoopLinear(w_fed), b_ih, gates)
 
     def _read_fed(
         self, feedback: Feedback, gold: Tensor, features: Tensor
@@ -254,19 +259,20 @@ class AttentionDecoder(nn.Module):
         return self.output(features)
 
     def _attend(
-        self, query: Tensor, state: AttentionDecoderState, padding: Tensor
+        self, query: Tensor, state: AttentionDecoderState, padding: Tensor, **options: Any
     ) -> tuple[Tensor, Tensor]:
         """Queries (R, Q, H) of R decoder rows → contexts (R, Q, C) and weights (R, Q, S).
 
         With ``state.group`` g > 1 the g rows that share a memory row query it together, as one
         (R / g, g·Q) block of queries: one attention over the shared memory, no per-row copies.
+        ``options`` go to the attention's ``attend``.
         """
         g = state.group
         if g == 1:
-            return self.attention.attend(query, state.keys, state.memory, padding)
+            return self.attention.attend(query, state.keys, state.memory, padding, **options)
         rows, q, _ = query.shape
         context, weights = self.attention.attend(
-            query.reshape(rows // g, g * q, -1), state.keys, state.memory, padding
+            query.reshape(rows // g, g * q, -1), state.keys, state.memory, padding, **options
         )
         return context.reshape(rows, q, -1), weights.reshape(rows, q, -1)
 
@@ -337,12 +343,17 @@ class BahdanauDecoder(AttentionDecoder):
 
         → outputs (B, T, H), contexts (B, T, C), the embeddings read (B, T, E), state, weights.
         """
-        stepper, weights, w_embedded, w_context, b_ih, embedded_gates = self._hoisted_input(
+        stepper, weights, w_embedded, context_gates, b_ih, embedded_gates = self._hoisted_input(
             embedded
         )
         read = list(embedded.unbind(1))  # T × (B, E)
         layers = stepper.unstack(state.hidden)
         top = hidden_of(state.hidden)[-1]  # (B, H): s_{t-1}, top layer
+        assert isinstance(self.attention, BahdanauAttention)
+        loop_products = {  # their gradients summed after the loop (``rnnlab.nn.loop_products``)
+            "query_layer": LoopLinear(autocast_operand(self.attention.query_layer.weight)),
+            "read_memory": LoopBmm(state.memory),
+        }
         outputs: list[Tensor] = []
         contexts: list[Tensor] = []
         attention: list[Tensor] = []
@@ -353,10 +364,10 @@ class BahdanauDecoder(AttentionDecoder):
                 use_gold, fed = self._read_fed(feedback, tgt_in[:, t], features)
                 read[t] = mix(use_gold, read[t], fed)
                 gates_t = mix(use_gold, gates_t, F.linear(fed, w_embedded, b_ih))
-            context, step_weights = self._attend(top.unsqueeze(1), state, padding)
+            context, step_weights = self._attend(top.unsqueeze(1), state, padding, **loop_products)
             # (B, 1, C), (B, 1, S)
             context = context.squeeze(1)
-            gates = gates_t + F.linear(context, w_context)  # (B, G·H)
+            gates = gates_t + context_gates(context)  # (B, G·H)
             top, layers = stepper.step(gates, layers, weights, training=self.training)
             outputs.append(top)
             contexts.append(context)
@@ -449,11 +460,20 @@ class LuongDecoder(AttentionDecoder):
         return memory.new_zeros(memory.size(0), self.hidden_size)  # h̃_0 = 0
 
     def _attentional(
-        self, outputs: Tensor, state: AttentionDecoderState, padding: Tensor
+        self,
+        outputs: Tensor,
+        state: AttentionDecoderState,
+        padding: Tensor,
+        combine: Callable[[Tensor], Tensor] | None = None,
+        **options: Any,
     ) -> tuple[Tensor, Tensor]:
-        """RNN outputs (B, T, H) → attentional states h̃ (B, T, H) and weights (B, T, S)."""
-        context, weights = self._attend(outputs, state, padding)
-        return torch.tanh(self.combine(torch.cat([context, outputs], dim=-1))), weights
+        """RNN outputs (B, T, H) → attentional states h̃ (B, T, H) and weights (B, T, S).
+
+        ``combine`` stands in for ``self.combine``; ``options`` go to the attention's ``attend``.
+        """
+        context, weights = self._attend(outputs, state, padding, **options)
+        combined = (combine or self.combine)(torch.cat([context, outputs], dim=-1))
+        return torch.tanh(combined), weights
 
     def forward_with_attention(
         self, tgt_in: Tensor, state: AttentionDecoderState, feedback: Feedback | None = None
@@ -485,9 +505,16 @@ class LuongDecoder(AttentionDecoder):
     ) -> tuple[Tensor, RecurrentState, Tensor]:
         """Input feeding with the embeddings' input projection hoisted; → h̃ (B, T, H), state, weights."""
         assert state.attentional is not None
-        stepper, weights, w_embedded, w_feed, b_ih, embedded_gates = self._hoisted_input(embedded)
+        stepper, weights, w_embedded, feed_gates, b_ih, embedded_gates = self._hoisted_input(
+            embedded
+        )
         layers = stepper.unstack(state.hidden)
         last = state.attentional  # (B, H): h̃_{t-1}
+        loop_products = {  # their gradients summed after the loop (``rnnlab.nn.loop_products``)
+            "combine": LoopLinear(autocast_operand(self.combine.weight)),
+            "read_keys": LoopBmm(state.keys.transpose(1, 2)),
+            "read_memory": LoopBmm(state.memory),
+        }
         steps: list[Tensor] = []
         attention: list[Tensor] = []
         for t in range(embedded.size(1)):
@@ -495,9 +522,11 @@ class LuongDecoder(AttentionDecoder):
             if feedback is not None and t > 0:
                 use_gold, fed = self._read_fed(feedback, tgt_in[:, t], last)
                 gates_t = mix(use_gold, gates_t, F.linear(fed, w_embedded, b_ih))
-            gates = gates_t + F.linear(last, w_feed)  # (B, G·H)
+            gates = gates_t + feed_gates(last)  # (B, G·H)
             output, layers = stepper.step(gates, layers, weights, training=self.training)
-            step, step_weights = self._attentional(output.unsqueeze(1), state, padding)  # (B, 1, H)
+            step, step_weights = self._attentional(
+                output.unsqueeze(1), state, padding, **loop_products
+            )  # (B, 1, H)
             last = step.squeeze(1)
             steps.append(step)
             attention.append(step_weights)

@@ -22,10 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.nn.dropout import dropout
+from rnnlab.nn.loop_products import LoopLinear
 from rnnlab.nn.precision import autocast_operand
 from rnnlab.nn.state import RecurrentState
 
@@ -40,6 +40,10 @@ class LayerWeights:
     """(G·H, H)"""
     b_ih: Tensor | None
     b_hh: Tensor | None
+    recurrent: LoopLinear
+    """``h ↦ W_hh h + b_hh``, its weight gradient summed after the loop (``rnnlab.nn.loop_products``)."""
+    upward: LoopLinear | None
+    """``x ↦ W_ih x + b_ih`` for the layers above the first (the caller projects layer 0's input)."""
 
 
 def _cell_kind(rnn: nn.Module) -> str | None:
@@ -91,15 +95,22 @@ class StackStepper:
             return autocast_operand(getattr(rnn, name))
 
         bias = getattr(rnn, "bias", True)
-        return [
-            LayerWeights(
-                w_ih=get(f"weight_ih_l{k}"),
-                w_hh=get(f"weight_hh_l{k}"),
-                b_ih=get(f"bias_ih_l{k}") if bias else None,
-                b_hh=get(f"bias_hh_l{k}") if bias else None,
+        layers = []
+        for k in range(self.num_layers):
+            w_ih, w_hh = get(f"weight_ih_l{k}"), get(f"weight_hh_l{k}")
+            b_ih = get(f"bias_ih_l{k}") if bias else None
+            b_hh = get(f"bias_hh_l{k}") if bias else None
+            layers.append(
+                LayerWeights(
+                    w_ih=w_ih,
+                    w_hh=w_hh,
+                    b_ih=b_ih,
+                    b_hh=b_hh,
+                    recurrent=LoopLinear(w_hh, b_hh),
+                    upward=LoopLinear(w_ih, b_ih) if k > 0 else None,
+                )
             )
-            for k in range(self.num_layers)
-        ]
+        return layers
 
     @staticmethod
     def split_input(weights: list[LayerWeights], first_size: int) -> tuple[Tensor, Tensor]:
@@ -142,7 +153,8 @@ class StackStepper:
             if k > 0:
                 if self.dropout > 0 and training:
                     output = dropout(output, self.dropout, training=True)
-                gates_in = F.linear(output, w.w_ih, w.b_ih)
+                assert w.upward is not None
+                gates_in = w.upward(output)
             output, new_state = self._cell(gates_in, state, w)
             new_layers.append(new_state)
         return output, new_layers
@@ -152,14 +164,14 @@ class StackStepper:
     ) -> tuple[Tensor, RecurrentState]:
         if self.kind == "lstm":
             h, c = state
-            gates = gi + F.linear(h, w.w_hh, w.b_hh)  # (B, 4H): i, f, g, o as in torch.nn
+            gates = gi + w.recurrent(h)  # (B, 4H): i, f, g, o as in torch.nn
             i, f, g, o = gates.chunk(4, dim=-1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
             return h, (h, c)
         assert isinstance(state, Tensor)
         h = state
-        gh = F.linear(h, w.w_hh, w.b_hh)
+        gh = w.recurrent(h)
         if self.kind == "gru":
             i_r, i_z, i_n = gi.chunk(3, dim=-1)
             h_r, h_z, h_n = gh.chunk(3, dim=-1)
