@@ -11,6 +11,7 @@ windows of one process (see ``harness``):
 
     python benchmarks/bench_attention.py --threads 1          # JSON to stdout
     python benchmarks/bench_attention.py --threads 1 --profile   # also the profiler table per system
+    python benchmarks/bench_attention.py --threads 1 --steady 24 # every shape compiled, as in a run
     python benchmarks/bench_attention.py --curves 400          # validation loss of fp32 and bf16 runs
 """
 
@@ -118,10 +119,18 @@ def build_trainers(
     return task, trainers, task.train_batches(0)
 
 
-def speed(threads: int, windows: int, window_steps: int, profile: bool) -> dict[str, Any]:
+def speed(
+    threads: int, windows: int, window_steps: int, profile: bool, steady: int = 0
+) -> dict[str, Any]:
+    """Tokens/s of each system. With ``steady`` N the windows cycle over the first N batches, each
+    system having trained on all of them once first: every product's shape is then compiled (oneDNN
+    builds a bfloat16 kernel per new shape, once per run for the ≤ 60 batch lengths of a real run),
+    as through most of a real run; without it every window meets batches not seen before."""
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         task, trainers, batches = build_trainers(Path(tmp), [])
+        if steady:
+            batches = batches[:steady]
         position = {name: 0 for name in trainers}
 
         def window(name: str) -> tuple[float, float, float]:
@@ -132,8 +141,9 @@ def speed(threads: int, windows: int, window_steps: int, profile: bool) -> dict[
                 position[name] += 1
             return tokens, time.perf_counter() - started, time.process_time() - cpu_started
 
-        for name in trainers:  # warm-up
-            window(name)
+        for name in trainers:  # warm-up: one window, or a pass over the steady batches
+            for _ in range(max(1, -(-steady // window_steps))):
+                window(name)
         # Per window: tokens per wall-clock second, and per CPU-second of this process. On an
         # oversubscribed machine the second is the steadier measure of the work each system does.
         wall: dict[str, list[float]] = {name: [] for name in trainers}
@@ -154,6 +164,7 @@ def speed(threads: int, windows: int, window_steps: int, profile: bool) -> dict[
             "threads": threads,
             "windows": windows,
             "window_steps": window_steps,
+            "steady_batches": steady or None,
             "machine": harness.machine_info(),
             "tokens_per_sec_median": {k: round(statistics.median(v)) for k, v in wall.items()},
             "tokens_per_cpu_sec_median": {k: round(statistics.median(v)) for k, v in cpu.items()},
@@ -203,13 +214,16 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=5)
     parser.add_argument("--window-steps", type=int, default=6)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--steady", type=int, default=0, help="cycle over this many batches, all seen in warm-up"
+    )
     parser.add_argument("--curves", type=int, default=0, help="steps of the fp32/bf16 curves")
     parser.add_argument("--every", type=int, default=100)
     args = parser.parse_args()
     if args.curves:
         result = curves(args.curves, args.every, args.threads)
     else:
-        result = speed(args.threads, args.windows, args.window_steps, args.profile)
+        result = speed(args.threads, args.windows, args.window_steps, args.profile, args.steady)
     profiles = result.pop("profiles", {})
     print(json.dumps(result, indent=1))
     for name, table in profiles.items():
