@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rnnlab.nn.capture import capturing_graph
+
 
 class _Shared:
     """A product with shared operands (detached), and the (input, output gradient) pairs of the
@@ -140,10 +142,6 @@ class _StepProduct(torch.autograd.Function):
         return (shared.input_grad(grad) if ctx.needs_input_grad[0] else None), None, None
 
 
-def _traced() -> bool:
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
-
-
 class _LoopProduct:
     """Build one per forward pass, before the loop, from the operands as the loop's products read
     them (under autocast: already cast, ``rnnlab.nn.precision.autocast_operand``). Without autograd
@@ -154,7 +152,11 @@ class _LoopProduct:
         self._plain = shared
         self._shared: _Shared | None = None
         self._token: Tensor | None = None
-        if any(t.requires_grad for t in operands) and torch.is_grad_enabled() and not _traced():
+        if (
+            any(t.requires_grad for t in operands)
+            and torch.is_grad_enabled()
+            and not capturing_graph()
+        ):
             detached = type(shared)(*(None if t is None else t.detach() for t in shared.operands))
             self._shared = detached
             self._token = _OperandToken.apply(detached, *shared.operands)

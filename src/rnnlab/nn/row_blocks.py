@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rnnlab.nn.capture import capturing_graph
+
 ROW_BLOCK = 128
 """Rows per block: a block of a few thousand words' scores stays in the core's L2 cache."""
 MAX_NARROW_FEATURES = 128
@@ -37,7 +39,7 @@ MIN_ROWS = 1024
 def _eager_without_autograd(features: Tensor) -> bool:
     """On CPU, run eagerly without autograd: a traced or exported graph keeps one call, which holds
     for every batch size, and ``out=`` records no gradient."""
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
+    if capturing_graph():
         return False
     return features.device.type == "cpu" and not torch.is_grad_enabled()
 
