@@ -22,11 +22,11 @@ STACKS = {
 }
 
 
-def run_stepwise(rnn: nn.Module, x: torch.Tensor, state):
+def run_stepwise(rnn: nn.Module, x: torch.Tensor, state, loop: bool = False):
     """Drive the stepper over x (B, T, I), splitting layer 0's input in two blocks of columns."""
     stepper = StackStepper.of(rnn)
     assert stepper is not None
-    weights = stepper.weights(rnn)
+    weights = stepper.weights(rnn, loop=loop)
     w_a, w_b = stepper.split_input(weights, 2)
     hoisted = F.linear(x[..., :2], w_a, weights[0].b_ih)  # (B, T, G·H) before the loop
     layers = stepper.unstack(state)
@@ -40,7 +40,8 @@ def run_stepwise(rnn: nn.Module, x: torch.Tensor, state):
 
 @pytest.mark.parametrize("kind", sorted(STACKS))
 @pytest.mark.parametrize("num_layers", [1, 2])
-def test_stepper_equals_the_whole_sequence_kernel_in_values_and_gradients(kind, num_layers):
+@pytest.mark.parametrize("loop", [False, True])
+def test_stepper_equals_the_whole_sequence_kernel_in_values_and_gradients(kind, num_layers, loop):
     torch.manual_seed(0)
     rnn = STACKS[kind](num_layers=num_layers, batch_first=True).double()
     x = torch.randn(BATCH, STEPS, INPUT, dtype=torch.float64, requires_grad=True)
@@ -53,7 +54,7 @@ def test_stepper_equals_the_whole_sequence_kernel_in_values_and_gradients(kind, 
     rnn.zero_grad()
     x.grad = None
 
-    outputs, final = run_stepwise(rnn, x, state)
+    outputs, final = run_stepwise(rnn, x, state, loop=loop)
     (outputs.square().sum() + sum(s.sum() for s in final)).backward()
     torch.testing.assert_close(outputs, expected)
     torch.testing.assert_close(final, expected_state)

@@ -240,7 +240,7 @@ class AttentionDecoder(nn.Module):
         """What the stepwise loop needs before its first step (see ``HoistedInput``)."""
         stepper = self.stepper
         assert stepper is not None
-        weights = stepper.weights(self.rnn)
+        weights = stepper.weights(self.rnn, loop=True)
         w_embedded, w_fed = stepper.split_input(weights, self.embed_size)
         b_ih = weights[0].b_ih
         gates = F.linear(embedded, w_embedded, b_ih).unbind(1)

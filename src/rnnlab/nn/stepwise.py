@@ -19,9 +19,12 @@ same cell; cells without a ``torch.nn`` counterpart (peephole, coupled) have no 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.nn.dropout import dropout
@@ -40,10 +43,14 @@ class LayerWeights:
     """(G·H, H)"""
     b_ih: Tensor | None
     b_hh: Tensor | None
-    recurrent: LoopLinear
-    """``h ↦ W_hh h + b_hh``, its weight gradient summed after the loop (``rnnlab.nn.loop_products``)."""
-    upward: LoopLinear | None
+    recurrent: Callable[[Tensor], Tensor]
+    """``h ↦ W_hh h + b_hh``; in a loop's weights a ``LoopLinear`` (``rnnlab.nn.loop_products``)."""
+    upward: Callable[[Tensor], Tensor] | None
     """``x ↦ W_ih x + b_ih`` for the layers above the first (the caller projects layer 0's input)."""
+
+
+def _linear(weight: Tensor, bias: Tensor | None) -> Callable[[Tensor], Tensor]:
+    return functools.partial(F.linear, weight=weight, bias=bias)
 
 
 def _cell_kind(rnn: nn.Module) -> str | None:
@@ -84,12 +91,15 @@ class StackStepper:
         dropout: float = getattr(rnn, "dropout")  # noqa: B009
         return cls(kind=kind, num_layers=num_layers, dropout=float(dropout))
 
-    def weights(self, rnn: nn.Module) -> list[LayerWeights]:
+    def weights(self, rnn: nn.Module, *, loop: bool = False) -> list[LayerWeights]:
         """``rnn``'s current parameters, fetched once per forward (not once per step).
 
         Under autocast they are cast here, once: autocast caches the casts of parameters but not of
         their column blocks (``split_input``), which it would otherwise cast again at every step.
+        ``loop``: the weights serve every step of a loop, so their products are ``LoopLinear`` maps,
+        whose weight gradients are summed once after it; otherwise plain ``F.linear``.
         """
+        product = LoopLinear if loop else _linear
 
         def get(name: str) -> Tensor:
             return autocast_operand(getattr(rnn, name))
@@ -106,8 +116,8 @@ class StackStepper:
                     w_hh=w_hh,
                     b_ih=b_ih,
                     b_hh=b_hh,
-                    recurrent=LoopLinear(w_hh, b_hh),
-                    upward=LoopLinear(w_ih, b_ih) if k > 0 else None,
+                    recurrent=product(w_hh, b_hh),
+                    upward=product(w_ih, b_ih) if k > 0 else None,
                 )
             )
         return layers
