@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab.nn.cross_entropy import summed_cross_entropy
 from rnnlab.nn.dropout import Dropout
 from rnnlab.nn.factory import has_cell_state, make_rnn
 from rnnlab.nn.precision import full_precision
@@ -147,10 +148,8 @@ class RNNLanguageModel(nn.Module):
     ) -> Tensor:
         """Summed negative log-likelihood of ``targets`` (N,) given ``features`` (N, H), in float32."""
         if self.adaptive is None:
-            logits = full_precision(self.project(features))  # (N, V)
-            return F.cross_entropy(
-                logits, targets, reduction="sum", label_smoothing=label_smoothing
-            )
+            logits = self.project(features)  # (N, V)
+            return summed_cross_entropy(logits, targets, label_smoothing=label_smoothing)
         if label_smoothing > 0:
             raise ValueError("label smoothing needs model.softmax=full")
         # The cluster scores are reduced in float32 even under bf16 autocast.

@@ -13,11 +13,10 @@ Two reductions exist on purpose:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnlab.nn.cross_entropy import summed_cross_entropy
 from rnnlab.nn.masking import length_mask, sequence_mask
-from rnnlab.nn.precision import full_precision
 
 
 class MaskedSoftmaxCELoss(nn.CrossEntropyLoss):
@@ -47,6 +46,4 @@ def masked_token_nll(logits: Tensor, targets: Tensor, *, label_smoothing: float 
 
     The log-softmax and the sum run in float32 even when the logits come out of bfloat16 autocast.
     """
-    return F.cross_entropy(
-        full_precision(logits), targets, reduction="sum", label_smoothing=label_smoothing
-    )
+    return summed_cross_entropy(logits, targets, label_smoothing=label_smoothing)
