@@ -55,3 +55,28 @@ def test_label_smoothing_outside_the_unit_interval_is_refused():
 def test_logits_and_targets_of_other_shapes_are_refused():
     with pytest.raises(ValueError, match=r"\(N, V\)"):
         summed_cross_entropy(torch.randn(2, 3, 4), torch.zeros(2, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_padding_rows_past_the_targets_add_nothing_and_get_zero_gradient(dtype):
+    torch.manual_seed(4)
+    logits = torch.randn(7, 13).to(dtype).requires_grad_()
+    targets = torch.tensor([2, 12, 0, 5, 5])
+    padded = summed_cross_entropy(logits, targets, label_smoothing=0.1, padded=True)
+    (grad,) = torch.autograd.grad(padded * 0.5, logits)
+    rows = logits[:5].detach().double().requires_grad_()
+    reference = F.cross_entropy(rows, targets, reduction="sum", label_smoothing=0.1)
+    (expected,) = torch.autograd.grad(reference * 0.5, rows)
+    torch.testing.assert_close(padded.double(), reference.detach(), rtol=1e-6, atol=0)
+    assert grad.shape == logits.shape and grad.dtype == dtype
+    torch.testing.assert_close(grad[:5].double(), expected, rtol=2**-8, atol=1e-6)
+    assert torch.all(grad[5:] == 0)
+
+
+def test_extra_rows_are_refused_unless_declared_padding():
+    with pytest.raises(ValueError, match="N, V"):
+        summed_cross_entropy(torch.randn(3, 4), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="N' ≥ N"):
+        summed_cross_entropy(torch.randn(1, 4), torch.tensor([0, 1]), padded=True)
+    with pytest.raises(ValueError, match="targets"):
+        summed_cross_entropy(torch.randn(5, 4), torch.zeros(1, 2, dtype=torch.long), padded=True)

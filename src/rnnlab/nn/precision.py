@@ -94,14 +94,18 @@ def autocast_operand(x: torch.Tensor) -> torch.Tensor:
 
 
 ROW_MULTIPLE = 64
-"""``project_rows`` pads a bfloat16 product's row count up to a multiple of this."""
+"""``project_padded_rows`` pads a bfloat16 product's row count up to a multiple of this."""
 
 
-def project_rows(
+def project_padded_rows(
     project: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor
 ) -> torch.Tensor:
-    """``project(rows)`` for ``rows`` (N, H); under bfloat16 autocast on the CPU, the rows are first
-    padded with zeros to a multiple of ``ROW_MULTIPLE`` and the padding's outputs dropped.
+    """``project(rows)`` for ``rows`` (N, H), followed by rows of padding: (N', V) with N' ≥ N.
+
+    Under bfloat16 autocast on the CPU the rows are padded with zeros to a multiple of
+    ``ROW_MULTIPLE`` before the product, and the padding's outputs are left in the result for the
+    loss to skip (``summed_cross_entropy(..., padded=True)``): slicing them off would make autograd
+    zero-fill and copy an array of the logits' size on the way back.
 
     oneDNN builds (just-in-time compiles, on CPUs with AMX) a bfloat16 matrix product for every new
     shape and caches it. The rows of a batch's valid target tokens, N = Σ lengths, differ in nearly
@@ -120,7 +124,7 @@ def project_rows(
     )
     if not cpu_bf16 or extra == 0:
         return project(rows)
-    return project(F.pad(rows, (0, 0, 0, extra)))[:n]
+    return project(F.pad(rows, (0, 0, 0, extra)))
 
 
 def full_precision(x: torch.Tensor) -> torch.Tensor:
@@ -136,6 +140,6 @@ __all__ = [
     "full_precision",
     "native_bf16",
     "precision_notice",
-    "project_rows",
+    "project_padded_rows",
     "resolve_precision",
 ]

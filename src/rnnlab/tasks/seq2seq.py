@@ -32,7 +32,7 @@ from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.metrics.bleu import corpus_bleu, corpus_bleu_with_signature, mean_d2l_bleu
 from rnnlab.metrics.perplexity import perplexity
 from rnnlab.models.seq2seq import EncoderDecoder, build_seq2seq
-from rnnlab.nn.precision import autocast, project_rows
+from rnnlab.nn.precision import autocast, project_padded_rows
 from rnnlab.tasks import pretrained
 from rnnlab.tasks.base import Batch, LossOutput, Task
 from rnnlab.training.losses import masked_token_nll, select_valid
@@ -445,9 +445,9 @@ class Seq2SeqTask(Task):
             features = model(batch.src, batch.src_lengths, batch.tgt_in)  # (B, T, H)
         valid_features = select_valid(features, batch.tgt_lengths)  # (N, H)
         targets = select_valid(batch.tgt_out, batch.tgt_lengths)  # (N,)
-        logits = project_rows(model.project, valid_features)  # (N, V)
+        logits = project_padded_rows(model.project, valid_features)  # (N' ≥ N, V)
         smoothing = self.config.train.label_smoothing if model.training else 0.0
-        loss = masked_token_nll(logits, targets, label_smoothing=smoothing)
+        loss = masked_token_nll(logits, targets, label_smoothing=smoothing, padded=True)
         return LossOutput(loss, int(targets.numel()))
 
     @torch.no_grad()

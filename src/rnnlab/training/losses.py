@@ -41,9 +41,13 @@ def select_valid(values: Tensor, lengths: Tensor) -> Tensor:
     return values[mask]
 
 
-def masked_token_nll(logits: Tensor, targets: Tensor, *, label_smoothing: float = 0.0) -> Tensor:
+def masked_token_nll(
+    logits: Tensor, targets: Tensor, *, label_smoothing: float = 0.0, padded: bool = False
+) -> Tensor:
     """Summed cross-entropy of already-selected valid rows: ``logits`` (N, V), ``targets`` (N,).
 
     The log-softmax and the sum run in float32 even when the logits come out of bfloat16 autocast.
+    ``padded=True``: the logits may end in rows of padding past the N targets, which are skipped
+    (see ``summed_cross_entropy``).
     """
-    return summed_cross_entropy(logits, targets, label_smoothing=label_smoothing)
+    return summed_cross_entropy(logits, targets, label_smoothing=label_smoothing, padded=padded)
