@@ -129,3 +129,22 @@ def test_bmm_gradients_equal_torch_bmm(used: list[int]) -> None:
     got = _grads(loop(LoopBmm(memory)), [memory, inputs])
     for x, e in zip(got, expected, strict=True):
         torch.testing.assert_close(x, e)
+
+
+def test_bmm_with_a_float32_operand_stays_float32_under_autocast() -> None:
+    """The decoders' memory on a CPU: autocast would round each step's product to bfloat16."""
+    g = torch.Generator().manual_seed(7)
+    memory = torch.randn(3, 5, 4, generator=g, requires_grad=True)
+    weights = torch.softmax(torch.randn(2, 3, 1, 5, generator=g), -1).requires_grad_()
+    expected = [torch.bmm(w, memory) for w in weights.unbind(0)]
+    expected_grads = _grads(sum((y**2).sum() for y in expected), [memory, weights])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        read = LoopBmm(memory)
+        got = [read(w) for w in weights.unbind(0)]
+    assert [y.dtype for y in got] == [torch.float32, torch.float32]
+    for y, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(y, e)
+    for x, e in zip(
+        _grads(sum((y**2).sum() for y in got), [memory, weights]), expected_grads, strict=True
+    ):
+        torch.testing.assert_close(x, e)

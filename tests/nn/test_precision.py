@@ -10,17 +10,19 @@ import torch
 from torch import nn
 
 from rnnlab.models.attention import BahdanauAttention
-from rnnlab.models.attention_decoder import BahdanauDecoder
+from rnnlab.models.attention_decoder import BahdanauDecoder, LuongDecoder
 from rnnlab.models.encoder import EncoderOutput
 from rnnlab.nn import precision
 from rnnlab.nn.precision import (
     autocast,
     autocast_operand,
+    bmm_in_dtype,
     full_precision,
     native_bf16,
     precision_notice,
     project_padded_rows,
     resolve_precision,
+    step_read_operand,
 )
 from rnnlab.training.losses import masked_token_nll
 
@@ -101,7 +103,7 @@ def test_project_padded_rows_leaves_float32_rows_as_they_are():
     assert layer.rows_seen == [37, 37, 37]
 
 
-def test_attention_decoder_reads_memory_cast_once_and_its_gradient_tracks_fp32():
+def test_attention_decoder_reads_memory_in_float32_on_cpu_and_its_gradient_tracks_fp32():
     torch.manual_seed(0)
     decoder = BahdanauDecoder(vocab_size=20, embed_size=8, hidden_size=12, memory_size=10)
     memory = torch.randn(3, 5, 10, requires_grad=True)
@@ -114,8 +116,8 @@ def test_attention_decoder_reads_memory_cast_once_and_its_gradient_tracks_fp32()
             encoded = EncoderOutput(outputs=memory, state=torch.zeros(1, 3, 12), lengths=lengths)
             state = decoder.init_state(encoded, torch.zeros(1, 3, 12))
             features, _ = decoder(tgt_in, state)
-        if precision == "bf16":
-            assert state.memory.dtype == torch.bfloat16  # cast here, not by each step's product
+        # Every step reads the memory in float32 on the CPU, bf16 autocast or not.
+        assert state.memory.dtype == torch.float32
         features.float().square().sum().backward()
         assert memory.grad is not None
         return memory.grad.clone()
@@ -124,6 +126,48 @@ def test_attention_decoder_reads_memory_cast_once_and_its_gradient_tracks_fp32()
     assert bf16.dtype == torch.float32
     # Summed over six steps in bfloat16: within a few percent of the float32 gradient.
     assert (bf16 - reference).norm() < 0.05 * reference.norm()
+
+
+def test_bmm_in_dtype_multiplies_in_the_second_operands_dtype_under_autocast():
+    g = torch.Generator().manual_seed(3)
+    weights = torch.softmax(torch.randn(4, 1, 7, generator=g), -1)
+    memory = torch.randn(4, 7, 9, generator=g)
+    with autocast("cpu", "bf16"):
+        assert torch.bmm(weights, memory).dtype == torch.bfloat16  # what autocast alone does
+        wide = bmm_in_dtype(weights, memory)
+        narrow = bmm_in_dtype(weights, memory.bfloat16())
+    assert wide.dtype == torch.float32 and narrow.dtype == torch.bfloat16
+    exact = torch.bmm(weights.double(), memory.double())
+    torch.testing.assert_close(wide.double(), exact, rtol=1e-6, atol=1e-6)
+    # Rounded to bfloat16: within its 8 bits, and not float32's answer.
+    torch.testing.assert_close(narrow.double(), exact, rtol=2e-2, atol=2e-2)
+    assert not torch.equal(narrow.float(), wide)
+
+
+def test_step_read_operand_is_float32_on_cpu_even_under_autocast():
+    x = torch.randn(2, 3, 4)
+    with autocast("cpu", "bf16"):
+        assert step_read_operand(x).dtype == torch.float32
+        assert step_read_operand(x.bfloat16()).dtype == torch.float32
+        assert autocast_operand(x).dtype == torch.bfloat16
+    assert step_read_operand(x) is x
+
+
+def test_luong_keys_and_memory_stay_float32_on_cpu_under_autocast():
+    torch.manual_seed(0)
+    decoder = LuongDecoder(vocab_size=20, embed_size=8, hidden_size=12, memory_size=10)
+    memory = torch.randn(3, 5, 10)
+    encoded = EncoderOutput(
+        outputs=memory, state=torch.zeros(1, 3, 12), lengths=torch.tensor([5, 2, 4])
+    )
+    tgt_in = torch.randint(1, 20, (3, 6))
+    with torch.no_grad():
+        reference, _ = decoder(tgt_in, decoder.init_state(encoded, torch.zeros(1, 3, 12)))
+        with autocast("cpu", "bf16"):
+            state = decoder.init_state(encoded, torch.zeros(1, 3, 12))
+            features, _ = decoder(tgt_in, state)
+    assert state.memory.dtype == state.keys.dtype == torch.float32
+    torch.testing.assert_close(features.float(), reference, rtol=5e-2, atol=5e-2)
 
 
 def test_unknown_precision_is_an_error():

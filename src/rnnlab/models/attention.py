@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.nn.masking import length_mask
-from rnnlab.nn.precision import full_precision
+from rnnlab.nn.precision import bmm_in_dtype, full_precision, step_read_operand
 
 
 def padding_mask(memory_lengths: Tensor, source_len: int) -> Tensor:
@@ -118,7 +118,7 @@ class BahdanauAttention(nn.Module):
         weights = _masked_weights(scores, padding)  # (B, Q, S)
         if read_memory is not None:
             return read_memory(weights), weights
-        return torch.bmm(weights, memory), weights
+        return bmm_in_dtype(weights, memory), weights
 
 
 class LuongAttention(nn.Module):
@@ -139,8 +139,9 @@ class LuongAttention(nn.Module):
         )
 
     def project_keys(self, memory: Tensor) -> Tensor:
-        """Memory (B, S, C) → keys (B, S, Hq): ``W m`` for general, the memory itself for dot."""
-        return self.key_layer(memory) if self.key_layer is not None else memory
+        """Memory (B, S, C) → keys (B, S, Hq): ``W m`` for general, the memory itself for dot; in
+        the dtype every step reads them in (``step_read_operand``)."""
+        return step_read_operand(self.key_layer(memory)) if self.key_layer is not None else memory
 
     def forward(
         self, query: Tensor, keys: Tensor, memory: Tensor, memory_lengths: Tensor
@@ -163,15 +164,16 @@ class LuongAttention(nn.Module):
 
         ``read_keys`` stands in for ``torch.bmm(·, keysᵀ)`` and ``read_memory`` for
         ``torch.bmm(·, memory)`` (a teacher-forced loop passes ``rnnlab.nn.loop_products.LoopBmm``).
+        Both products run in the dtype of the keys and of the memory.
         """
         if read_keys is not None:
             scores = read_keys(query)  # (B, Q, S)
         else:
-            scores = torch.bmm(query, keys.transpose(1, 2))
+            scores = bmm_in_dtype(query, keys.transpose(1, 2))
         weights = _masked_weights(scores, padding)
         if read_memory is not None:
             return read_memory(weights), weights
-        return torch.bmm(weights, memory), weights
+        return bmm_in_dtype(weights, memory), weights
 
 
 Attention = BahdanauAttention | LuongAttention

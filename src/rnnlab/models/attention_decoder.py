@@ -48,7 +48,7 @@ from rnnlab.models.feedback import Feedback, mix
 from rnnlab.nn.dropout import Dropout
 from rnnlab.nn.factory import make_rnn
 from rnnlab.nn.loop_products import LoopBmm, LoopLinear
-from rnnlab.nn.precision import autocast_operand
+from rnnlab.nn.precision import autocast_operand, step_read_operand
 from rnnlab.nn.state import RecurrentState, hidden_of, select_batch
 from rnnlab.nn.stepwise import LayerWeights, StackStepper
 
@@ -205,9 +205,10 @@ class AttentionDecoder(nn.Module):
     ) -> AttentionDecoderState:
         """Start from ``hidden`` (the encoder's final state, bridged if bidirectional).
 
-        Under autocast the memory is cast once here: every step reads it in a matrix product.
+        Under autocast the memory is cast once here, to the dtype every step reads it in
+        (``step_read_operand``: float32 on the CPU, the autocast dtype elsewhere).
         """
-        memory = autocast_operand(encoder_output.outputs)  # (B, S, C)
+        memory = step_read_operand(encoder_output.outputs)  # (B, S, C)
         return AttentionDecoderState(
             hidden=hidden,
             memory=memory,

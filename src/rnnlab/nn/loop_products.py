@@ -12,7 +12,8 @@ classes here compute instead::
     backward, last     ∂W = [∂y_1 ; … ; ∂y_T]ᵀ [x_1 ; … ; x_T],  ∂b = the column sums of [∂y_1 ; …]
 
 ``LoopLinear`` is that map; ``LoopBmm`` is ``torch.bmm(a_t, M)`` with a shared right operand (B, S, C),
-whose gradient is ``bmm([a_1 … a_T]ᵀ, [∂y_1 … ∂y_T])``. The last line runs in the backward of the
+whose gradient is ``bmm([a_1 … a_T]ᵀ, [∂y_1 … ∂y_T])``; it multiplies in M's dtype whatever autocast
+says (``rnnlab.nn.precision.bmm_in_dtype``). The last line runs in the backward of the
 node that made the token, which autograd reaches only after every step's backward. Under bfloat16
 autocast the sum is then one product with a float32 accumulator, where autograd would round T partial
 products to bfloat16 and add them in bfloat16.
@@ -34,6 +35,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnlab.nn.capture import capturing_graph
+from rnnlab.nn.precision import bmm_in_dtype
 
 
 class _Shared:
@@ -86,12 +88,12 @@ class _Bmm(_Shared):
     def apply(self, x: Tensor) -> Tensor:
         (right,) = self.operands
         assert right is not None
-        return torch.bmm(x, right)
+        return bmm_in_dtype(x, right)
 
     def input_grad(self, grad: Tensor) -> Tensor:
         (right,) = self.operands
         assert right is not None
-        return torch.bmm(grad, right.transpose(1, 2))
+        return bmm_in_dtype(grad, right.transpose(1, 2))
 
     def operand_grads(self, needed: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
         if not needed[0]:

@@ -93,6 +93,27 @@ def autocast_operand(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.get_autocast_dtype(device_type))
 
 
+def step_read_operand(x: torch.Tensor) -> torch.Tensor:
+    """A tensor that a decoder reads at every step in batched products with a few query rows (the
+    attention's memory and keys): float32 on the CPU, ``autocast_operand(x)`` elsewhere.
+
+    One decoder step reads (B, S, C) with 1 query row per sentence, a beam with K. For those shapes
+    oneDNN's bfloat16 ``bmm`` ran slower than MKL's float32 one on an AMX Xeon (64 × (1, S) × (S, 512),
+    S = 13–33: 1.0–3× at one thread, 2–10× at two), and they are a small share of a step's arithmetic,
+    so the CPU keeps them in float32 even under autocast; ``bmm_in_dtype`` multiplies in that dtype.
+    """
+    if x.device.type == "cpu":
+        return full_precision(x)
+    return autocast_operand(x)
+
+
+def bmm_in_dtype(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.bmm(a, b)`` in ``b``'s dtype whatever autocast says (``a`` is cast to it): the product
+    with an operand whose precision ``step_read_operand`` chose."""
+    with torch.autocast(b.device.type, enabled=False):
+        return torch.bmm(a.to(b.dtype), b)
+
+
 ROW_MULTIPLE = 64
 """``project_padded_rows`` pads a bfloat16 product's row count up to a multiple of this."""
 
@@ -137,9 +158,11 @@ __all__ = [
     "Precision",
     "autocast",
     "autocast_operand",
+    "bmm_in_dtype",
     "full_precision",
     "native_bf16",
     "precision_notice",
     "project_padded_rows",
     "resolve_precision",
+    "step_read_operand",
 ]
