@@ -74,3 +74,36 @@ def test_language_model_unnormalised_step_ranks_like_its_log_probabilities(softm
         scores, _ = model.step(tokens, model.start(3), normalize=False)
     torch.testing.assert_close(torch.log_softmax(scores, -1), log_probs)
     torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(3))
+
+
+class _Countdown:
+    """Row r emits token 10 + r until step r, then ``<eos>`` — and keeps emitting ``<eos>``; its
+    state is the (R,) tensor of row numbers and the log-prob of each token is −(step + 1)."""
+
+    def __init__(self) -> None:
+        self.kept: list[int] = []
+        self.step_rows: list[int] = []
+
+    def step(self, tokens, state, *, normalize=True):
+        rows, t = state
+        self.step_rows.append(rows.numel())
+        scores = torch.full((rows.numel(), 10 + 64), -100.0)
+        ids = torch.where(rows <= t, EOS, 10 + rows)
+        scores[torch.arange(rows.numel()), ids] = -(t + 1.0)
+        return scores, (rows, t + 1)
+
+    def select_state(self, state, indices):
+        self.kept.append(indices.numel())
+        return state[0][indices], state[1]
+
+
+def test_finished_sentences_leave_the_batch_a_quarter_at_a_time_and_their_outputs_stay_put():
+    model = _Countdown()
+    search = dict(batch_size=16, bos_id=BOS, eos_id=EOS, max_len=30)
+    hyps = greedy_hypotheses(model, (torch.arange(16), 0), **search)
+    # Row r: r tokens, then <eos> at step r; the log-probs −1 … −(r + 1) summed.
+    assert [h.tokens for h in hyps] == [[10 + r] * r for r in range(16)]
+    assert [h.log_prob for h in hyps] == [-(r + 1) * (r + 2) / 2 for r in range(16)]
+    # Rows leave once the finished ones are a quarter of the batch: 4 of 16, 3 of 12, 3 of 9, …
+    assert model.kept == [12, 9, 6, 4, 3, 2, 1, 0]
+    assert model.step_rows == [16] * 4 + [12] * 3 + [9] * 3 + [6] * 2 + [4] + [3] + [2] + [1]

@@ -1,7 +1,8 @@
 """Batched greedy search over the step protocol.
 
-The whole batch decodes together; a sentence that emits ``<eos>`` leaves the batch (its rows are
-dropped from the state), so finished sentences stop costing compute — the textbook decodes one
+The whole batch decodes together; sentences that emitted ``<eos>`` leave the batch (their rows are
+dropped from the state) once they are a quarter of it, so finished sentences soon stop costing
+compute, without a copy of the state at every step that ends one — the textbook decodes one
 sentence at a time instead.
 """
 
@@ -22,6 +23,14 @@ class StepModel(Protocol):
     def select_state(self, state: Any, indices: Tensor) -> Any: ...
 
 
+DROP_FINISHED_SHARE = 0.25
+"""Finished sentences stay in the batch, their outputs ignored, until they are this share of its
+rows; then they all leave in one ``select_state``. Dropping rows copies the whole decoder state, an
+attention model's memory and keys included: on Multi30k's val sentences (batches of about 500 of up
+to 47 source pieces, float32 memory) those copies took a fifth of greedy search's time when every
+step that ended a sentence dropped it. The finished rows computed meanwhile cost less than that."""
+
+
 def _greedy_loop(
     model: StepModel,
     state: Any,
@@ -40,21 +49,32 @@ def _greedy_loop(
     # the end: appending to B Python lists at every step cost more than a small model's step.
     emitted = torch.full((batch_size, max(max_len, 0)), -1, dtype=torch.long, device=device)
     log_prob = torch.zeros(batch_size, device=device)  # (B,) summed over the emitted tokens
-    active = torch.arange(batch_size, device=device)  # original row of each live sentence
+    rows = torch.arange(batch_size, device=device)  # the sentence of each row of the state
+    running = torch.ones(batch_size, dtype=torch.bool, device=device)  # not yet ended, per row
+    finished_rows = 0  # rows whose sentence has ended but that are still in the state
     tokens = torch.full((batch_size,), bos_id, dtype=torch.long, device=device)
     for t in range(max_len):
-        if active.numel() == 0:
+        if rows.numel() == finished_rows:
             break
-        scores, state = model.step(tokens, state, normalize=scored)  # (B_active, V)
-        tokens = first_argmax(scores)  # (B_active,)
+        scores, state = model.step(tokens, state, normalize=scored)  # (R, V)
+        tokens = first_argmax(scores)  # (R,)
+        written = running if finished_rows else slice(None)
+        emitted[rows[written], t] = tokens[written]
         if scored:
-            log_prob.index_add_(0, active, scores.gather(1, tokens.unsqueeze(1)).squeeze(1))
-        emitted[active, t] = tokens
-        finished = tokens == eos_id
-        if bool(finished.any()):
-            keep = (~finished).nonzero(as_tuple=True)[0]
-            active, tokens = active[keep], tokens[keep]
+            step_log_prob = scores.gather(1, tokens.unsqueeze(1)).squeeze(1)
+            log_prob.index_add_(0, rows[written], step_log_prob[written])
+        ends_now = tokens == eos_id
+        if finished_rows:
+            ends_now &= running
+        if not bool(ends_now.any()):
+            continue
+        running = running & ~ends_now
+        finished_rows = rows.numel() - int(running.sum())
+        if finished_rows >= DROP_FINISHED_SHARE * rows.numel():
+            keep = running.nonzero(as_tuple=True)[0]
+            rows, tokens, running = rows[keep], tokens[keep], running[keep]
             state = model.select_state(state, keep)
+            finished_rows = 0
     outputs: list[list[int]] = []
     ended: list[bool] = []
     for row in emitted.tolist():
