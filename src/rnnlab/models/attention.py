@@ -82,13 +82,13 @@ class BahdanauAttention(nn.Module):
         self.energy_layer = nn.Linear(attention_size, 1, bias=False)
 
     def project_keys(self, memory: Tensor) -> Tensor:
-        """Memory (B, S, C) → keys (B, S, A); on a CPU in float32 even under autocast.
+        """Memory (B, S, C) → keys (B, S, A); on a CPU in float32 even under autocast
+        (``step_read_operand``).
 
         ``additive_scores`` adds them to every step's query in float32 there: cast once per sentence
         here, not at every step.
         """
-        keys = self.key_layer(memory)
-        return full_precision(keys) if keys.device.type == "cpu" else keys
+        return step_read_operand(self.key_layer(memory))
 
     def forward(
         self, query: Tensor, keys: Tensor, memory: Tensor, memory_lengths: Tensor
