@@ -99,7 +99,7 @@ def step_read_operand(x: torch.Tensor) -> torch.Tensor:
 
     One decoder step reads (B, S, C) with 1 query row per sentence, a beam with K. For those shapes
     oneDNN's bfloat16 ``bmm`` ran slower than MKL's float32 one on an AMX Xeon (64 × (1, S) × (S, 512),
-    S = 13–33: 1.0–3× at one thread, 2–10× at two), and they are a small share of a step's arithmetic,
+    S = 13–33: 1.1–3.3× at one thread, 2.1–6.6× at two), and they are a small share of a step's arithmetic,
     so the CPU keeps them in float32 even under autocast; ``bmm_in_dtype`` multiplies in that dtype.
     """
     if x.device.type == "cpu":
