@@ -41,3 +41,14 @@ def test_first_argmax_of_small_or_strided_scores_is_plain_argmax():
     assert torch.equal(first_argmax(scores), scores.argmax(-1))
     transposed = torch.randn(4 * BLOCK, 600).t()
     assert torch.equal(first_argmax(transposed), transposed.argmax(-1))
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**31), dtype=st.sampled_from([torch.bfloat16, torch.float16]))
+def test_first_argmax_of_16_bit_scores_is_their_own_argmax(seed, dtype):
+    """16-bit scores are searched in float32; the cast is exact, so ties (frequent in 8 bits of
+    mantissa) and NaN resolve as ``torch.argmax`` of the 16-bit tensor resolves them."""
+    generator = torch.Generator().manual_seed(seed)
+    scores = (torch.randn(64, 4052, generator=generator) * 3).round().to(dtype)
+    scores[3, 1000] = math.nan
+    assert torch.equal(first_argmax(scores), scores.argmax(-1))

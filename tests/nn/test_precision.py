@@ -23,6 +23,7 @@ from rnnlab.nn.precision import (
     project_padded_rows,
     resolve_precision,
     step_read_operand,
+    tanh_in_float32_on_cpu,
 )
 from rnnlab.training.losses import masked_token_nll
 
@@ -168,6 +169,46 @@ def test_luong_keys_and_memory_stay_float32_on_cpu_under_autocast():
             features, _ = decoder(tgt_in, state)
     assert state.memory.dtype == state.keys.dtype == torch.float32
     torch.testing.assert_close(features.float(), reference, rtol=5e-2, atol=5e-2)
+
+
+def test_tanh_in_float32_on_cpu_lifts_16_bit_inputs_and_passes_their_gradient_back():
+    x = torch.linspace(-4, 4, 301, dtype=torch.bfloat16, requires_grad=True)
+    y = tanh_in_float32_on_cpu(x)
+    assert y.dtype == torch.float32
+    # The tanh of the bfloat16 values themselves, to float32 accuracy (not rounded to 8 bits).
+    torch.testing.assert_close(y.double(), torch.tanh(x.detach().double()), rtol=1e-6, atol=1e-6)
+    y.sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.bfloat16
+    expected = (1 - torch.tanh(x.detach().double()) ** 2).to(torch.bfloat16)
+    torch.testing.assert_close(x.grad, expected, rtol=1e-2, atol=1e-2)
+    z = torch.randn(5, 7)
+    assert torch.equal(tanh_in_float32_on_cpu(z), torch.tanh(z))
+    assert tanh_in_float32_on_cpu(z.double()).dtype == torch.float64
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_decoder_steps_and_deep_output_apply_tanh_in_float32_under_cpu_autocast(cell):
+    """The (B, T, H) features of a Bahdanau decoder, whose last op is the deep output's tanh, come
+    out in float32 under bf16 autocast, and the hidden state the stepped cell returns too."""
+    torch.manual_seed(0)
+    decoder = BahdanauDecoder(
+        vocab_size=20, embed_size=8, hidden_size=12, memory_size=10, cell=cell
+    )
+    memory = torch.randn(3, 5, 10)
+    encoded = EncoderOutput(
+        outputs=memory, state=torch.zeros(1, 3, 12), lengths=torch.tensor([5, 2, 4])
+    )
+    start = torch.zeros(1, 3, 12)
+    initial = (start, start) if cell == "lstm" else start
+    tgt_in = torch.randint(1, 20, (3, 6))
+    with torch.no_grad():
+        reference, _ = decoder(tgt_in, decoder.init_state(encoded, initial))
+        with autocast("cpu", "bf16"):
+            features, state = decoder(tgt_in, decoder.init_state(encoded, initial))
+    assert features.dtype == torch.float32
+    hidden = state.hidden[0] if cell == "lstm" else state.hidden
+    assert hidden.dtype == torch.float32
+    torch.testing.assert_close(features, reference, rtol=5e-2, atol=5e-2)
 
 
 def test_unknown_precision_is_an_error():

@@ -11,6 +11,11 @@ maximum of blocks of W columns with ``amax`` and then searches only the winning 
 Columns left over after the last whole block (the tail) are searched separately.
 
 Beam search ranks its candidates with the same block maxima (``rnnlab.decoding.extensions``).
+
+16-bit scores (greedy search's logits under bfloat16 autocast) are searched in float32: on an AMX
+Xeon ``amax`` over bfloat16 blocks ran about 4× slower than over float32 ones, and casting first made
+the whole search 1.5–2× faster (64–512 rows of 4,052 words, 1 and 2 threads). The cast is exact,
+so the answer is the same.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ def first_argmax(scores: Tensor) -> Tensor:
     """
     if not _blocked(scores):
         return scores.argmax(-1)
+    if scores.dtype in (torch.bfloat16, torch.float16):
+        scores = scores.float()  # exact, and amax over float32 is vectorised (see the module doc)
     rows, columns = scores.shape
     covered = columns // BLOCK * BLOCK
     blocked = scores[:, :covered].view(rows, -1, BLOCK)  # a view: rows stay contiguous

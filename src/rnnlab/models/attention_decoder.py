@@ -48,7 +48,7 @@ from rnnlab.models.feedback import Feedback, mix
 from rnnlab.nn.dropout import Dropout
 from rnnlab.nn.factory import make_rnn
 from rnnlab.nn.loop_products import LoopBmm, LoopLinear
-from rnnlab.nn.precision import autocast_operand, step_read_operand
+from rnnlab.nn.precision import autocast_operand, step_read_operand, tanh_in_float32_on_cpu
 from rnnlab.nn.state import RecurrentState, hidden_of, select_batch
 from rnnlab.nn.stepwise import LayerWeights, StackStepper
 
@@ -330,7 +330,7 @@ class BahdanauDecoder(AttentionDecoder):
 
     def _deep_output(self, outputs: Tensor, contexts: Tensor, embedded: Tensor) -> Tensor:
         """States (…, H), contexts (…, C), embeddings (…, E) → features (…, H)."""
-        return torch.tanh(self.pre_output(torch.cat([outputs, contexts, embedded], -1)))
+        return tanh_in_float32_on_cpu(self.pre_output(torch.cat([outputs, contexts, embedded], -1)))
 
     def _recur_stepwise(
         self,
@@ -474,7 +474,7 @@ class LuongDecoder(AttentionDecoder):
         """
         context, weights = self._attend(outputs, state, padding, **options)
         combined = (combine or self.combine)(torch.cat([context, outputs], dim=-1))
-        return torch.tanh(combined), weights
+        return tanh_in_float32_on_cpu(combined), weights
 
     def forward_with_attention(
         self, tgt_in: Tensor, state: AttentionDecoderState, feedback: Feedback | None = None

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from rnnlab.nn.dropout import dropout
 from rnnlab.nn.loop_products import LoopLinear
-from rnnlab.nn.precision import autocast_operand
+from rnnlab.nn.precision import autocast_operand, tanh_in_float32_on_cpu
 from rnnlab.nn.state import RecurrentState
 
 _GATES = {"gru": 3, "lstm": 4, "rnn_tanh": 1, "rnn_relu": 1}
@@ -176,8 +176,8 @@ class StackStepper:
             h, c = state
             gates = gi + w.recurrent(h)  # (B, 4H): i, f, g, o as in torch.nn
             i, f, g, o = gates.chunk(4, dim=-1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * tanh_in_float32_on_cpu(g)
+            h = torch.sigmoid(o) * tanh_in_float32_on_cpu(c)
             return h, (h, c)
         assert isinstance(state, Tensor)
         h = state
@@ -187,10 +187,10 @@ class StackStepper:
             h_r, h_z, h_n = gh.chunk(3, dim=-1)
             r = torch.sigmoid(i_r + h_r)
             z = torch.sigmoid(i_z + h_z)
-            n = torch.tanh(torch.addcmul(i_n, r, h_n))  # i_n + r ⊙ h_n
+            n = tanh_in_float32_on_cpu(torch.addcmul(i_n, r, h_n))  # i_n + r ⊙ h_n
             h = torch.addcmul(n, z, h - n)  # (1 - z) n + z h
             return h, h
-        h = torch.tanh(gi + gh) if self.kind == "rnn_tanh" else torch.relu(gi + gh)
+        h = tanh_in_float32_on_cpu(gi + gh) if self.kind == "rnn_tanh" else torch.relu(gi + gh)
         return h, h
 
 
