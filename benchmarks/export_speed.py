@@ -119,7 +119,7 @@ def main() -> None:
 
     run = open_run(args.run, device="cpu")
     task = run.task
-    pairs = task.read_pairs(args.data)
+    pairs = list(task.read_pairs(args.data))  # read twice below: sources, then references
     if args.limit:
         pairs = pairs[: args.limit]
     work = Path(tempfile.mkdtemp(prefix="export-speed-"))
