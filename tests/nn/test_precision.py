@@ -189,7 +189,8 @@ def test_tanh_in_float32_on_cpu_lifts_16_bit_inputs_and_passes_their_gradient_ba
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 def test_decoder_steps_and_deep_output_apply_tanh_in_float32_under_cpu_autocast(cell):
     """The (B, T, H) features of a Bahdanau decoder, whose last op is the deep output's tanh, come
-    out in float32 under bf16 autocast, and the hidden state the stepped cell returns too."""
+    out in float32 under bf16 autocast, and so does the state of the stepped cell, started here from
+    a bfloat16 state so that only its own tanh can lift it."""
     torch.manual_seed(0)
     decoder = BahdanauDecoder(
         vocab_size=20, embed_size=8, hidden_size=12, memory_size=10, cell=cell
@@ -198,16 +199,17 @@ def test_decoder_steps_and_deep_output_apply_tanh_in_float32_under_cpu_autocast(
     encoded = EncoderOutput(
         outputs=memory, state=torch.zeros(1, 3, 12), lengths=torch.tensor([5, 2, 4])
     )
-    start = torch.zeros(1, 3, 12)
+    start = torch.randn(1, 3, 12).bfloat16()
     initial = (start, start) if cell == "lstm" else start
+    exact = (start.float(), start.float()) if cell == "lstm" else start.float()
     tgt_in = torch.randint(1, 20, (3, 6))
     with torch.no_grad():
-        reference, _ = decoder(tgt_in, decoder.init_state(encoded, initial))
+        reference, _ = decoder(tgt_in, decoder.init_state(encoded, exact))
         with autocast("cpu", "bf16"):
             features, state = decoder(tgt_in, decoder.init_state(encoded, initial))
     assert features.dtype == torch.float32
-    hidden = state.hidden[0] if cell == "lstm" else state.hidden
-    assert hidden.dtype == torch.float32
+    for part in state.hidden if cell == "lstm" else (state.hidden,):
+        assert part.dtype == torch.float32
     torch.testing.assert_close(features, reference, rtol=5e-2, atol=5e-2)
 
 
