@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rnnlab.nn.precision import full_precision
+
 BLOCK = 64
 """Columns per block: the block maxima and the winning block are both small argmax calls."""
 
@@ -44,8 +46,7 @@ def first_argmax(scores: Tensor) -> Tensor:
     """
     if not _blocked(scores):
         return scores.argmax(-1)
-    if scores.dtype in (torch.bfloat16, torch.float16):
-        scores = scores.float()  # exact, and amax over float32 is vectorised (see the module doc)
+    scores = full_precision(scores)  # exact, and amax over float32 is vectorised (module doc)
     rows, columns = scores.shape
     covered = columns // BLOCK * BLOCK
     blocked = scores[:, :covered].view(rows, -1, BLOCK)  # a view: rows stay contiguous

@@ -123,9 +123,7 @@ def tanh_in_float32_on_cpu(x: torch.Tensor) -> torch.Tensor:
     output; the next product casts the float32 result back (autocast), or mixes it into a float32
     state. Elsewhere (CUDA, 32- and 64-bit tensors) it is ``torch.tanh``.
     """
-    if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
-        return torch.tanh(x.float())
-    return torch.tanh(x)
+    return torch.tanh(full_precision(x) if x.device.type == "cpu" else x)
 
 
 ROW_MULTIPLE = 64
