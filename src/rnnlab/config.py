@@ -26,6 +26,12 @@ if TYPE_CHECKING:
 C = TypeVar("C", bound="DataclassInstance")
 
 
+def require_at_least(key: str, value: int, least: int) -> None:
+    """A ``ConfigError`` naming ``key`` unless ``value >= least``: a count that cannot be used."""
+    if value < least:
+        raise ConfigError(f"{key}: {value!r} is less than {least}")
+
+
 @dataclasses.dataclass
 class DataConfig:
     """Where the data is and how it becomes token ids; shared by every task."""
@@ -115,6 +121,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         # Checked when the config is read, before any data is: a decay of 1 would never move.
+        require_at_least("train.batch_size", self.batch_size, 1)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(
                 f"train.ema_decay: {self.ema_decay!r} is not in [0, 1); 0 turns it off"
@@ -375,6 +382,7 @@ __all__ = [
     "from_dict",
     "load_config",
     "read_yaml",
+    "require_at_least",
     "save_config",
     "to_dict",
 ]

@@ -48,6 +48,25 @@ def test_dropout_outside_zero_one_is_an_error_in_every_task(task, dropout):
     load_config(task_class(task).config_class, None, ["model.dropout=0.0"])  # the bound itself
 
 
+@pytest.mark.parametrize(
+    ("task", "override", "message"),
+    [
+        ("seq2seq", "train.batch_size=0", r"train.batch_size: 0 is less than 1"),
+        ("lm", "train.batch_size=-3", r"train.batch_size: -3 is less than 1"),
+        ("seq2seq", "decode.batch_size=0", r"decode.batch_size: 0 is less than 1"),
+        ("tagger", "decode.batch_size=0", r"decode.batch_size: 0 is less than 1"),
+        ("seq2seq", "decode.batch_tokens=-1", r"decode.batch_tokens: -1 is less than 0"),
+    ],
+)
+def test_batch_sizes_that_cannot_batch_are_errors(task, override, message):
+    config_class = task_class(task).config_class
+    with pytest.raises(ConfigError, match=message):
+        load_config(config_class, None, [override])
+    key = override.split("=")[0]
+    least = "0" if key == "decode.batch_tokens" else "1"
+    load_config(config_class, None, [f"{key}={least}"])  # the bound itself
+
+
 def test_errors_in_files_name_the_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  epochs: [1\n", encoding="utf-8")

@@ -1,8 +1,9 @@
 import gzip
+import itertools
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.nn.utils.rnn import pad_sequence
 
@@ -106,3 +107,48 @@ def test_sorted_batches_are_length_sorted_and_complete():
     lengths = [5, 1, 3, 2, 4]
     batches = sorted_batches(lengths, 2)
     assert [lengths[i] for b in batches for i in b] == [1, 2, 3, 4, 5]
+
+
+def test_a_token_budget_closes_batches_by_their_padded_size():
+    lengths = [2, 9, 2, 3, 3, 4, 30, 4]
+    # Sorted: 2 2 3 3 4 4 9 30. At most 4 sentences and 12 padded tokens a batch: 2 2 3 3 fills
+    # 4 × 3; 4 4 (2 × 4) cannot take the 9 (3 × 9 > 12); the 30 exceeds the budget alone.
+    batches = sorted_batches(lengths, 4, max_tokens=12)
+    assert [[lengths[i] for i in b] for b in batches] == [[2, 2, 3, 3], [4, 4], [9], [30]]
+    assert sorted_batches(lengths, 4, max_tokens=0) == sorted_batches(lengths, 4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 60), max_size=80),
+    batch_size=st.integers(1, 20),
+    max_tokens=st.integers(0, 300),
+)
+def test_token_budgeted_batches_are_full_unless_the_next_sentence_would_overflow(
+    lengths, batch_size, max_tokens
+):
+    batches = sorted_batches(lengths, batch_size, max_tokens=max_tokens)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(len(lengths)))
+    assert [lengths[i] for i in flat] == sorted(lengths)
+    for batch in batches:
+        assert 1 <= len(batch) <= batch_size
+        if max_tokens and len(batch) > 1:
+            assert len(batch) * max(lengths[i] for i in batch) <= max_tokens
+    for batch, after in itertools.pairwise(batches):
+        overflow = max_tokens and (len(batch) + 1) * lengths[after[0]] > max_tokens
+        assert len(batch) == batch_size or overflow
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 60), max_size=80),
+    batch_size=st.integers(1, 20),
+    max_tokens=st.integers(0, 300),
+)
+def test_the_exported_runtime_batches_as_rnnlab_does(lengths, batch_size, max_tokens):
+    pytest.importorskip("onnxruntime")
+    from rnnlab.export.runtime import _length_sorted
+
+    expected = sorted_batches(lengths, batch_size, max_tokens=max_tokens)
+    assert _length_sorted(lengths, batch_size, max_tokens) == expected

@@ -1,13 +1,14 @@
 """How translation batches sentences, in PyTorch and in the exported ONNX Runtime translator.
 
-Beam search over an attention model takes ``batch_size // K`` sentences at a time; the batching never
-changes an answer.
+Beam search over an attention model takes ``batch_size // K`` sentences at a time; ``decode.batch_tokens``
+caps a batch's padded source size; the batching never changes an answer.
 """
 
 from __future__ import annotations
 
 import pytest
 
+from rnnlab.data.batching import sorted_batches
 from tests.export.runs import CPU, make_run, reverse_lines, seq2seq_config
 
 SOURCES = [line.split("\t")[0] for line in reverse_lines(23, seed=1)]
@@ -74,6 +75,32 @@ def test_the_onnx_runtime_translator_batches_the_same_way(trained, translator, b
     assert sizes == expected_sizes(attention, beam)
     assert hyps == run(100)[1]
     assert hyps == torch_batches(task, model, beam, batch_size=10)[1]
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+def test_a_token_budget_splits_the_long_sentences_batches_alike_in_both_runtimes(
+    trained, translator, beam, monkeypatch
+):
+    _, _, task, model = trained
+    sources = [task.encode_source(s) for s in SOURCES]
+    lengths = sorted(len(s) for s in sources)
+    budget = 3 * lengths[-1]  # at most 3 of the longest sentences, more of the short ones
+    expected = [len(b) for b in sorted_batches(lengths, 10, max_tokens=budget)]
+    assert len(expected) > 3 and max(expected) > 3  # the budget binds, and not everywhere
+    assert translator.batch_tokens == task.config.decode.batch_tokens  # from the manifest
+    monkeypatch.setattr(task.config.decode, "batch_tokens", budget)
+    monkeypatch.setattr(translator, "batch_tokens", budget)
+    sizes, hyps = torch_batches(task, model, beam, batch_size=10)
+    ort_sizes: list[int] = []
+    ort = translator.translate_ids(
+        [translator.encode_source(s) for s in SOURCES],
+        beam=beam, n_best=min(beam, 2), batch_size=10, progress=ort_sizes.append,
+    )  # fmt: skip
+    assert sizes == ort_sizes
+    if beam == 1 or trained[0] == "none":  # beam 3 with attention: 10 // 3 sentences, under budget
+        assert sizes == expected
+    assert hyps == torch_batches(task, model, beam, batch_size=100)[1]
+    assert [[h.tokens for h in sentence] for sentence in ort] == hyps
 
 
 def test_beam_search_stops_by_the_configured_rule(trained, monkeypatch):

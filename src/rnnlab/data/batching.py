@@ -77,7 +77,30 @@ def bucket_batches(
     return batches
 
 
-def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Batches of indices sorted by length, for inference: callers restore the input order."""
+def sorted_batches(
+    lengths: Sequence[int], batch_size: int, *, max_tokens: int = 0
+) -> list[list[int]]:
+    """Batches of indices sorted by length, for inference: callers restore the input order.
+
+    A batch holds at most ``batch_size`` indices and, with ``max_tokens`` > 0, at most as many as
+    keep its padded size (count × longest length) within ``max_tokens``; a longer item still gets a
+    batch of its own. Work that grows with the padded size, such as an attention decoder's energies
+    over every source position, then stays bounded in the long tail of a file's lengths, where the
+    sentence count alone would pad hundreds of rows to the longest one.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    for i in order:  # ascending, so item i is the longest of its batch
+        if batch and (
+            len(batch) == batch_size
+            or (max_tokens > 0 and (len(batch) + 1) * lengths[i] > max_tokens)
+        ):
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    if batch:
+        batches.append(batch)
+    return batches

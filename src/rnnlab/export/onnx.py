@@ -327,6 +327,7 @@ def _export_seq2seq(task: Any, model: Any, out: Path) -> dict[str, Any]:
             "beam_size": config.decode.beam_size,
             "length_penalty": config.decode.length_penalty,
             "batch_size": config.decode.batch_size,
+            "batch_tokens": config.decode.batch_tokens,
             "beam_stop": config.decode.beam_stop,
         },
         "copy": files,

@@ -226,10 +226,18 @@ def _beam_batch_size(batch_size: int, beam_size: int, vocab_size: int, *, attent
     return max(1, min(batch_size, BEAM_SCORES_BYTES // (4 * beam_size * vocab_size)))
 
 
-def _length_sorted(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Batches of indices, shortest first (``rnnlab.data.batching.sorted_batches``)."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[i : i + batch_size] for i in range(0, len(order), max(batch_size, 1))]
+def _length_sorted(lengths: list[int], batch_size: int, max_tokens: int = 0) -> list[list[int]]:
+    """Batches of indices, shortest first, of at most ``batch_size`` and, with ``max_tokens`` > 0,
+    at most ``max_tokens`` padded tokens (``rnnlab.data.batching.sorted_batches``)."""
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        full = len(batch) >= max(batch_size, 1)
+        if batch and (full or 0 < max_tokens < (len(batch) + 1) * lengths[i]):
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    return batches + [batch] if batch else batches
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -325,6 +333,7 @@ class OnnxTranslator(ExportedModel):
         self.default_beam = decode["beam_size"]
         self.default_length_penalty = decode["length_penalty"]
         self.batch_size = decode["batch_size"]
+        self.batch_tokens = decode.get("batch_tokens", 0)  # exports before the key: no cap
         self.beam_stop = decode.get("beam_stop", "exact")  # exports before the key: exact
 
     def describe(self) -> dict[str, Any]:
@@ -508,7 +517,7 @@ class OnnxTranslator(ExportedModel):
         size = batch_size or self.batch_size
         if beam > 1:  # as in Seq2SeqTask.translate_hypotheses
             size = _beam_batch_size(size, beam, len(self.tgt_itos), attention=self.has_attention)
-        for ids in _length_sorted([len(s) for s in sources], size):
+        for ids in _length_sorted([len(s) for s in sources], size, self.batch_tokens):
             batch = [sources[i] for i in ids]
             if beam > 1:
                 hyps = self.beam_batch(

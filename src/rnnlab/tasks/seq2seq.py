@@ -17,7 +17,7 @@ from typing import Any, Literal, cast
 import torch
 from torch import Tensor, nn
 
-from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig, require_at_least
 from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches, truncate_pad
 from rnnlab.data.bundled import bundled_path
 from rnnlab.data.id_sequences import IdSequences
@@ -122,6 +122,14 @@ class DecodeConfig:
     attention energies they make, stay the size of greedy search's batch (on the Multi30k recipe beam
     5 ran 1.09× faster this way than with ``batch_size`` sentences at 1 and 2 threads, and 1.47× and
     1.30× in the exported translator), and never more than keep a step's scores within 16 MiB."""
+    batch_tokens: int = 8192
+    """A batch also holds at most as many sentences as keep its padded source (sentences × the
+    longest one's tokens) within this (0 = no limit but ``batch_size``). Sentences are batched in
+    length order, so the last batch of ``batch_size`` pads the longest sentences' tail: on the
+    Multi30k test set, 512 at a time pad 17,157 source tokens to 30,640, and an attention decoder
+    reads every padded position at every step. Greedy search over the Multi30k attention recipe
+    decoded 1.17× faster in PyTorch and 1.28–1.33× in ONNX Runtime with 8,192. Beam search, whose
+    batches are ``batch_size // beam_size`` sentences with attention, rarely reaches it."""
     beam_stop: Literal["exact", "heuristic"] = "exact"
     """When beam search lets a sentence go (``rnnlab.decoding.beam``): ``exact`` once no live beam
     could still win, ``heuristic`` once none would win by ending at the next step (faster with a
@@ -129,6 +137,10 @@ class DecodeConfig:
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
     """bf16: decode under bfloat16 autocast (scores and search stay float32); auto: bf16 where the
     device runs bfloat16 natively, else fp32 (as ``train.precision``)."""
+
+    def __post_init__(self) -> None:
+        require_at_least("decode.batch_size", self.batch_size, 1)
+        require_at_least("decode.batch_tokens", self.batch_tokens, 0)
 
 
 @dataclass
@@ -457,7 +469,9 @@ class Seq2SeqTask(Task):
         model.eval()
         total, count = 0.0, 0
         lengths = data.src.lengths()
-        for batch in self.batches_of(data, sorted_batches(lengths, self.config.decode.batch_size)):
+        decode = self.config.decode
+        batches = sorted_batches(lengths, decode.batch_size, max_tokens=decode.batch_tokens)
+        for batch in self.batches_of(data, batches):
             out = self.batch_loss(model, batch.to(device))
             total += float(out.loss_sum)
             count += out.num_tokens
@@ -501,7 +515,8 @@ class Seq2SeqTask(Task):
             size = beam_batch_size(size, beam, len(self.tgt_vocab), attention=attention)
         results: list[list[Hypothesis]] = [[] for _ in sources]
         with autocast(device, decode.precision):
-            for ids in sorted_batches([len(s) for s in sources], size):
+            lengths = [len(s) for s in sources]
+            for ids in sorted_batches(lengths, size, max_tokens=decode.batch_tokens):
                 src_ids, src_lengths = pad_batch([sources[i] for i in ids], self.src_vocab.pad_id)
                 src_ids, src_lengths = src_ids.to(device), src_lengths.to(device)
                 state = model.start(src_ids, src_lengths)

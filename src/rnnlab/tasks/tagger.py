@@ -35,6 +35,7 @@ from rnnlab.config import (
     RunConfig,
     TrainConfig,
     VocabFromEmbeddingsFields,
+    require_at_least,
 )
 from rnnlab.data.batching import bucket_batches, pad_batch, sorted_batches
 from rnnlab.data.bundled import bundled_path
@@ -152,6 +153,9 @@ class TaggerModelConfig(PretrainedEmbeddingFields, ModelConfig):
 class TagDecodeConfig:
     batch_size: int = 256
     """Sentences tagged together."""
+
+    def __post_init__(self) -> None:
+        require_at_least("decode.batch_size", self.batch_size, 1)
 
 
 def _tagger_train_defaults() -> TrainConfig:
