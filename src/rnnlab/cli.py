@@ -243,6 +243,8 @@ def _train(
         lock(run_dir)  # before --overwrite may clear the directory
         create_run_dir(run_dir, config, overwrite=args.overwrite)
         task = task_class(config.task)(config, run_dir)
+        if reporter.interactive:  # a person waits: vocabularies, subwords and ids take a while
+            reporter.message(f"preparing the training data from {config.data.train}")
         task.prepare_training()
         for note in task.setup_notes():
             reporter.message(note)

@@ -70,6 +70,7 @@ def run_in_terminal(argv: list[str], stdin_text: str = "") -> str:
 
 def test_training_shows_a_live_bar_with_rate_and_loss_on_a_terminal(tmp_path):
     screen = run_in_terminal(train_argv(tmp_path))
+    assert screen.startswith("preparing the training data from "), screen  # before the wait
     bar_frames = [frame for frame in screen.split("\r") if "epoch 1/1" in frame]
     assert len(bar_frames) >= 3, screen  # drawn, then redrawn as it advances
     assert any("it/s" in frame or "s/it" in frame for frame in bar_frames), screen
@@ -83,6 +84,7 @@ def test_piped_training_output_is_plain_lines(tmp_path):
     )
     assert "\r" not in result.stderr
     lines = result.stderr.splitlines()
+    assert not any(line.startswith("preparing") for line in lines)  # a terminal's status line
     assert any(line.startswith("step=5 ") and "train_loss=" in line for line in lines)
     assert any("valid_bleu=" in line for line in lines)
 
