@@ -56,6 +56,7 @@ def test_dropout_outside_zero_one_is_an_error_in_every_task(task, dropout):
         ("seq2seq", "decode.batch_size=0", r"decode.batch_size: 0 is less than 1"),
         ("tagger", "decode.batch_size=0", r"decode.batch_size: 0 is less than 1"),
         ("seq2seq", "decode.batch_tokens=-1", r"decode.batch_tokens: -1 is less than 0"),
+        ("tagger", "decode.batch_tokens=-2", r"decode.batch_tokens: -2 is less than 0"),
     ],
 )
 def test_batch_sizes_that_cannot_batch_are_errors(task, override, message):

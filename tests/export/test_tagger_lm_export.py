@@ -12,6 +12,7 @@ import torch
 pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime")
 
+from rnnlab.data.batching import sorted_batches  # noqa: E402
 from rnnlab.export.onnx import export_run  # noqa: E402
 from rnnlab.export.runtime import load, viterbi  # noqa: E402
 from rnnlab.models.crf import LinearChainCRF  # noqa: E402
@@ -88,6 +89,36 @@ def test_tags_equal_eager_on_other_shapes(tagger):
         want = model(batch.words, batch.lengths, batch.chars, batch.char_lengths, batch.word_types)
     (got,) = runtime.session.run(None, runtime._feed(sentences[2:9]))
     np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+
+
+def test_a_token_budget_batches_alike_in_both_runtimes_and_changes_no_tag(tagger, monkeypatch):
+    task, model, runtime = tagger
+    sentences = [s.words for s in task.read_sentences(f"{EWT}/dev.conllu")[:40]]
+    lengths = sorted(len(s) for s in sentences)
+    budget = 3 * lengths[-1]  # at most 3 of the longest sentences, more of the short ones
+    expected = [len(b) for b in sorted_batches(lengths, 16, max_tokens=budget)]
+    assert len(expected) > 3 and max(expected) > 3  # the budget binds, and not everywhere
+    assert runtime.batch_tokens == task.config.decode.batch_tokens  # from the manifest
+    monkeypatch.setattr(task.config.decode, "batch_tokens", 0)
+    unbatched = task.tag(model, sentences, CPU, batch_size=len(sentences))
+    monkeypatch.setattr(task.config.decode, "batch_tokens", budget)
+    sizes: list[int] = []
+    assert task.tag(model, sentences, CPU, batch_size=16, progress=sizes.append) == unbatched
+    assert sizes == expected
+
+    class CountingSession:
+        def __init__(self, session):
+            self.session, self.rows = session, []
+
+        def run(self, names, feed):
+            self.rows.append(len(feed["words"]))
+            return self.session.run(names, feed)
+
+    counting = CountingSession(runtime.session)
+    monkeypatch.setattr(runtime, "session", counting)
+    monkeypatch.setattr(runtime, "batch_tokens", budget)
+    assert [t.tags for t in runtime.tag(sentences, batch_size=16)] == unbatched
+    assert counting.rows == expected
 
 
 def test_numpy_viterbi_equals_the_crf():

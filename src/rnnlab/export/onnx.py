@@ -409,7 +409,10 @@ def _export_tagger(task: Any, model: Any, out: Path) -> dict[str, Any]:
             "max_word_chars": config.data.max_word_chars,
         },
         "crf": crf,
-        "decode": {"batch_size": config.decode.batch_size},
+        "decode": {
+            "batch_size": config.decode.batch_size,
+            "batch_tokens": config.decode.batch_tokens,
+        },
         "copy": files,
     }
 

@@ -660,6 +660,7 @@ class OnnxTagger(ExportedModel):
             {k: np.asarray(v, dtype=np.float32) for k, v in m["crf"].items()} if m["crf"] else None
         )
         self.batch_size = m["decode"]["batch_size"]
+        self.batch_tokens = m["decode"].get("batch_tokens", 0)  # exports before the key: no cap
 
     def describe(self) -> dict[str, Any]:
         return {"task": self.task_name, "tags": list(self.tags), "crf": self.crf is not None}
@@ -690,7 +691,8 @@ class OnnxTagger(ExportedModel):
     def tag_ids(self, sentences: list[list[str]], batch_size: int | None = None) -> list[list[int]]:
         results: list[list[int]] = [[] for _ in sentences]
         keep = [i for i, s in enumerate(sentences) if s]
-        for ids in _length_sorted([len(sentences[i]) for i in keep], batch_size or self.batch_size):
+        lengths = [len(sentences[i]) for i in keep]
+        for ids in _length_sorted(lengths, batch_size or self.batch_size, self.batch_tokens):
             rows = [keep[j] for j in ids]
             feed = self._feed([sentences[i] for i in rows])
             (emissions,) = self.session.run(None, feed)

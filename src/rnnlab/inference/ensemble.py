@@ -115,7 +115,10 @@ class TaggerEnsemble:
         self, sentences: list[list[str]], *, progress: Callable[[int], None] | None = None
     ) -> list[list[int]]:
         """Tag ids per sentence, in input order; an empty sentence gets none."""
-        return tag_in_batches(sentences, self.decode, self.batch_size, progress=progress)
+        tokens = self.task.config.decode.batch_tokens
+        return tag_in_batches(
+            sentences, self.decode, self.batch_size, batch_tokens=tokens, progress=progress
+        )
 
     def tag(
         self,

@@ -127,9 +127,10 @@ class DecodeConfig:
     longest one's tokens) within this (0 = no limit but ``batch_size``). Sentences are batched in
     length order, so the last batch of ``batch_size`` pads the longest sentences' tail: on the
     Multi30k test set, 512 at a time pad 17,157 source tokens to 30,640, and an attention decoder
-    reads every padded position at every step. Greedy search over the Multi30k attention recipe
-    decoded 1.17× faster in PyTorch and 1.28–1.33× in ONNX Runtime with 8,192. Beam search, whose
-    batches are ``batch_size // beam_size`` sentences with attention, rarely reaches it."""
+    reads every padded position at every step. With 8,192, greedy search over the Multi30k attention
+    recipe ran 1.21–1.35× faster in bf16, 0.96–1.16× in float32 and 1.18–1.25× in ONNX Runtime at 1
+    and 2 threads (``benchmarks/README.md``). Beam search, whose batches are ``batch_size //
+    beam_size`` sentences with attention, rarely reaches it."""
     beam_stop: Literal["exact", "heuristic"] = "exact"
     """When beam search lets a sentence go (``rnnlab.decoding.beam``): ``exact`` once no live beam
     could still win, ``heuristic`` once none would win by ending at the next step (faster with a
