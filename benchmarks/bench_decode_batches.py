@@ -24,8 +24,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
@@ -132,8 +130,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     budgets = [0, *(b for b in args.budgets if b != 0)]
-    torch.set_num_threads(args.threads)
-    loaded = rnnlab.load(args.run)
+    loaded = rnnlab.load(args.run, threads=args.threads)  # over the run's train.num_threads
     decode_config = loaded.task.config.decode
     args.batch_size = args.batch_size or decode_config.batch_size
     if args.precision is not None and hasattr(decode_config, "precision"):

@@ -157,7 +157,7 @@ class TagDecodeConfig:
     """A batch also holds at most as many sentences as keep its padded size (sentences × the longest
     one's words) within this (0 = no limit but ``batch_size``): in length order, the last batch of
     ``batch_size`` pads the longest sentences' tail. Tagging UD English-EWT dev (2,001 sentences, the
-    longest 77 words) ran 1.18–1.24× faster with 4,096, 1.19–1.44× in ONNX Runtime
+    longest 77 words) ran 1.12–1.18× faster with 4,096, 1.10–1.44× in ONNX Runtime
     (``benchmarks/README.md``)."""
 
     def __post_init__(self) -> None:
