@@ -63,7 +63,8 @@ def translator_decoders(
 ) -> tuple[dict[str, Decode], list[int]]:
     """Greedy (or ``--beam``) search over ``--data``'s sources, and their lengths."""
     task, model = translator.task, translator.model
-    sources = [task.encode_source(pair.src) for pair in task.read_pairs(args.data)]
+    texts = [pair.src for pair in task.read_pairs(args.data)]  # read once for both engines
+    sources = [task.encode_source(text) for text in texts]
 
     def eager(budget: int) -> list[list[int]]:
         task.config.decode.batch_tokens = budget
@@ -77,7 +78,7 @@ def translator_decoders(
         from rnnlab.export.runtime import load
 
         exported = load(args.export, num_threads=args.threads)
-        exported_sources = [exported.encode_source(pair.src) for pair in task.read_pairs(args.data)]
+        exported_sources = [exported.encode_source(text) for text in texts]
 
         def onnx_runtime(budget: int) -> list[list[int]]:
             exported.batch_tokens = budget
