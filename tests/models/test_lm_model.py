@@ -1,4 +1,5 @@
-"""The language model: weight tying, one-hot input, the step protocol, truncated BPTT, sampling."""
+"""The language model: weight tying, one-hot input, variational dropout, the step protocol,
+truncated BPTT, sampling."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from rnnlab.decoding.sampling import sample, sampling_logits
-from rnnlab.models.language_model import RNNLanguageModel
+from rnnlab.models.language_model import RNNLanguageModel, build_language_model
 from rnnlab.tasks.lm import LanguageModelTask, LMConfig
 
 
@@ -26,6 +27,27 @@ def test_one_hot_input_feeds_the_vocabulary_to_the_rnn():
     assert model.embedding is None and model.rnn.weight_ih_l0.shape == (8, 20)
     features, _ = model(torch.randint(0, 20, (3, 5)))
     assert features.shape == (3, 5, 8)
+
+
+@pytest.mark.parametrize("variational", [False, True])
+def test_variational_dropout_drops_a_feature_for_a_whole_row(variational):
+    """With model.variational_dropout a training row loses the same embedding features at every
+    position (the per-token mask almost never does); evaluation keeps every feature."""
+    torch.manual_seed(0)
+    config = LMConfig()
+    config.model.embed_size, config.model.dropout = 64, 0.5
+    config.model.variational_dropout = variational
+    model = build_language_model(config.model, vocab_size=30)
+    tokens = torch.randint(0, 30, (4, 12))
+    dropped = model.train().embed(tokens) == 0  # (B, T, E)
+    whole_rows = dropped.all(dim=1)  # (B, E): features dropped at every position
+    assert dropped.float().mean().item() == pytest.approx(0.5, abs=0.05)
+    if variational:
+        assert torch.equal(whole_rows, dropped[:, 0])
+        assert 0 < whole_rows.sum() < whole_rows.numel()
+    else:
+        assert not whole_rows.any()
+    assert not (model.eval().embed(tokens) == 0).any()
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnlab.nn.cross_entropy import summed_cross_entropy
-from rnnlab.nn.dropout import Dropout
+from rnnlab.nn.dropout import Dropout, SequenceDropout
 from rnnlab.nn.factory import has_cell_state, make_rnn
 from rnnlab.nn.precision import full_precision
 from rnnlab.nn.state import RecurrentState, select_batch
@@ -47,6 +47,7 @@ class RNNLanguageModel(nn.Module):
         hidden_size: int,
         num_layers: int = 1,
         dropout: float = 0.0,
+        variational_dropout: bool = False,
         cell: str = "gru",
         rnn_impl: str = "fused",
         tie_weights: bool = False,
@@ -91,7 +92,9 @@ class RNNLanguageModel(nn.Module):
             num_layers=num_layers,
             dropout=dropout,
         )
-        self.dropout = Dropout(dropout)
+        # On the embeddings and before the projection: a mask per token, or one per row and
+        # segment (variational).
+        self.dropout = SequenceDropout(dropout) if variational_dropout else Dropout(dropout)
         self.adaptive = (
             nn.AdaptiveLogSoftmaxWithLoss(
                 hidden_size, vocab_size, list(cutoffs or []), div_value=4.0
@@ -192,6 +195,7 @@ def build_language_model(model_config: Any, *, vocab_size: int) -> RNNLanguageMo
         hidden_size=cfg.hidden_size,
         num_layers=cfg.num_layers,
         dropout=cfg.dropout,
+        variational_dropout=cfg.variational_dropout,
         cell=cfg.cell,
         rnn_impl=cfg.rnn_impl,
         tie_weights=cfg.tie_weights,

@@ -77,6 +77,10 @@ class LMModelConfig(PretrainedEmbeddingFields, ModelConfig):
     """Number of stacked recurrent layers."""
     dropout: float = 0.0
     """Dropout on embeddings, between recurrent layers and before the projection (Zaremba 2014)."""
+    variational_dropout: bool = False
+    """Drop the same features of a row at every position of a training segment (Gal & Ghahramani
+    2016) in the dropout on the embeddings and before the projection, instead of a new mask per
+    token; the dropout between recurrent layers stays per token (it is inside the fused stack)."""
     tie_weights: bool = False
     """Share the embedding matrix with the output projection (needs embed_size == hidden_size)."""
     one_hot: bool = False
