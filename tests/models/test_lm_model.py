@@ -38,7 +38,7 @@ def test_variational_dropout_drops_a_feature_for_a_whole_row(variational):
     config.model.embed_size, config.model.dropout = 64, 0.5
     config.model.variational_dropout = variational
     model = build_language_model(config.model, vocab_size=30)
-    tokens = torch.randint(0, 30, (4, 12))
+    tokens = torch.randint(0, 30, (32, 40))  # 2,048 row masks; 0.5⁴⁰ for a per-token row
     dropped = model.train().embed(tokens) == 0  # (B, T, E)
     whole_rows = dropped.all(dim=1)  # (B, E): features dropped at every position
     assert dropped.float().mean().item() == pytest.approx(0.5, abs=0.05)
