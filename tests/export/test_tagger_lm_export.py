@@ -25,6 +25,8 @@ TAGGERS = [
     {"crf": False, "char_encoder": "cnn", "cell": "lstm"},
     {"crf": True, "char_encoder": "none", "cell": "coupled_lstm", "lowercase": True},
     {"crf": True, "char_encoder": "rnn", "cell": "lstm", "lowercase": True, "vectors": True},
+    # The stack in two parts, as the language-modelling objective builds it.
+    {"crf": True, "char_encoder": "rnn", "cell": "lstm", "num_layers": 2, "lm_weight": 0.1},
 ]
 
 
@@ -43,7 +45,11 @@ def _vectors(path: Path, words: list[str], size: int) -> dict[str, object]:
 @pytest.fixture(
     scope="module",
     params=TAGGERS,
-    ids=lambda p: f"{p['char_encoder']}-crf{p['crf']}" + ("-vectors" if p.get("vectors") else ""),
+    ids=lambda p: (
+        f"{p['char_encoder']}-crf{p['crf']}"
+        + ("-vectors" if p.get("vectors") else "")
+        + ("-lm" if p.get("lm_weight") else "")
+    ),
 )
 def tagger(request, tmp_path_factory):
     root = tmp_path_factory.mktemp("tagger")

@@ -213,3 +213,90 @@ def test_word_dropout_draws_each_part_independently():
 def test_trainable_part_needs_a_mask_of_the_vocabulary():
     with pytest.raises(ValueError, match="known_words"):
         RNNTagger(vocab_size=6, num_tags=3, embed_size=4, hidden_size=5, trainable_embed_size=3)
+
+
+def _lm_tagger(num_layers: int = 2, bidirectional: bool = True, **options) -> RNNTagger:
+    return RNNTagger(
+        vocab_size=30,
+        num_tags=5,
+        embed_size=6,
+        hidden_size=7,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        lm_classes=11,
+        lm_hidden_size=4,
+        **options,
+    ).eval()
+
+
+def test_language_model_objective_splits_the_stack_into_the_same_function():
+    """With the objective the stack runs as layer 1 + the rest: with the fused stack's weights copied
+    in, its features equal torch.nn.LSTM's two-layer stack on every valid position."""
+    torch.manual_seed(0)
+    model = _lm_tagger()
+    assert model.upper_rnn is not None and model.rnn.num_layers == 1
+    fused = torch.nn.LSTM(6, 7, num_layers=2, bidirectional=True, batch_first=True)
+    for name, value in fused.named_parameters():
+        part, index = (model.rnn, 0) if "_l0" in name else (model.upper_rnn, 1)
+        getattr(part, name.replace(f"_l{index}", "_l0")).data.copy_(value.data)
+    words = torch.randint(2, 30, (3, 5))
+    lengths = torch.tensor([5, 3, 1])
+    features = model.features(words, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        alone, _ = fused(model.embed(words[b : b + 1, :n]))
+        assert torch.allclose(features[b, :n], alone[0], atol=1e-6)
+    one_layer = _lm_tagger(num_layers=1)
+    assert one_layer.upper_rnn is None  # nothing to split
+
+
+def test_language_model_objective_never_reads_the_word_it_predicts():
+    """The forward half at t must not depend on words after t, nor the backward half at t on words
+    before t: otherwise predicting the neighbour would be copying it. (The second layer's forward
+    state does depend on word t + 1, which is why the objective reads the first layer.)"""
+    torch.manual_seed(0)
+    model = _lm_tagger()
+    words = torch.randint(2, 30, (1, 6))
+    lengths = torch.tensor([6])
+    changed = words.clone()
+    changed[0, 3] = (words[0, 3] + 1 - 2) % 28 + 2  # another word at t = 3
+    with torch.no_grad():
+        features, lower = model.encode_layers(model.embed(words), lengths)
+        features2, lower2 = model.encode_layers(model.embed(changed), lengths)
+    h = 7
+    assert torch.equal(lower[0, :3, :h], lower2[0, :3, :h])  # forward, before word 3
+    assert torch.equal(lower[0, 4:, h:], lower2[0, 4:, h:])  # backward, after word 3
+    assert not torch.allclose(lower[0, 3:, :h], lower2[0, 3:, :h])
+    # The upper layer's forward state before word 3 does read it (through layer 1's backward half).
+    assert not torch.allclose(features[0, :3, :h], features2[0, :3, :h])
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_language_model_loss_equals_each_prediction_summed_by_hand(bidirectional):
+    torch.manual_seed(0)
+    model = _lm_tagger(bidirectional=bidirectional)
+    width = 14 if bidirectional else 7
+    lower = torch.randn(3, 5, width)
+    targets = torch.randint(0, 11, (3, 5))
+    lengths = torch.tensor([5, 2, 1])
+    expected = 0.0
+    with torch.no_grad():
+        for b, n in enumerate(lengths.tolist()):
+            for t in range(n - 1):  # forward at t → word t + 1; backward at t + 1 → word t
+                logits = model.lm_heads[0](lower[b, t, :7])
+                expected -= float(torch.log_softmax(logits, -1)[targets[b, t + 1]])
+                if bidirectional:
+                    logits = model.lm_heads[1](lower[b, t + 1, 7:])
+                    expected -= float(torch.log_softmax(logits, -1)[targets[b, t]])
+    targets[2, 1:] = 99  # padding may hold anything, even an id out of range
+    targets[1, 2:] = 99
+    got = model.lm_loss_sum(lower, targets, lengths)
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    assert len(model.lm_heads) == (2 if bidirectional else 1)
+
+
+def test_language_model_loss_needs_the_objective():
+    model = RNNTagger(vocab_size=10, num_tags=3, embed_size=4, hidden_size=4)
+    with pytest.raises(ValueError, match="no language-modelling objective"):
+        model.lm_loss_sum(
+            torch.zeros(1, 2, 8), torch.zeros(1, 2, dtype=torch.long), torch.tensor([2])
+        )

@@ -10,7 +10,13 @@ import torch
 from rnnlab.config import load_config
 from rnnlab.metrics.tagging import TaggingScores
 from rnnlab.tasks import TASKS
-from rnnlab.tasks.tagger import FREQ_BINS, TaggerConfig, TaggerTask, frequency_bins
+from rnnlab.tasks.tagger import (
+    FREQ_BINS,
+    TaggerConfig,
+    TaggerTask,
+    frequency_bins,
+    word_classes,
+)
 from rnnlab.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -333,3 +339,64 @@ def test_a_rank_share_of_a_batch_spells_its_own_words(make_task, tmp_path, data_
             )
             for b, n in enumerate(share.lengths.tolist()):
                 torch.testing.assert_close(mine[b, :n], whole[rows][b, :n], rtol=0, atol=1e-6)
+
+
+def test_word_classes_by_hand():
+    # counts: c 3, a 2, b 2 (a first), d 1 → with 2 classes: c 0, a 1, every other word 2.
+    text = [["a", "b", "c"], ["c", "a", "d", "b", "c"]]
+    assert word_classes(text, 2) == [[1, 2, 0], [0, 1, 2, 2, 0]]
+    assert word_classes(text, 10) == [[1, 2, 0], [0, 1, 3, 2, 0]]  # d is ranked last: class 3
+
+
+def test_language_model_loss_is_added_with_its_weight_on_the_clean_pass(tmp_path, sample_dir):
+    """batch_loss = the tagging losses + weight · the objective of ``RNNTagger.lm_loss_sum``, once,
+    also with adversarial training (whose perturbed pass adds only the tagging loss)."""
+    overrides = [
+        f"data.train={sample_dir / 'train.conllu'}",
+        "data.valid=",
+        "data.max_examples=40",
+        "data.lowercase=true",
+        "model.num_layers=2",
+        "model.hidden_size=8",
+        "model.embed_size=8",
+        "model.dropout=0",
+        "model.lm_weight=0.25",
+        "model.lm_vocab_size=30",
+    ]
+    config = load_config(TaggerConfig, None, overrides)
+    task = TaggerTask(config, tmp_path)
+    task.prepare_training()
+    data = task.train_data
+    lowered = [[w.lower() for w in s] for s in data.words]
+    assert data.word_classes == word_classes(lowered, 30)
+    torch.manual_seed(0)
+    model = task.build_model().train()  # dropout 0: deterministic
+    assert model.lm_heads[0][-1].out_features == 31 and model.upper_rnn is not None
+    batch = task.make_batch(data.words, data.tag_ids, None, {}, data.word_classes)
+    assert batch.shard_rows(slice(0, None, 2)).word_classes.shape[0] == (len(data.words) + 1) // 2
+    for epsilon in (0.0, 0.05):
+        task.config.model.adversarial_epsilon = epsilon
+        task.config.model.lm_weight = 0.25
+        torch.manual_seed(1)
+        with_lm = task.batch_loss(model, batch).loss_sum
+        task.config.model.lm_weight = 0.0
+        torch.manual_seed(1)
+        tagging_only = task.batch_loss(model, batch).loss_sum
+        with torch.no_grad():
+            inputs = model.embed(batch.words, batch.chars, batch.char_lengths, batch.word_types)
+            _, lower = model.encode_layers(inputs, batch.lengths)
+            objective = model.lm_loss_sum(lower, batch.word_classes, batch.lengths)
+        difference = float((with_lm - tagging_only).detach())
+        assert difference == pytest.approx(0.25 * float(objective), rel=1e-4)
+    assert [b.word_classes is not None for b in task.train_batches(0)] == [True] * len(
+        task.train_batches(0)
+    )
+
+
+def test_bad_language_model_settings_are_config_errors():
+    from rnnlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^model.lm_weight: -0.1 is negative; 0 turns"):
+        load_config(TaggerConfig, None, ["model.lm_weight=-0.1"])
+    with pytest.raises(ConfigError, match=r"model.lm_vocab_size"):
+        load_config(TaggerConfig, None, ["model.lm_vocab_size=0"])

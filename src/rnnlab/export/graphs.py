@@ -171,6 +171,8 @@ class TaggerEmissions(nn.Module):
         super().__init__()
         self.tagger: Any = copy.deepcopy(tagger).cpu().eval()
         self.tagger.rnn = PortableRecurrent(tagger.rnn, cell)
+        if tagger.upper_rnn is not None:  # the stack in two parts (``model.lm_weight``)
+            self.tagger.upper_rnn = PortableRecurrent(tagger.upper_rnn, cell)
         char_encoder = tagger.char_encoder
         self.char_rnn = hasattr(char_encoder, "rnn")
         if self.char_rnn:
@@ -192,6 +194,8 @@ class TaggerEmissions(nn.Module):
             vectors = self._char_vectors(char_ids, char_lengths)  # (U, Ec)
             embedded = torch.cat([embedded, vectors[word_types]], dim=2)  # (B, T, E + Ec)
         outputs, _ = tagger.rnn(embedded, None, lengths)  # (B, T, D·H), zeros past the end
+        if tagger.upper_rnn is not None:
+            outputs, _ = tagger.upper_rnn(outputs, None, lengths)
         return tagger.output(outputs)  # (B, T, K)
 
 

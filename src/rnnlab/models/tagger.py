@@ -29,6 +29,17 @@ pretrained part keeps every word in one space, and the trainable part still adap
 other labels of each token: its frequency bin in the training data (Plank et al.'s auxiliary loss,
 meant to help rare words) or the tags of a second column (multi-task learning, e.g. XPOS beside
 UPOS). They shape the shared layers during training; tagging never reads them.
+
+``lm_classes`` > 0 adds a language-modelling objective (Rei 2017, "Semi-supervised Multitask Learning
+for Sequence Labeling"): the first recurrent layer's forward states predict the next word and its
+backward states the previous one, each through a small tanh layer and a softmax over ``lm_classes``
+word classes. It must read the *first* layer: in a stack of bidirectional layers the second layer's
+forward state at t already holds the first layer's backward state at t, which has read word t + 1.
+So with this objective the stack is built as two modules, the first layer (``rnn``) and the rest
+(``upper_rnn``), with the same per-token dropout between them as the fused stack applies::
+
+    inputs ─ dropout ─ rnn (layer 1) ─ dropout ─┬─ upper_rnn (layers 2…) ─ dropout ─ output
+                                                 └─ forward half → next word, backward half → previous word
 """
 
 from __future__ import annotations
@@ -40,9 +51,11 @@ from torch import Tensor, nn
 from rnnlab.models.char_encoder import CharCNNEncoder, CharRNNEncoder
 from rnnlab.models.crf import LinearChainCRF
 from rnnlab.nn.by_lengths import run_by_lengths
+from rnnlab.nn.cross_entropy import summed_cross_entropy
 from rnnlab.nn.dropout import Dropout, SequenceDropout
 from rnnlab.nn.factory import make_rnn
 from rnnlab.nn.masking import length_mask
+from rnnlab.nn.precision import full_precision
 
 
 class RNNTagger(nn.Module):
@@ -67,6 +80,8 @@ class RNNTagger(nn.Module):
         trainable_embed_size: int = 0,
         known_words: Tensor | None = None,
         auxiliary: dict[str, int] | None = None,
+        lm_classes: int = 0,
+        lm_hidden_size: int = 50,
         padding_idx: int = 0,
         unk_idx: int = 1,
     ) -> None:
@@ -95,16 +110,39 @@ class RNNTagger(nn.Module):
         input_size += char_encoder.output_size if char_encoder is not None else 0
         # Around the recurrent layers: a mask per token, or one per sentence (variational).
         self.dropout = SequenceDropout(dropout) if variational_dropout else Dropout(dropout)
+        directions = 2 if bidirectional else 1
+        features = hidden_size * directions
+        # The language-modelling objective reads the first layer alone: the stack in two parts.
+        lower_layers = 1 if lm_classes > 0 else num_layers
         self.rnn = make_rnn(
             cell,
             rnn_impl,
             input_size=input_size,
             hidden_size=hidden_size,
-            num_layers=num_layers,
+            num_layers=lower_layers,
             dropout=dropout,
             bidirectional=bidirectional,
         )
-        features = hidden_size * (2 if bidirectional else 1)
+        self.upper_rnn: nn.Module | None = None
+        if num_layers > lower_layers:
+            self.upper_rnn = make_rnn(
+                cell,
+                rnn_impl,
+                input_size=features,
+                hidden_size=hidden_size,
+                num_layers=num_layers - lower_layers,
+                dropout=dropout,
+                bidirectional=bidirectional,
+            )
+        self.between_layers = Dropout(dropout)  # as the fused stack drops between its layers
+        self.lm_heads = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(hidden_size, lm_hidden_size),
+                nn.Tanh(),
+                nn.Linear(lm_hidden_size, lm_classes),
+            )
+            for _ in range(directions if lm_classes > 0 else 0)
+        )
         self.output = nn.Linear(features, num_tags)
         self.crf = LinearChainCRF(num_tags) if crf else None
         # Auxiliary outputs, each a softmax over its own classes, trained beside the tags.
@@ -186,8 +224,41 @@ class RNNTagger(nn.Module):
         Separate from ``embed`` so that training can perturb the representations (adversarial
         training) and read the recurrent layers' outputs for the perturbed ones.
         """
-        outputs, _ = run_by_lengths(self.rnn, self.dropout(inputs), lengths)  # (B, T, D·H)
-        return self.dropout(outputs)
+        return self.encode_layers(inputs, lengths)[0]
+
+    def encode_layers(self, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """``encode``'s features, and the first layer's outputs after dropout (B, T, D·H), which the
+        language-modelling objective reads (the features themselves for a one-layer stack)."""
+        lower, _ = run_by_lengths(self.rnn, self.dropout(inputs), lengths)  # (B, T, D·H)
+        if self.upper_rnn is None:
+            features = self.dropout(lower)
+            return features, features
+        lower = self.between_layers(lower)
+        outputs, _ = run_by_lengths(self.upper_rnn, lower, lengths)
+        return self.dropout(outputs), lower
+
+    def lm_loss_sum(self, lower: Tensor, targets: Tensor, lengths: Tensor) -> Tensor:
+        """Summed cross-entropy of the language-modelling objective: a scalar.
+
+        ``lower`` (B, T, D·H) from ``encode_layers``; ``targets`` (B, T) each token's word class,
+        any at padding. The forward state at t predicts the class of word t + 1, the backward state
+        at t + 1 that of word t, for every pair of valid positions (a sentence of n words: n − 1
+        predictions each way).
+        """
+        if not self.lm_heads:
+            raise ValueError("this tagger has no language-modelling objective (lm_classes 0)")
+        half = lower.size(-1) // len(self.lm_heads)
+        pairs = length_mask(lengths.to(lower.device), lower.size(1))[:, 1:]  # (B, T − 1)
+        lower = full_precision(lower)
+        # In float32 even under bfloat16 autocast: the (N, classes) logits are the largest arrays
+        # of the step, and casting them and their gradient cost more than the products saved.
+        with torch.autocast(lower.device.type, enabled=False):
+            forward = self.lm_heads[0](lower[:, :-1, :half][pairs])  # (N, classes)
+            loss = summed_cross_entropy(forward, targets[:, 1:][pairs])
+            if len(self.lm_heads) == 2:
+                backward = self.lm_heads[1](lower[:, 1:, half:][pairs])
+                loss = loss + summed_cross_entropy(backward, targets[:, :-1][pairs])
+        return loss
 
     def auxiliary_loss_sum(
         self, name: str, features: Tensor, targets: Tensor, lengths: Tensor

@@ -129,6 +129,15 @@ class TaggerModelConfig(PretrainedEmbeddingFields, ModelConfig):
     """With model.freeze_embeddings: a trainable embedding of this size beside the fixed pretrained
     vectors, one row per word seen in training, starting at zero; words only the vector file knows
     share <unk>'s row (Qi et al. 2020). 0: none."""
+    lm_weight: float = 0.0
+    """Weight of a language-modelling objective (Rei 2017): the first word-level recurrent layer's
+    forward states predict the next word and its backward states the previous one, among the
+    model.lm_vocab_size most frequent training words (the rest as one class), through a tanh layer
+    of 50 units; 0: off. With it the first layer runs as its own module (two calls of the fused
+    kernel instead of one). Tagging never reads it."""
+    lm_vocab_size: int = 7500
+    """Words the language-modelling objective tells apart (the most frequent in training, as
+    data.lowercase folds them); every other word is one more class."""
     adversarial_epsilon: float = 0.0
     """Adversarial training (Yasunaga et al. 2018): each batch's loss also on its word + character
     representations moved along the loss gradient, by a root-mean-square of this much per
@@ -140,6 +149,7 @@ class TaggerModelConfig(PretrainedEmbeddingFields, ModelConfig):
         for key in (
             "freq_bin_weight",
             "aux_tag_weight",
+            "lm_weight",
             "adversarial_epsilon",
             "trainable_embed_size",
         ):
@@ -147,6 +157,7 @@ class TaggerModelConfig(PretrainedEmbeddingFields, ModelConfig):
                 raise ConfigError(
                     f"model.{key}: {getattr(self, key)!r} is negative; 0 turns it off"
                 )
+        require_at_least("model.lm_vocab_size", self.lm_vocab_size, 1)
 
 
 @dataclass
@@ -218,6 +229,9 @@ class TaggerBatch(Batch):
     aux_tags: dict[str, Tensor] = field(default_factory=dict)
     """Auxiliary output name → (B, T) label ids of its column (training with
     ``data.aux_tag_column`` only)."""
+    word_classes: Tensor | None = None
+    """(B, T) each token's class for the language-modelling objective (training with
+    ``model.lm_weight`` only)."""
 
     def shard_rows(self, rows: slice) -> TaggerBatch:
         """The sentences ``rows`` of the batch (a data-parallel rank's share).
@@ -240,6 +254,7 @@ class TaggerBatch(Batch):
             tags=take(self.tags),
             freq_bins=take(self.freq_bins),
             aux_tags={name: ids[rows] for name, ids in self.aux_tags.items()},
+            word_classes=take(self.word_classes),
         )
 
 
@@ -253,6 +268,9 @@ class TaggedData:
     aux_tag_ids: dict[str, list[list[int]]] = field(default_factory=dict)
     """Auxiliary output name → label ids of its column (training data, with
     ``data.aux_tag_column`` only)."""
+    word_classes: list[list[int]] | None = None
+    """Each token's class for the language-modelling objective (training data, with
+    ``model.lm_weight`` only)."""
 
 
 FREQ_BINS = 16
@@ -291,6 +309,14 @@ def frequency_bins(sentences: list[list[str]]) -> list[list[int]]:
     counts = Counter(w for s in sentences for w in s)
     bins = {w: min(int(math.log(c)), FREQ_BINS - 1) for w, c in counts.items()}
     return [[bins[w] for w in s] for s in sentences]
+
+
+def word_classes(sentences: list[list[str]], size: int) -> list[list[int]]:
+    """Each token's class: its rank among the ``size`` most frequent words of ``sentences`` (ties in
+    order of first occurrence), or ``size`` for every other word."""
+    counts = Counter(w for s in sentences for w in s)
+    rank = {w: i for i, (w, _) in enumerate(counts.most_common(size))}
+    return [[rank.get(w, size) for w in s] for s in sentences]
 
 
 def _fingerprint(items: list[str]) -> str:
@@ -409,6 +435,11 @@ class TaggerTask(Task):
             self.train_data.freq_bins = frequency_bins(
                 [[self.normalise(w) for w in s.words] for s in sentences]
             )
+        if self.config.model.lm_weight > 0:
+            self.train_data.word_classes = word_classes(
+                [[self.normalise(w) for w in s.words] for s in sentences],
+                self.config.model.lm_vocab_size,
+            )
         for column, name in self.config.data.aux_outputs.items():
             self.train_data.aux_tag_ids[name] = [
                 self.aux_tagsets[name].encode(s.aux_tags[column]) for s in sentences
@@ -457,6 +488,7 @@ class TaggerTask(Task):
             trainable_embed_size=cfg.trainable_embed_size,
             known_words=self._known_words() if cfg.trainable_embed_size > 0 else None,
             auxiliary=self._auxiliary_outputs(),
+            lm_classes=cfg.lm_vocab_size + 1 if cfg.lm_weight > 0 else 0,
             padding_idx=self.word_vocab.pad_id,
             unk_idx=self.word_vocab.unk_id,
         )
@@ -515,6 +547,7 @@ class TaggerTask(Task):
         tag_ids: list[list[int]] | None = None,
         freq_bins: list[list[int]] | None = None,
         aux_tag_ids: dict[str, list[list[int]]] | None = None,
+        classes: list[list[int]] | None = None,
     ) -> TaggerBatch:
         """Pad a batch of non-empty sentences; padded positions hold id 0 and are masked by length."""
         assert self.word_vocab is not None and self.char_vocab is not None
@@ -529,7 +562,8 @@ class TaggerTask(Task):
         tags = pad_batch(tag_ids, 0)[0] if tag_ids is not None else None
         bins = pad_batch(freq_bins, 0)[0] if freq_bins is not None else None
         aux = {name: pad_batch(ids, 0)[0] for name, ids in (aux_tag_ids or {}).items()}
-        return TaggerBatch(words, lengths, chars, char_lengths, word_types, tags, bins, aux)
+        lm = pad_batch(classes, 0)[0] if classes is not None else None
+        return TaggerBatch(words, lengths, chars, char_lengths, word_types, tags, bins, aux, lm)
 
     def train_batches(self, epoch: int) -> list[TaggerBatch]:
         assert self.train_data is not None
@@ -550,6 +584,7 @@ class TaggerTask(Task):
                 [data.tag_ids[i] for i in ids],
                 pick(data.freq_bins, ids),
                 {name: [rows[i] for i in ids] for name, rows in data.aux_tag_ids.items()},
+                pick(data.word_classes, ids),
             )
             for ids in order
         ]
@@ -565,18 +600,26 @@ class TaggerTask(Task):
         adversarial = epsilon > 0 and torch.is_grad_enabled()
         if adversarial and not inputs.requires_grad:  # frozen word vectors, no character encoder
             inputs = inputs.detach().requires_grad_()
-        loss = self._loss_from_inputs(model, inputs, batch)
+        loss, lower = self._loss_from_inputs(model, inputs, batch)
         if adversarial:
             # The graph stays for the trainer's backward pass through the clean loss.
             (gradient,) = torch.autograd.grad(loss, inputs, retain_graph=True)
             perturbation = adversarial_perturbation(gradient, batch.lengths, epsilon)
-            loss = loss + self._loss_from_inputs(model, inputs + perturbation, batch)
+            loss = loss + self._loss_from_inputs(model, inputs + perturbation, batch)[0]
+        if batch.word_classes is not None:
+            # On the clean pass only: the perturbation targets the tags, and a second language-
+            # modelling loss on the perturbed pass would double its cost.
+            lm_loss = model.lm_loss_sum(lower, batch.word_classes, batch.lengths)
+            loss = loss + self.config.model.lm_weight * lm_loss
         return LossOutput(loss, int(batch.lengths.sum()))
 
-    def _loss_from_inputs(self, model: RNNTagger, inputs: Tensor, batch: TaggerBatch) -> Tensor:
-        """The summed tag loss (and weighted auxiliary losses) given the token representations."""
+    def _loss_from_inputs(
+        self, model: RNNTagger, inputs: Tensor, batch: TaggerBatch
+    ) -> tuple[Tensor, Tensor]:
+        """The summed tag loss (and weighted auxiliary losses) given the token representations, and
+        the first recurrent layer's outputs (``RNNTagger.encode_layers``)."""
         assert batch.tags is not None
-        features = model.encode(inputs, batch.lengths)
+        features, lower = model.encode_layers(inputs, batch.lengths)
         # (B, T, K); the loss (a CRF's sums of scores especially) in float32 even under autocast.
         emissions = full_precision(model.output(features))
         loss = model.loss_sum(emissions, batch.tags, batch.lengths)
@@ -586,7 +629,7 @@ class TaggerTask(Task):
             auxiliary.append(("freq_bin", batch.freq_bins, self.config.model.freq_bin_weight))
         for name, targets, weight in auxiliary:
             loss = loss + weight * model.auxiliary_loss_sum(name, features, targets, batch.lengths)
-        return loss
+        return loss, lower
 
     # -- tagging --------------------------------------------------------------------------------
     @torch.no_grad()
