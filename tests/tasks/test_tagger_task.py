@@ -388,9 +388,7 @@ def test_language_model_loss_is_added_with_its_weight_on_the_clean_pass(tmp_path
             objective = model.lm_loss_sum(lower, batch.word_classes, batch.lengths)
         difference = float((with_lm - tagging_only).detach())
         assert difference == pytest.approx(0.25 * float(objective), rel=1e-4)
-    assert [b.word_classes is not None for b in task.train_batches(0)] == [True] * len(
-        task.train_batches(0)
-    )
+    assert all(b.word_classes is not None for b in task.train_batches(0))
 
 
 def test_bad_language_model_settings_are_config_errors():
