@@ -215,7 +215,7 @@ def test_trainable_part_needs_a_mask_of_the_vocabulary():
         RNNTagger(vocab_size=6, num_tags=3, embed_size=4, hidden_size=5, trainable_embed_size=3)
 
 
-def _lm_tagger(num_layers: int = 2, bidirectional: bool = True, **options) -> RNNTagger:
+def _lm_tagger(num_layers: int = 2, bidirectional: bool = True) -> RNNTagger:
     return RNNTagger(
         vocab_size=30,
         num_tags=5,
@@ -225,7 +225,6 @@ def _lm_tagger(num_layers: int = 2, bidirectional: bool = True, **options) -> RN
         bidirectional=bidirectional,
         lm_classes=11,
         lm_hidden_size=4,
-        **options,
     ).eval()
 
 
