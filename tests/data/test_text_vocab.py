@@ -1,11 +1,14 @@
 import gzip
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rnnlab.data.io import read_lines
 from rnnlab.data.text import detokenize, normalize, preprocess_textbook, tokenize
 from rnnlab.data.vocab import Vocab
 from rnnlab.errors import DataError
+from rnnlab.export import runtime
 
 
 def test_textbook_preprocessing():
@@ -15,6 +18,31 @@ def test_textbook_preprocessing():
     assert preprocess_textbook("Wait !") == "wait !"  # no double space before punctuation
     assert normalize("He's Calm.", "punct") == "He's Calm ."
     assert normalize("He's Calm.", "none") == "He's Calm."
+
+
+def _space_before_punct_by_hand(text: str) -> str:
+    """A space before each ``, . ! ?`` that follows a non-space character, one character at a time."""
+    out = []
+    for i, char in enumerate(text):
+        if char in ",.!?" and i > 0 and not text[i - 1].isspace():
+            out.append(" ")
+        out.append(char)
+    return "".join(out)
+
+
+def test_punctuation_split_of_runs_and_line_starts():
+    assert preprocess_textbook("What?!") == "what ? !"
+    assert preprocess_textbook("...") == ". . ."
+    assert preprocess_textbook("Oh... no, ok.") == "oh . . . no , ok ."
+    assert preprocess_textbook("?x") == "?x"
+
+
+@given(st.text(alphabet="aB ,.!?\t\n\u202f\xa0é", max_size=30))
+def test_punctuation_split_equals_the_rule_by_hand(text):
+    expected = _space_before_punct_by_hand(text.translate({0x202F: " ", 0xA0: " "}))
+    assert normalize(text, "punct") == expected
+    assert preprocess_textbook(text) == expected.lower()
+    assert runtime.normalize(text, "punct") == expected
 
 
 def test_detokenize_inverts_punctuation_split():

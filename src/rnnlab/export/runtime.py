@@ -132,7 +132,7 @@ def _json_list(folder: Path, name: str, key: str) -> list[str]:
 # Text ↔ tokens (rnnlab.data.text, rnnlab.data.tokenizers, rnnlab.data.lm_corpus)
 
 _NBSP = str.maketrans({"\u202f": " ", "\xa0": " "})
-_SPACE_BEFORE_PUNCT = re.compile(r"(?<=\S)([,.!?])")
+_BEFORE_PUNCT = re.compile(r"(?<=\S)(?=[,.!?])")
 _DETOK_PUNCT = re.compile(r" ([,.!?])")
 _NON_LETTERS = re.compile(r"[^A-Za-z]+")
 
@@ -142,7 +142,7 @@ def normalize(text: str, mode: str) -> str:
         text = text.translate(_NBSP)
         if mode == "textbook":
             text = text.lower()
-        return _SPACE_BEFORE_PUNCT.sub(r" \1", text)
+        return _BEFORE_PUNCT.sub(" ", text)
     return text
 
 
