@@ -26,9 +26,12 @@ $(STAMP): $(CORE)
 	$(INSTALL) -e ".[dev,export,serve,embeddings,tune]"
 	touch $(STAMP)
 
+# The training command scores the test split itself once training ends (data.test; the run selects
+# its checkpoint on valid only): a separate `rnnlab evaluate` would import torch and load the model
+# again, 6–7 s of a 5-minute demo on a slow 2-core CPU.
 demo: $(CORE)
-	$(BIN)/rnnlab train seq2seq --config configs/seq2seq/fra-eng.yaml --out runs/demo --overwrite
-	$(BIN)/rnnlab evaluate runs/demo --data data/fra-eng/test.tsv
+	$(BIN)/rnnlab train seq2seq --config configs/seq2seq/fra-eng.yaml --out runs/demo --overwrite \
+		--set data.test=data/fra-eng/test.tsv
 	printf "go .\ni lost .\nhe's calm .\ni'm home .\n" | $(BIN)/rnnlab translate runs/demo
 
 test: $(STAMP)
