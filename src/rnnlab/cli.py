@@ -160,6 +160,16 @@ def _precision_notices(config: Any, device: Any) -> list[str]:
     return notes
 
 
+def _check_precision_kernels(config: Any, model: Any, device: Any) -> None:
+    """A config error, before training, for a precision whose kernels this device lacks."""
+    from rnnlab.nn.precision import check_bf16_kernels
+
+    for section in ("train", "decode"):
+        precision = getattr(getattr(config, section, None), "precision", None)
+        if precision is not None:
+            check_bf16_kernels(model, f"{section}.precision", precision, device)
+
+
 def _peek_device(args: argparse.Namespace) -> str:
     """The device type a run will use, needed to pick the process-group backend before anything."""
     import torch
@@ -254,6 +264,7 @@ def _train(
     device = resolve_device(config.train.device)
     if distributed.enabled and device.type == "cuda":
         device = torch.device("cuda", distributed.local_rank)
+    _check_precision_kernels(config, model, device)
     if distributed.is_main:
         reporter.message(describe(model))
         for note in _precision_notices(config, device):

@@ -16,6 +16,7 @@ from torch import nn
 
 from rnnlab.config import apply_overrides, from_dict, load_config, read_yaml, save_config
 from rnnlab.errors import ConfigError, RnnlabError
+from rnnlab.nn.precision import check_bf16_kernels
 from rnnlab.tasks import TASKS, Task
 from rnnlab.training import checkpoint as ckpt
 from rnnlab.training.run_lock import LOCK_FILE
@@ -157,4 +158,7 @@ def open_run(
     apply_weights(model, state, weights)
     resolved = resolve_device(device)
     model.to(resolved).eval()
+    decode = getattr(task.config, "decode", None)
+    if decode is not None and hasattr(decode, "precision"):
+        check_bf16_kernels(model, "decode.precision", decode.precision, resolved)
     return TrainedRun(task=task, model=model, device=resolved)

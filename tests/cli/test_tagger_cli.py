@@ -178,3 +178,21 @@ def test_auxiliary_outputs_train_save_and_load(tmp_path: Path, monkeypatch, caps
     )
     assert code == 0, err
     assert json.loads(exported)["accuracy"] == json.loads(stdout)["accuracy"]
+
+
+def test_bf16_without_a_bf16_lstm_kernel_is_a_config_error(tmp_path, monkeypatch, capsys):
+    """On a CPU without AVX512-BF16 or AMX, oneDNN has no bfloat16 LSTM: one line, exit 2."""
+    from rnnlab.nn import precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    argv = ["train", "tagger", "--config", str(REPO / "configs/tagger/ud-ewt-sample.yaml")]
+    argv += ["--out", str(tmp_path / "bf16"), "--set", f"data.train={SAMPLE / 'train.conllu'}"]
+    argv += ["--set", f"data.valid={DEV}", "--set", "train.precision=bf16"]
+    code, _, err = _run(argv, "", monkeypatch, capsys)
+    assert code == EXIT_USER_ERROR
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith("rnnlab: error: train.precision: bf16 needs a CPU with AVX512-BF16 or AMX")
+    )
+    assert not (tmp_path / "bf16" / "best").exists()

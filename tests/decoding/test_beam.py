@@ -169,9 +169,12 @@ def test_first_step_reads_one_row_per_sentence_and_later_steps_k(attention):
             counter, model.start(batch.src, batch.src_lengths), batch_size=12,
             beam_size=4, bos_id=BOS, eos_id=EOS, max_len=14,
         )  # fmt: skip
+        # The same encoder path as above: without gradients a GRU encoder runs packed, with them
+        # padded, and the two can round differently.
+        expected = beam(model, batch, beam_size=4)
     assert counter.rows[0] == 12
     assert counter.rows[1] == 12 * 4
-    assert counted == beam(model, batch, beam_size=4)
+    assert counted == expected
 
 
 @pytest.mark.parametrize("attention", DECODERS)

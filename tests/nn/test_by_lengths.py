@@ -21,6 +21,7 @@ from rnnlab.nn.by_lengths import (
     runs_padded,
 )
 from rnnlab.nn.factory import make_rnn
+from rnnlab.nn.precision import native_bf16
 
 
 def packed_reference(rnn: nn.Module, inputs: torch.Tensor, lengths: torch.Tensor):
@@ -161,6 +162,9 @@ def test_dropout_between_layers_only_while_training() -> None:
     )
 
 
+@pytest.mark.skipif(
+    not native_bf16("cpu"), reason="oneDNN has no bfloat16 LSTM without AVX512-BF16 or AMX"
+)
 def test_bfloat16_autocast_stays_close_to_float32_packing() -> None:
     torch.manual_seed(7)
     lstm = nn.LSTM(8, 16, num_layers=2, bidirectional=True, batch_first=True)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from rnnlab.errors import ConfigError
 from rnnlab.models.attention import BahdanauAttention
 from rnnlab.models.attention_decoder import BahdanauDecoder, LuongDecoder
 from rnnlab.models.encoder import EncoderOutput
@@ -17,6 +18,7 @@ from rnnlab.nn.precision import (
     autocast,
     autocast_operand,
     bmm_in_dtype,
+    check_bf16_kernels,
     full_precision,
     native_bf16,
     precision_notice,
@@ -281,3 +283,26 @@ def test_loss_and_attention_softmax_reduce_in_float32_under_bf16():
     assert torch.all(weights[1, :, 2:] == 0)
     # bfloat16 products keep ~3 significant digits: the loss stays within 1% of float32.
     assert abs(loss.item() - reference.item()) < 0.01 * reference.item()
+
+
+def _lstm_tagger_like() -> nn.Module:
+    return nn.ModuleDict({"embed": nn.Embedding(5, 4), "rnn": nn.LSTM(4, 3, batch_first=True)})
+
+
+def test_bf16_is_refused_for_lstms_only_where_onednn_has_no_bf16_lstm(monkeypatch):
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    with pytest.raises(ConfigError, match=r"^train\.precision: bf16 needs a CPU with AVX512-BF16"):
+        check_bf16_kernels(_lstm_tagger_like(), "train.precision", "bf16", "cpu")
+    check_bf16_kernels(_lstm_tagger_like(), "train.precision", "auto", "cpu")  # auto → fp32
+    check_bf16_kernels(_lstm_tagger_like(), "train.precision", "fp32", "cpu")
+    check_bf16_kernels(nn.GRU(4, 3), "train.precision", "bf16", "cpu")  # emulated, slowly
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    check_bf16_kernels(_lstm_tagger_like(), "decode.precision", "bf16", "cpu")
+
+
+@pytest.mark.skipif(native_bf16("cpu"), reason="this CPU has a bfloat16 LSTM kernel")
+def test_the_refused_case_is_the_one_that_fails_in_onednn():
+    """Where the check refuses, the LSTM itself fails: the check is not stricter than the kernel."""
+    lstm = nn.LSTM(4, 3, batch_first=True)
+    with pytest.raises(RuntimeError, match="primitive"), torch.autocast("cpu", torch.bfloat16):
+        lstm(torch.randn(2, 5, 4))

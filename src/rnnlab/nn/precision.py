@@ -72,6 +72,27 @@ def precision_notice(key: str, precision: str, device: torch.device | str) -> st
     return None
 
 
+def check_bf16_kernels(
+    model: torch.nn.Module, key: str, precision: str, device: torch.device | str
+) -> None:
+    """Refuse bf16 where ``model`` would reach a kernel that does not exist, before a run starts.
+
+    oneDNN has no bfloat16 LSTM primitive on a CPU without AVX512-BF16 or AMX: ``torch.nn.LSTM``
+    under bf16 autocast fails there at its first batch with "could not create a primitive
+    descriptor". GRUs and products are emulated (slowly), so only LSTMs are refused.
+    """
+    if torch.device(device).type != "cpu" or resolve_precision(precision, device) != "bf16":
+        return
+    if native_bf16(device) or not any(isinstance(m, torch.nn.LSTM) for m in model.modules()):
+        return
+    from rnnlab.errors import ConfigError
+
+    raise ConfigError(
+        f"{key}: bf16 needs a CPU with AVX512-BF16 or AMX for this model's LSTM layers (this CPU "
+        f"has neither, and oneDNN has no bfloat16 LSTM kernel without them); set {key}: auto or fp32"
+    )
+
+
 def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
     """The context a forward pass runs in: bfloat16 autocast for ``bf16`` (and ``auto`` where the
     device runs bfloat16 natively), nothing for ``fp32``."""
@@ -172,6 +193,7 @@ __all__ = [
     "autocast_operand",
     "bmm_in_dtype",
     "full_precision",
+    "check_bf16_kernels",
     "native_bf16",
     "precision_notice",
     "project_padded_rows",
