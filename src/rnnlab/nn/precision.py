@@ -22,6 +22,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from rnnlab.errors import ConfigError
+
 Precision = Literal["fp32", "bf16", "auto"]
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
 
@@ -85,8 +87,6 @@ def check_bf16_kernels(
         return
     if native_bf16(device) or not any(isinstance(m, torch.nn.LSTM) for m in model.modules()):
         return
-    from rnnlab.errors import ConfigError
-
     raise ConfigError(
         f"{key}: bf16 needs a CPU with AVX512-BF16 or AMX for this model's LSTM layers (this CPU "
         f"has neither, and oneDNN has no bfloat16 LSTM kernel without them); set {key}: auto or fp32"
@@ -192,8 +192,8 @@ __all__ = [
     "autocast",
     "autocast_operand",
     "bmm_in_dtype",
-    "full_precision",
     "check_bf16_kernels",
+    "full_precision",
     "native_bf16",
     "precision_notice",
     "project_padded_rows",
