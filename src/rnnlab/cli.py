@@ -146,28 +146,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         shutdown(distributed)
 
 
-def _precision_notices(config: Any, device: Any) -> list[str]:
-    """What ``train.precision`` and ``decode.precision`` mean on ``device``, where worth a line."""
-    from rnnlab.nn.precision import precision_notice
-
-    notes = []
+def _precision_settings(config: Any) -> Iterator[tuple[str, str]]:
+    """(key, value) of ``train.precision`` and ``decode.precision``, where the config has them."""
     for section in ("train", "decode"):
         precision = getattr(getattr(config, section, None), "precision", None)
         if precision is not None:
-            note = precision_notice(f"{section}.precision", precision, device)
-            if note is not None:
-                notes.append(note)
-    return notes
+            yield f"{section}.precision", precision
+
+
+def _precision_notices(config: Any, device: Any) -> list[str]:
+    """What the precision settings mean on ``device``, where worth a line."""
+    from rnnlab.nn.precision import precision_notice
+
+    notes = (precision_notice(key, value, device) for key, value in _precision_settings(config))
+    return [note for note in notes if note is not None]
 
 
 def _check_precision_kernels(config: Any, model: Any, device: Any) -> None:
     """A config error, before training, for a precision whose kernels this device lacks."""
     from rnnlab.nn.precision import check_bf16_kernels
 
-    for section in ("train", "decode"):
-        precision = getattr(getattr(config, section, None), "precision", None)
-        if precision is not None:
-            check_bf16_kernels(model, f"{section}.precision", precision, device)
+    for key, value in _precision_settings(config):
+        check_bf16_kernels(model, key, value, device)
 
 
 def _peek_device(args: argparse.Namespace) -> str:
