@@ -55,7 +55,7 @@ def load(
     ``train.num_threads`` when that is set, else PyTorch's default); ``overrides`` are
     ``section.key=value`` settings applied to the run's config (e.g. ``decode.max_len=80``).
     """
-    import torch
+    from rnnlab.training.trainer import set_threads
 
     path = Path(path)
     if directory_kind(path) == "export":
@@ -63,10 +63,7 @@ def load(
 
         return load_export(path, threads=threads)
     run = open_run(path, device=device, overrides=overrides)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    elif run.task.config.train.num_threads > 0:
-        torch.set_num_threads(run.task.config.train.num_threads)
+    set_threads(threads if threads > 0 else run.task.config.train.num_threads)
     cls = KINDS[run.task.name]
     return cls(task=run.task, model=run.model, device=run.device)  # type: ignore[arg-type]
 

@@ -72,6 +72,12 @@ def _never() -> bool:
     return False
 
 
+def set_threads(num_threads: int) -> None:
+    """PyTorch's intra-op threads for this process (``train.num_threads``); 0 keeps its default."""
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

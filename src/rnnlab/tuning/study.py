@@ -110,7 +110,7 @@ def _run_trial(trial: Any, plan: StudyPlan, out: Path, reporter: Reporter) -> fl
     """Train one configuration in ``out/trial-NNN``; the best validation metric, or an exception."""
     import optuna
 
-    from rnnlab.training.trainer import Trainer, resolve_device
+    from rnnlab.training.trainer import Trainer, resolve_device, set_threads
 
     run_dir = out / f"trial-{trial.number:03d}"
     trial.set_user_attr("run_dir", run_dir.name)
@@ -123,8 +123,7 @@ def _run_trial(trial: Any, plan: StudyPlan, out: Path, reporter: Reporter) -> fl
     create_run_dir(run_dir, config)
     task = task_class(plan.task_name)(config, run_dir)
     task.prepare_training()
-    if config.train.num_threads > 0:
-        torch.set_num_threads(config.train.num_threads)
+    set_threads(config.train.num_threads)
     torch.manual_seed(config.seed)
     model = task.build_model()
     pruned = False

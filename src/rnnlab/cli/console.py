@@ -1,0 +1,109 @@
+"""What a person sees and types: progress bars, notices, metrics, exit statuses, and stdin read in
+blocks so output streams while a long input is still arriving."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Any, TypeVar
+
+EXIT_USER_ERROR = 2
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+Item = TypeVar("Item")
+
+
+class ConsoleReporter:
+    """tqdm bars on a terminal; plain log lines (no carriage returns) when output is a file or CI."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def record(self, record: dict[str, Any]) -> None:
+        if self.interactive and "valid_loss" not in record and "train_loss" in record:
+            return  # the bar's postfix already shows the training loss
+        parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()]
+        self.message(" ".join(parts))
+
+    def message(self, text: str) -> None:
+        if self.interactive:
+            from tqdm import tqdm
+
+            tqdm.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def progress(self, total: int, desc: str, initial: int = 0) -> Any:
+        """A bar over ``total`` items; ``total`` 0 counts items of unknown number (a stream)."""
+        from tqdm import tqdm
+
+        return tqdm(
+            total=total or None,
+            desc=desc,
+            initial=initial,
+            file=self.stream,
+            disable=not self.interactive,
+            leave=False,
+            dynamic_ncols=True,
+        )
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    return " ".join(
+        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+    )
+
+
+def print_metrics(metrics: dict[str, Any], *, as_json: bool) -> None:
+    """One JSON document, or one ``key<TAB>value`` line per (flattened) metric."""
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+        return
+    for key, value in _flatten(metrics):
+        print(f"{key}\t{value:.4f}" if isinstance(value, float) else f"{key}\t{value}")
+
+
+def _flatten(metrics: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Nested metrics (per-tag tables) as dotted keys, one value per output line."""
+    for key, value in metrics.items():
+        if isinstance(value, dict) and value:
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def notice(text: str) -> None:
+    print(f"rnnlab: notice: {text}", file=sys.stderr, flush=True)
+
+
+def stdin_lines() -> Iterator[tuple[int, str]]:
+    """Numbered lines of stdin, each cut to the input line limit (with a notice when it is)."""
+    from rnnlab.data.limits import read_limited_lines
+
+    for number, line in enumerate(read_limited_lines(sys.stdin), start=1):
+        if line.cut:
+            notice(line.notice(f"<stdin>:{number}"))
+        yield number, line.text
+
+
+def _in_blocks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    """``items`` in lists of ``size`` (the last may be shorter), each yielded as soon as it is full."""
+    iterator = iter(items)
+    while block := list(islice(iterator, size)):
+        yield block
+
+
+def stdin_blocks(size: int) -> Iterator[list[str]]:
+    """Lines of stdin in blocks, so output streams while a long input is still being read."""
+    return _in_blocks((line for _, line in stdin_lines()), size)
+
+
+def stdin_conllu_blocks(size: int) -> Iterator[list[Any]]:
+    """CoNLL-U sentences from stdin in blocks of ``size``, streamed like ``stdin_blocks``."""
+    from rnnlab.data.conllu_io import parse_conllu
+
+    return _in_blocks(parse_conllu(stdin_lines(), "<stdin>"), size)

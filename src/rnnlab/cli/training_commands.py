@@ -1,0 +1,316 @@
+"""``rnnlab train`` (in one process, or several through torchrun), ``tune``, ``embeddings train`` and
+``plot``: the commands that make runs, studies, vectors and figures."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from rnnlab.cli.console import EXIT_TERMINATED, EXIT_USER_ERROR, ConsoleReporter, format_metrics
+from rnnlab.errors import RnnlabError
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[Callable[[], bool]]:
+    """SIGTERM — what Slurm, Kubernetes and torchrun send before killing — asks for a clean stop.
+
+    The handler only sets a flag; the trainer polls it after each step, so every rank stops after
+    the same step and the checkpoint holds a whole step, never half of one.
+    """
+    requested = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: requested.set())
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _relaunch_with_torchrun(argv: list[str], nproc: int) -> int:
+    """``rnnlab train --nproc N …`` is ``torchrun --standalone --nproc_per_node N -m rnnlab train …``.
+
+    torchrun runs in this process. On SIGTERM (or Ctrl-C) it passes the signal to its workers and
+    waits for them; they stop after the same step and rank 0 saves a checkpoint. A worker's user
+    error has already been reported in one line by that worker; its exit status is returned.
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    kept: list[str] = []
+    skip = False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            kept.append(item)
+    try:
+        torchrun(["--standalone", "--nproc_per_node", str(nproc), "-m", "rnnlab", *kept])
+    except SignalException as exc:
+        return 128 + int(exc.sigval)
+    except ChildFailedError as exc:
+        _, first = exc.get_first_failure()
+        return first.exitcode if first.exitcode > 0 else 1
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rnnlab.training.distributed import init_from_env, launched_by_torchrun, shutdown
+
+    if args.nproc > 1 and not launched_by_torchrun():
+        return _relaunch_with_torchrun(args.argv, args.nproc)
+    from rnnlab.training.run_lock import RunLocked
+    from rnnlab.training.trainer import TrainingStopped
+
+    config_device = _peek_device(args)
+    distributed = init_from_env(config_device)
+    try:
+        with ExitStack() as cleanup:
+            should_stop = cleanup.enter_context(_stop_on_sigterm())
+            try:
+                return _train(args, distributed, cleanup, should_stop)
+            except RunLocked:
+                if distributed.is_main:
+                    raise
+                return EXIT_USER_ERROR  # rank 0 names the holder; one line is enough
+            except TrainingStopped:
+                if distributed.is_main:
+                    print("rnnlab: terminated", file=sys.stderr)
+                # Under torchrun an orderly stop is a success, or torchrun reports a failed job.
+                return 0 if distributed.enabled else EXIT_TERMINATED
+    finally:
+        shutdown(distributed)
+
+
+def _precision_settings(config: Any) -> Iterator[tuple[str, str]]:
+    """(key, value) of ``train.precision`` and ``decode.precision``, where the config has them."""
+    for section in ("train", "decode"):
+        precision = getattr(getattr(config, section, None), "precision", None)
+        if precision is not None:
+            yield f"{section}.precision", precision
+
+
+def _precision_notices(config: Any, device: Any) -> list[str]:
+    """What the precision settings mean on ``device``, where worth a line."""
+    from rnnlab.nn.precision import precision_notice
+
+    notes = (precision_notice(key, value, device) for key, value in _precision_settings(config))
+    return [note for note in notes if note is not None]
+
+
+def _check_precision_kernels(config: Any, model: Any, device: Any) -> None:
+    """A config error, before training, for a precision whose kernels this device lacks."""
+    from rnnlab.nn.precision import check_bf16_kernels
+
+    for key, value in _precision_settings(config):
+        check_bf16_kernels(model, key, value, device)
+
+
+def _peek_device(args: argparse.Namespace) -> str:
+    """The device type a run will use, needed to pick the process-group backend before anything."""
+    import torch
+
+    from rnnlab.config import apply_overrides, read_yaml
+
+    data: dict[str, Any] = {}
+    if args.resume:
+        data = read_yaml(Path(args.resume) / "config.yaml")
+    elif args.config:
+        data = read_yaml(args.config)
+    data = apply_overrides(data, list(args.set))
+    name = str((data.get("train") or {}).get("device", "auto"))
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name).type
+
+
+def _train(
+    args: argparse.Namespace,
+    distributed: Any,
+    cleanup: ExitStack,
+    should_stop: Callable[[], bool],
+) -> int:
+    import atexit
+    import shutil
+    import tempfile
+
+    import torch
+
+    from rnnlab.atomic import reported_as
+    from rnnlab.nn.describe import describe
+    from rnnlab.rundir import create_run_dir, load_task_config, read_run_config, task_class
+    from rnnlab.training.run_lock import RunLock, RunLocked
+    from rnnlab.training.trainer import Trainer, resolve_device, set_threads
+
+    reporter = ConsoleReporter()
+
+    def lock(run_dir: Path | None) -> None:
+        """Only rank 0 writes the run directory, so only rank 0 holds its lock; every rank calls
+        this, so that all of them stop (silently but rank 0) when another trainer holds it."""
+        refused: RunLocked | None = None
+        if distributed.is_main:
+            assert run_dir is not None
+            try:
+                held = cleanup.enter_context(RunLock.acquire(run_dir))
+            except RunLocked as exc:
+                refused = exc
+            else:
+                if held.notice:
+                    reporter.message(held.notice)
+        message = distributed.broadcast(str(refused) if refused else None)
+        if refused is not None:
+            raise refused
+        if message is not None:
+            raise RunLocked(message)
+
+    if args.resume:
+        # Every rank reads the run directory (on several machines: a shared filesystem).
+        run_dir = Path(args.resume)
+        config = read_run_config(run_dir, args.set)
+        lock(run_dir)
+        task = task_class(config.task)(config, run_dir)
+        task.prepare_resume()
+    elif not distributed.is_main:
+        # Other ranks build the same vocabularies from the same data, in a private directory:
+        # only rank 0 writes the run directory.
+        config = load_task_config(args.task, args.config, args.set)
+        lock(None)
+        run_dir = Path(tempfile.mkdtemp(prefix=f"rnnlab-rank{distributed.rank}-"))
+        atexit.register(shutil.rmtree, run_dir, ignore_errors=True)
+        task = task_class(config.task)(config, run_dir)
+        task.prepare_training()
+    else:
+        if not args.task or not args.out:
+            raise RnnlabError("train needs a TASK and --out RUN (or --resume RUN)")
+        config = load_task_config(args.task, args.config, args.set)
+        run_dir = Path(args.out)
+        with reported_as(run_dir):
+            run_dir.mkdir(parents=True, exist_ok=True)
+        lock(run_dir)  # before --overwrite may clear the directory
+        create_run_dir(run_dir, config, overwrite=args.overwrite)
+        task = task_class(config.task)(config, run_dir)
+        if reporter.interactive:  # a person waits: vocabularies, subwords and ids take a while
+            reporter.message(f"preparing the training data from {config.data.train}")
+        task.prepare_training()
+        for note in task.setup_notes():
+            reporter.message(note)
+    set_threads(config.train.num_threads)
+    torch.manual_seed(config.seed)
+    model = task.build_model()
+    device = resolve_device(config.train.device)
+    if distributed.enabled and device.type == "cuda":
+        device = torch.device("cuda", distributed.local_rank)
+    _check_precision_kernels(config, model, device)
+    if distributed.is_main:
+        reporter.message(describe(model))
+        for note in _precision_notices(config, device):
+            reporter.message(note)
+        if not task.has_validation():
+            reporter.message(
+                "no data.valid: training without validation; best/ will be the last checkpoint"
+            )
+        if distributed.enabled:
+            reporter.message(f"{distributed.world_size} processes, global batch split across them")
+    trainer = Trainer(
+        task=task,
+        model=model,
+        config=config.train,
+        run_dir=run_dir,
+        device=device,
+        reporter=reporter,
+        distributed=distributed,
+        should_stop=should_stop,
+    )
+    if args.resume:
+        trainer.load_checkpoint()
+        reporter.message(f"resuming {run_dir} at step {trainer.state.step}")
+    state = trainer.fit()
+    if not distributed.is_main:
+        return 0
+    best = state.best_metric
+    reporter.message(
+        f"done: {state.step} steps, "
+        + (f"best {task.primary_metric}={best:.4g}" if best is not None else "no validation yet")
+        + f"; run directory {run_dir}"
+    )
+    test_path = getattr(config.data, "test", "")
+    if test_path:
+        from rnnlab.rundir import open_run
+
+        run = open_run(run_dir, device=str(device))
+        metrics = run.task.evaluate(run.model, test_path, run.device)
+        reporter.message("test: " + format_metrics(metrics))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from rnnlab.plotting import plot_learning_curves
+    from rnnlab.rundir import run_curves
+
+    curves = [run_curves(Path(run), x=args.x) for run in args.runs]
+    print(plot_learning_curves(curves, args.out, x=args.x))
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from rnnlab.tuning.report import format_table
+    from rnnlab.tuning.study import load_study, run_study
+
+    out = Path(args.out)
+    if args.report:
+        study = load_study(out)
+        print(format_table(study, study.user_attrs.get("metric", "metric")))
+        return 0
+    missing = [
+        flag
+        for flag, value in (
+            ("--config", args.config),
+            ("--space", args.space),
+            ("--trials", args.trials),
+        )
+        if value is None
+    ]
+    if missing:
+        raise RnnlabError(f"tune needs {', '.join(missing)} (or --report to show a study)")
+    study = run_study(
+        config_path=args.config,
+        space_path=args.space,
+        trials=args.trials,
+        out=out,
+        overrides=args.set,
+        timeout_minutes=args.timeout_minutes,
+        startup_trials=args.startup_trials,
+        reporter=ConsoleReporter(),
+    )
+    print(format_table(study, study.user_attrs.get("metric", "metric")))
+    return 0
+
+
+def cmd_embeddings_train(args: argparse.Namespace) -> int:
+    from rnnlab.embeddings_training import train_vectors
+
+    trained = train_vectors(
+        args.inputs,
+        args.out,
+        algorithm=args.algorithm,
+        dim=args.dim,
+        epochs=args.epochs,
+        min_count=args.min_count,
+        lowercase=args.lowercase,
+        split_punct=args.split_punct,
+        window=args.window,
+        seed=args.seed,
+        workers=args.workers,
+    )
+    print(
+        f"{trained.path}: {trained.words} words × {trained.dim} from {trained.sentences} "
+        f"sentences ({trained.tokens} tokens)"
+    )
+    return 0
