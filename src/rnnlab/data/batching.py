@@ -67,7 +67,7 @@ def bucket_batches(
     if not bucket:
         return [order[i : i + batch_size] for i in range(0, n, batch_size)]
     batches: list[list[int]] = []
-    chunk = batch_size * BUCKET_CHUNK_BATCHES if shuffle else n
+    chunk = batch_size * BUCKET_CHUNK_BATCHES if shuffle else max(n, 1)
     for start in range(0, n, chunk):
         ids = sorted(order[start : start + chunk], key=lambda i: lengths[i])
         batches.extend(ids[i : i + batch_size] for i in range(0, len(ids), batch_size))

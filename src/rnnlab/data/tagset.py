@@ -54,7 +54,10 @@ class TagSet:
     def load(cls, path: str | Path) -> TagSet:
         path = Path(path)
         try:
-            return cls(json.loads(path.read_text(encoding="utf-8"))["tags"])
+            tags = json.loads(path.read_text(encoding="utf-8"))["tags"]
+            if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+                raise ValueError('"tags" must be a list of strings')
+            return cls(tags)
         except FileNotFoundError:
             raise DataError(path, "tag set file is missing") from None
         except (ValueError, KeyError, TypeError) as exc:
