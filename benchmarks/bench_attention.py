@@ -40,7 +40,8 @@ from rnnlab.models.attention_decoder import AttentionDecoderState  # noqa: E402
 from rnnlab.models.encoder import EncoderOutput, Seq2SeqEncoder  # noqa: E402
 from rnnlab.nn.dropout import Dropout  # noqa: E402
 from rnnlab.nn.state import hidden_of  # noqa: E402
-from rnnlab.tasks.seq2seq import Seq2SeqConfig, Seq2SeqTask  # noqa: E402
+from rnnlab.tasks.seq2seq import Seq2SeqTask  # noqa: E402
+from rnnlab.tasks.seq2seq_config import Seq2SeqConfig  # noqa: E402
 from rnnlab.training.trainer import Trainer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

@@ -34,7 +34,8 @@ import harness  # noqa: E402
 import textbook_baseline as book  # noqa: E402
 
 from rnnlab.config import from_dict  # noqa: E402
-from rnnlab.tasks.seq2seq import EncodedPairs, Seq2SeqConfig, Seq2SeqTask  # noqa: E402
+from rnnlab.tasks.seq2seq import EncodedPairs, Seq2SeqTask  # noqa: E402
+from rnnlab.tasks.seq2seq_config import Seq2SeqConfig  # noqa: E402
 from rnnlab.training.trainer import Trainer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

@@ -39,8 +39,10 @@ from rnnlab.config import from_dict  # noqa: E402
 from rnnlab.decoding.beam import beam_batch_size, beam_search  # noqa: E402
 from rnnlab.decoding.greedy import greedy_search  # noqa: E402
 from rnnlab.models.seq2seq import build_seq2seq  # noqa: E402
-from rnnlab.tasks.lm import LanguageModelTask, LMConfig  # noqa: E402
-from rnnlab.tasks.seq2seq import Seq2SeqConfig, Seq2SeqModelConfig, Seq2SeqTask  # noqa: E402
+from rnnlab.tasks.lm import LanguageModelTask  # noqa: E402
+from rnnlab.tasks.lm_config import LMConfig  # noqa: E402
+from rnnlab.tasks.seq2seq import Seq2SeqTask  # noqa: E402
+from rnnlab.tasks.seq2seq_config import Seq2SeqConfig, Seq2SeqModelConfig  # noqa: E402
 from rnnlab.training.trainer import Trainer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

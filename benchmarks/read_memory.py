@@ -31,7 +31,8 @@ CHILD = r"""
 import json, resource, sys, tempfile, time, tracemalloc
 from pathlib import Path
 from rnnlab.config import from_dict
-from rnnlab.tasks.seq2seq import Seq2SeqConfig, Seq2SeqTask
+from rnnlab.tasks.seq2seq import Seq2SeqTask
+from rnnlab.tasks.seq2seq_config import Seq2SeqConfig
 import torch  # imported before the baseline: its RSS is not the readers'
 
 corpus, trace = sys.argv[1], sys.argv[2] == "trace"

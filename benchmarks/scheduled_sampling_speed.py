@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import machine_info, paired_windows, timed  # noqa: E402
 
 from rnnlab.models.seq2seq import build_seq2seq  # noqa: E402
-from rnnlab.tasks.seq2seq import Seq2SeqModelConfig  # noqa: E402
+from rnnlab.tasks.seq2seq_config import Seq2SeqModelConfig  # noqa: E402
 
 DECODERS = {
     "context": ("none", True),

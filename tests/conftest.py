@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnnlab.tasks.tagger import TaggerConfig, TaggerTask
+from rnnlab.tasks.tagger import TaggerTask
+from rnnlab.tasks.tagger_config import TaggerConfig
 
 SYMBOLS = ["a", "b", "c", "d", "e", "f", "g", "h"]
 

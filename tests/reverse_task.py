@@ -13,7 +13,7 @@ from torch import Tensor
 
 from rnnlab.data.batching import pad_batch
 from rnnlab.models.seq2seq import EncoderDecoder, build_seq2seq
-from rnnlab.tasks.seq2seq import Seq2SeqModelConfig
+from rnnlab.tasks.seq2seq_config import Seq2SeqModelConfig
 from rnnlab.training.losses import masked_token_nll, select_valid
 
 PAD, BOS, EOS = 0, 2, 3

@@ -9,7 +9,7 @@ import pytest
 
 from rnnlab.cli import main
 from rnnlab.config import load_config
-from rnnlab.tasks.lm import LMConfig
+from rnnlab.tasks.lm_config import LMConfig
 
 REPO = Path(__file__).resolve().parents[2]
 

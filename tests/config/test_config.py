@@ -5,7 +5,7 @@ import pytest
 from rnnlab.config import load_config
 from rnnlab.errors import ConfigError
 from rnnlab.rundir import task_class
-from rnnlab.tasks.seq2seq import Seq2SeqConfig
+from rnnlab.tasks.seq2seq_config import Seq2SeqConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ from rnnlab.decoding.greedy import greedy_hypotheses, greedy_search
 from rnnlab.decoding.hypothesis import length_penalty
 from rnnlab.models.language_model import RNNLanguageModel
 from rnnlab.models.seq2seq import build_seq2seq
-from rnnlab.tasks.seq2seq import Seq2SeqModelConfig
+from rnnlab.tasks.seq2seq_config import Seq2SeqModelConfig
 from tests.decoding.test_beam import DECODERS, sources, teacher_forced_log_prob, trained
 from tests.reverse_task import BOS, EOS
 

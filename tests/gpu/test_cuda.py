@@ -9,7 +9,8 @@ import torch
 
 from rnnlab.config import from_dict
 from rnnlab.inference import Translator
-from rnnlab.tasks.seq2seq import Seq2SeqConfig, Seq2SeqTask
+from rnnlab.tasks.seq2seq import Seq2SeqTask
+from rnnlab.tasks.seq2seq_config import Seq2SeqConfig
 from rnnlab.training.trainer import Trainer
 
 pytestmark = [

@@ -10,7 +10,8 @@ import torch
 
 from rnnlab.decoding.sampling import sample, sampling_logits
 from rnnlab.models.language_model import RNNLanguageModel, build_language_model
-from rnnlab.tasks.lm import LanguageModelTask, LMConfig
+from rnnlab.tasks.lm import LanguageModelTask
+from rnnlab.tasks.lm_config import LMConfig
 
 
 def test_tied_weights_share_one_matrix_and_need_equal_sizes():

@@ -8,7 +8,7 @@ import torch
 
 from rnnlab.models.feedback import Feedback
 from rnnlab.models.seq2seq import build_seq2seq
-from rnnlab.tasks.seq2seq import Seq2SeqModelConfig
+from rnnlab.tasks.seq2seq_config import Seq2SeqModelConfig
 
 DECODERS = [
     ("none", True),

@@ -6,7 +6,7 @@ from rnnlab.decoding.greedy import greedy_search
 from rnnlab.errors import ConfigError
 from rnnlab.models.encoder import Seq2SeqEncoder
 from rnnlab.models.seq2seq import build_seq2seq
-from rnnlab.tasks.seq2seq import Seq2SeqConfig
+from rnnlab.tasks.seq2seq_config import Seq2SeqConfig
 
 
 def test_encoder_state_shape_textbook_check():

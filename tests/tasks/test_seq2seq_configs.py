@@ -10,7 +10,7 @@ from rnnlab.config import load_config
 from rnnlab.models.attention_decoder import BahdanauDecoder
 from rnnlab.models.decoder import ContextDecoder
 from rnnlab.models.seq2seq import build_seq2seq
-from rnnlab.tasks.seq2seq import Seq2SeqConfig
+from rnnlab.tasks.seq2seq_config import Seq2SeqConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "seq2seq"
 

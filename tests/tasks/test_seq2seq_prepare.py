@@ -9,7 +9,8 @@ import pytest
 
 from rnnlab.config import from_dict
 from rnnlab.data.vocab import FirstSeenIds, Vocab
-from rnnlab.tasks.seq2seq import Seq2SeqConfig, Seq2SeqTask
+from rnnlab.tasks.seq2seq import Seq2SeqTask
+from rnnlab.tasks.seq2seq_config import Seq2SeqConfig
 
 LINES = [
     "Go.\tVa !",

@@ -10,13 +10,8 @@ import torch
 from rnnlab.config import load_config
 from rnnlab.metrics.tagging import TaggingScores
 from rnnlab.tasks import TASKS
-from rnnlab.tasks.tagger import (
-    FREQ_BINS,
-    TaggerConfig,
-    TaggerTask,
-    frequency_bins,
-    word_classes,
-)
+from rnnlab.tasks.tagger import FREQ_BINS, TaggerTask, frequency_bins, word_classes
+from rnnlab.tasks.tagger_config import TaggerConfig
 from rnnlab.training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]

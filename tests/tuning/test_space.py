@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from rnnlab.errors import ConfigError
-from rnnlab.tasks.lm import LMConfig
-from rnnlab.tasks.seq2seq import Seq2SeqConfig
+from rnnlab.tasks.lm_config import LMConfig
+from rnnlab.tasks.seq2seq_config import Seq2SeqConfig
 from rnnlab.tuning.space import load_space
 
 REPO = Path(__file__).resolve().parents[2]

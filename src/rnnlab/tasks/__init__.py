@@ -2,7 +2,8 @@
 
 from rnnlab.tasks.base import Batch, LossOutput, Task
 from rnnlab.tasks.lm import LanguageModelTask
-from rnnlab.tasks.seq2seq import Seq2SeqConfig, Seq2SeqTask
+from rnnlab.tasks.seq2seq import Seq2SeqTask
+from rnnlab.tasks.seq2seq_config import Seq2SeqConfig
 from rnnlab.tasks.tagger import TaggerTask
 
 TASKS: dict[str, type[Task]] = {
