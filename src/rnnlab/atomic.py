@@ -62,19 +62,24 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Replace ``path`` with ``text`` in one step; on failure the old file is untouched."""
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` in one step; on failure the old file is untouched."""
     path = Path(path)
     temp = path.with_name(f".{path.name}.tmp")
     try:
         with reported_as(path):
-            with temp.open("w", encoding="utf-8") as handle:
-                handle.write(text)
+            with temp.open("wb") as handle:
+                handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) in one step; on failure the old file is untouched."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def append_text(path: str | Path, text: str) -> None:

@@ -7,13 +7,14 @@ sees it (e.g. lower-cased), which is also what references are normalised to befo
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-from rnnlab.atomic import reported_as
+from rnnlab.atomic import atomic_write_bytes
 from rnnlab.data.text import Preprocess, detokenize, normalize, tokenize
-from rnnlab.errors import DataError
+from rnnlab.errors import ConfigError, DataError
 
 
 class Tokenizer(Protocol):
@@ -69,22 +70,32 @@ class SentencePieceTokenizer:
         import sentencepiece as spm
 
         model = io.BytesIO()
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=(normalize(t, preprocess) for t in texts),
-            model_writer=model,
-            vocab_size=vocab_size,
-            model_type=model_type,
-            character_coverage=1.0,
-            hard_vocab_limit=False,
-            # rnnlab's Vocab owns the specials; sentencepiece only needs its <unk>.
-            unk_id=0,
-            bos_id=-1,
-            eos_id=-1,
-            pad_id=-1,
-            minloglevel=2,
-        )
-        with reported_as(model_path):
-            Path(model_path).write_bytes(model.getvalue())
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=(normalize(t, preprocess) for t in texts),
+                model_writer=model,
+                vocab_size=vocab_size,
+                model_type=model_type,
+                character_coverage=1.0,
+                hard_vocab_limit=False,
+                # rnnlab's Vocab owns the specials; sentencepiece only needs its <unk>.
+                unk_id=0,
+                bos_id=-1,
+                eos_id=-1,
+                pad_id=-1,
+                minloglevel=2,
+            )
+        except RuntimeError as exc:
+            # Every character of the training text is a piece (character_coverage 1.0), so the
+            # vocabulary cannot be smaller than the alphabet: the user's setting, not a crash.
+            needed = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(exc))
+            if needed is None:
+                raise
+            raise ConfigError(
+                f"sentencepiece vocab_size {vocab_size} is below the {needed.group(2)} distinct "
+                f"characters of the training text (with its specials); raise data.spm_vocab_size"
+            ) from None
+        atomic_write_bytes(model_path, model.getvalue())
         return cls(model_path, preprocess)
 
     def encode(self, text: str) -> list[str]:

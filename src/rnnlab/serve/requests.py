@@ -2,12 +2,14 @@
 
 Every rule here maps to one status code: a body that is not JSON, a missing field, an unknown field
 or a value of the wrong type is a 400; too many sentences is a 413; a value of the right type that is
-out of range (an over-long sentence, ``beam`` < 1, ``n_best`` > ``beam``, a negative length) is a 422.
+out of range (an over-long sentence, ``beam`` outside 1 to ``MAX_BEAM``, ``n_best`` > ``beam``, a
+negative length, a number too large for a float) is a 422.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,10 +48,22 @@ class GenerateRequest:
     seed: int | None = None
 
 
+MAX_BEAM = 64
+"""The widest beam a request may ask for: a beam's memory grows with its width times the
+vocabulary, and quality stops improving long before this."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_json(body: bytes) -> dict[str, Any]:
+    """The body's JSON object. Python's reader accepts more than JSON (NaN, Infinity) and stops at
+    its own limits (4,300-digit integers, nesting deeper than the recursion limit); each of those is
+    the client's malformed body too, a 400, never a server error."""
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(body, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "body must be a JSON object")
@@ -77,7 +91,13 @@ def _number(data: dict[str, Any], name: str, default: float | None) -> float | N
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ApiError(400, f"{name} must be a number, got {json.dumps(value)[:40]}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ApiError(422, f"{name} is too large for a floating-point number") from None
+    if not math.isfinite(number):
+        raise ApiError(422, f"{name} must be a finite number, got {number}")
+    return number
 
 
 def _bool(data: dict[str, Any], name: str, default: bool) -> bool:
@@ -120,8 +140,8 @@ def parse_translate(data: dict[str, Any], limits: ServeSettings) -> TranslateReq
         max_len=_int(data, "max_len", None),
         length_penalty=_number(data, "length_penalty", None),
     )
-    if request.beam < 1:
-        raise ApiError(422, f"beam must be 1 or more, got {request.beam}")
+    if not 1 <= request.beam <= MAX_BEAM:
+        raise ApiError(422, f"beam must be between 1 and {MAX_BEAM}, got {request.beam}")
     if not 1 <= request.n_best <= request.beam:
         raise ApiError(
             422, f"n_best must be between 1 and beam ({request.beam}), got {request.n_best}"

@@ -130,26 +130,47 @@ def plot_history(study: Any, path: Path, *, metric: str) -> Path:
     return path
 
 
+def varied_params(study: Any) -> list[str]:
+    """Parameters that took at least two values among the completed trials: the only ones whose
+    importance the trials can show."""
+    from optuna.trial import TrialState
+
+    values: dict[str, set[str]] = {}
+    for trial in study.trials:
+        if trial.state == TrialState.COMPLETE:
+            for name, value in trial.params.items():
+                values.setdefault(name, set()).add(repr(value))
+    return sorted(name for name, seen in values.items() if len(seen) > 1)
+
+
 def plot_importance(study: Any, path: Path) -> Path | None:
-    """Optuna's parameter importances (fANOVA) as bars; needs two completed trials that differ."""
+    """Optuna's PED-ANOVA parameter importances as bars, over the parameters that varied; needs two
+    completed trials that differ (an evaluator given one trial still returns numbers)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import optuna
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            importances = optuna.importance.get_param_importances(study)
-    except (ValueError, RuntimeError, ImportError, ZeroDivisionError):
-        importances = {}
+    importances: dict[str, float] = {}
+    params = varied_params(study)
+    if params:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                importances = optuna.importance.get_param_importances(
+                    study,
+                    evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+                    params=params,
+                )
+        except (ValueError, RuntimeError, ImportError, ZeroDivisionError):
+            importances = {}
     fig, ax = plt.subplots(figsize=(7.0, 4.5), dpi=DPI)
     try:
         if importances:
             names = list(importances)[::-1]
             ax.barh(names, [importances[n] for n in names], color="C0")
-            ax.set_xlabel("importance (fANOVA, share of the metric's variance)")
+            ax.set_xlabel("importance (PED-ANOVA, normalised to sum to 1)")
         else:
             ax.text(
                 0.5,
