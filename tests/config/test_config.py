@@ -114,3 +114,10 @@ def test_retargeted_training_data_never_validates_on_the_bundled_corpus(task, tm
     assert load_task_config(task, config).data.valid == ""
     both = load_task_config(task, config, ["data.valid=my-valid.txt"])
     assert both.data.valid == "my-valid.txt"
+
+
+@pytest.mark.parametrize("alpha", ["-0.1", "10.5", "nan"])
+def test_a_length_penalty_outside_zero_to_ten_is_an_error(alpha):
+    with pytest.raises(ConfigError, match="decode.length_penalty: must be between 0 and 10"):
+        load_config(Seq2SeqConfig, None, [f"decode.length_penalty={alpha}"])
+    load_config(Seq2SeqConfig, None, ["decode.length_penalty=10"])  # the bound itself

@@ -110,6 +110,22 @@ def test_top_k_beyond_the_possible_tokens_keeps_probability_on_them_only():
     assert distribution.tolist() == [[1.0, 0.0, 0.0, 0.0]]
 
 
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324])
+def test_a_vanishing_temperature_samples_the_most_probable_token(temperature: float):
+    # log p / T overflows for such T; the limit of softmax(log p / T) as T → 0 is the argmax.
+    log_probs = torch.log(torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]))
+    probs = torch.softmax(sampling_logits(log_probs, temperature=temperature), -1)
+    assert probs.tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+    drawn = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(0))
+    assert drawn.squeeze(1).tolist() == [1, 0]
+
+
+def test_a_huge_temperature_samples_uniformly():
+    log_probs = torch.log(torch.tensor([[0.7, 0.2, 0.1]]))
+    probs = torch.softmax(sampling_logits(log_probs, temperature=1e308), -1)
+    assert probs[0].tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3])
+
+
 @pytest.mark.parametrize("temperature", [-0.5, -1e-9])
 def test_a_negative_temperature_is_refused(temperature: float):
     with pytest.raises(ValueError, match="temperature must be positive"):

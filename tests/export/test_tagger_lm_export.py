@@ -182,6 +182,10 @@ def test_lm_sampling_is_seeded_and_top_k_limits_the_choice(language_model):
     assert runtime.generate("the ", length=30, top_k=1, seed=5) == runtime.generate(
         "the ", length=30, temperature=0
     )
+    # so is a temperature so small that log p / T overflows: the limit of T → 0
+    greedy = runtime.generate("the ", length=30, temperature=0)
+    for temperature in (1e-300, 5e-324):
+        assert runtime.generate("the ", length=30, temperature=temperature, seed=5) == greedy
 
 
 def test_cli_tag_and_evaluate_on_an_export_equal_the_run(tagger, monkeypatch, capsys):

@@ -143,6 +143,10 @@ def test_bad_decoding_settings_are_user_errors(translator):
         translator.translate(["a"], beam=0)
     with pytest.raises(RnnlabError, match="n_best must be between 1 and the beam size 2"):
         translator.translate(["a"], beam=2, n_best=3)
+    # ((5 + |Y|) / 6) ** α overflows a float from about α = 300 at a few hundred tokens
+    for alpha in (-0.5, 10.5, 1000.0, float("nan")):
+        with pytest.raises(RnnlabError, match="length_penalty must be between 0 and 10"):
+            translator.translate(["a"], beam=2, length_penalty=alpha)
 
 
 def test_tagger_tags_strings_and_token_lists_alike(tagger_run):

@@ -213,7 +213,9 @@ def test_translate_max_len_bounds(max_len: int | None, accepted: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    "value,status", [(0.0, None), (2, None), (-0.1, 422), ("1", 400), (True, 400), ([1], 400)]
+    "value,status",
+    [(0.0, None), (2, None), (10, None), (-0.1, 422), (10.5, 422), (1000, 422), ("1", 400)]
+    + [(True, 400), ([1], 400)],
 )
 def test_translate_length_penalty(value: Any, status: int | None) -> None:
     body = {"text": ["a"], "length_penalty": value}

@@ -193,7 +193,7 @@ def _plot_attention(args: argparse.Namespace, translator: Any, sentence: str, be
 def cmd_serve(args: argparse.Namespace) -> int:
     """Check every model path and the port first (one-line errors), then serve until a signal."""
     try:
-        from rnnlab.serve.models import parse_model_spec
+        from rnnlab.serve.models import MODEL_NAME, parse_model_spec
         from rnnlab.serve.server import bind, serve
         from rnnlab.serve.settings import ServeSettings
     except ImportError as exc:
@@ -210,6 +210,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not spec.name or names.count(spec.name) > 1:
             raise RnnlabError(
                 f"{spec.path}: model name {spec.name!r} is empty or used twice (use NAME=PATH)"
+            )
+        if not MODEL_NAME.fullmatch(spec.name):
+            raise RnnlabError(
+                f"{spec.path}: model name {spec.name!r} is part of its URLs: use letters, digits, "
+                f"'.', '_' and '-' (NAME=PATH)"
             )
         if directory_kind(spec.path) == "run":
             read_run_config(spec.path)

@@ -27,6 +27,18 @@ def unscored(tokens: list[int]) -> Hypothesis:
     return Hypothesis(tokens=tokens, log_prob=math.nan, score=math.nan)
 
 
+MAX_LENGTH_PENALTY = 10.0
+"""The largest α accepted: GNMT used 0.2–1; far beyond that ``lp`` only orders hypotheses by length,
+and from about α = 300 it overflows a float for a few hundred tokens."""
+
+
 def length_penalty(length: int, alpha: float) -> float:
     """GNMT's lp(|Y|) = ((5 + |Y|) / 6)^α."""
     return ((5.0 + length) / 6.0) ** alpha
+
+
+def length_penalty_problem(alpha: float) -> str | None:
+    """Why ``alpha`` cannot be a length penalty, or None when it can (0 ≤ α ≤ MAX_LENGTH_PENALTY)."""
+    if not 0.0 <= alpha <= MAX_LENGTH_PENALTY:  # also refuses nan
+        return f"must be between 0 and {MAX_LENGTH_PENALTY:g}, got {alpha}"
+    return None

@@ -24,7 +24,11 @@ def sampling_logits(log_probs: Tensor, *, temperature: float = 1.0, top_k: int =
     """Log-probabilities (B, V) → logits to sample from: scaled by 1/T, all but the top k at −inf."""
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    logits = log_probs / temperature
+    # Scaled from the row maximum, which softmax ignores, so a tiny T (one that even rounds to 0 in
+    # the tensor's dtype) sends every other token to −inf, greedy in the limit, instead of
+    # overflowing the maximum to inf and the softmax to nan; the maxima stay at 0, never 0 / 0.
+    below_max = log_probs - log_probs.amax(dim=-1, keepdim=True)  # (B, V), ≤ 0
+    logits = torch.where(below_max == 0, below_max, below_max / temperature)
     if 0 < top_k < logits.size(-1):
         kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))

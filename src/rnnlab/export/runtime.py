@@ -285,6 +285,9 @@ class Hypothesis:
     """``log_prob`` over the length penalty: what hypotheses are ranked by."""
 
 
+MAX_LENGTH_PENALTY = 10.0  # as rnnlab.decoding.hypothesis
+
+
 def length_penalty(length: int, alpha: float) -> float:
     """GNMT's lp(|Y|) = ((5 + |Y|) / 6)^α."""
     return ((5.0 + length) / 6.0) ** alpha
@@ -564,6 +567,10 @@ class OnnxTranslator(ExportedModel):
             raise ExportError(f"n_best must be between 1 and the beam size {beam}, got {n_best}")
         if max_len is not None and max_len < 1:
             raise ExportError(f"max_len must be 1 or more, got {max_len}")
+        if length_penalty is not None and not 0.0 <= length_penalty <= MAX_LENGTH_PENALTY:
+            raise ExportError(
+                f"length_penalty must be between 0 and {MAX_LENGTH_PENALTY:g}, got {length_penalty}"
+            )
         if attention and not self.has_attention:
             raise ExportError("this model has no attention (model.attention: none)")
         keep = [i for i, line in enumerate(lines) if line.strip()]
@@ -835,7 +842,9 @@ class OnnxLanguageModel(ExportedModel):
             if temperature == 0:
                 choice = int(row.argmax())
             else:
-                logits = row / temperature
+                below_max = row - row.max()  # as rnnlab.decoding.sampling: a tiny T is greedy
+                with np.errstate(over="ignore"):
+                    logits = np.where(below_max == 0, 0.0, below_max / temperature)
                 if 0 < top_k < logits.size:
                     kth = np.partition(logits, -top_k)[-top_k]
                     logits = np.where(logits < kth, -np.inf, logits)

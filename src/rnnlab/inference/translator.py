@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnlab.decoding.hypothesis import length_penalty_problem
 from rnnlab.errors import RnnlabError
 from rnnlab.inference.results import Translation
 from rnnlab.tasks.seq2seq import Seq2SeqTask
@@ -80,6 +81,9 @@ class Translator:
             raise RnnlabError(f"n_best must be between 1 and the beam size {beam}, got {n_best}")
         if max_len is not None and max_len < 1:
             raise RnnlabError(f"max_len must be 1 or more, got {max_len}")
+        problem = None if length_penalty is None else length_penalty_problem(length_penalty)
+        if problem is not None:
+            raise RnnlabError(f"length_penalty {problem}")
         task = self.task
         keep = [i for i, line in enumerate(lines) if line.strip()]
         sources = [task.encode_source(lines[i]) for i in keep]

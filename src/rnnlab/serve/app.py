@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from importlib import resources
 from typing import Any
 
@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rnnlab.errors import RnnlabError
@@ -31,6 +32,17 @@ from rnnlab.serve.settings import ServeSettings
 
 STATIC = resources.files("rnnlab.serve") / "static"
 RETRY_AFTER_S = 1
+CLIENT_CLOSED = 499
+READ_METHODS = ["GET", "HEAD"]
+"""Load balancers probe with HEAD, which HTTP servers must answer as GET without the body
+(uvicorn leaves the body out)."""
+
+
+STATIC_PREFIX = "/static"
+
+
+def _is_static(scope: Scope) -> bool:
+    return str(scope.get("path", "")).startswith(STATIC_PREFIX + "/")
 
 
 class _RequestMetrics:
@@ -57,13 +69,22 @@ class _RequestMetrics:
             await self.app(scope, receive, send_and_note)
         finally:
             route = scope.get("route")
-            endpoint = getattr(route, "path", "unmatched")
+            endpoint = getattr(route, "path", None)
+            if endpoint is None:  # mounted files have no route of their own
+                endpoint = STATIC_PREFIX if _is_static(scope) else "unmatched"
             self.metrics.observe_request(endpoint, status, time.perf_counter() - start)
 
 
-def _error(status: int, message: str, retry_after: int | None = None) -> JSONResponse:
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
+def _error(
+    status: int,
+    message: str,
+    retry_after: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    headers = dict(headers or {})
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -73,11 +94,15 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise ApiError(413, f"body of {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"body over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"body over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        # Nobody is left to answer; nginx's 499 keeps this apart from the server's own errors.
+        raise ApiError(CLIENT_CLOSED, "the client closed the connection mid-request") from None
     return b"".join(chunks)
 
 
@@ -134,7 +159,7 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+        return _error(exc.status_code, str(exc.detail), headers=exc.headers)  # 405 keeps Allow
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -166,11 +191,11 @@ def create_app(
     async def body_of(request: Request) -> dict[str, Any]:
         return parse_json(await read_body(request, settings.max_request_bytes))
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=READ_METHODS)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.api_route("/readyz", methods=READ_METHODS)
     async def readyz() -> JSONResponse:
         if registry.ready and all(m.queue is not None for m in registry.models.values()):
             return JSONResponse({"status": "ready"})
@@ -178,7 +203,7 @@ def create_app(
             return _error(503, registry.failure)
         return _error(503, "models are loading", retry_after=RETRY_AFTER_S)
 
-    @app.get("/v1/models")
+    @app.api_route("/v1/models", methods=READ_METHODS)
     async def list_models() -> dict[str, Any]:
         models = []
         for entry in registry.models.values():
@@ -210,18 +235,18 @@ def create_app(
         [text] = await run(entry, entry.generation_key(), [parsed])
         return JSONResponse({"text": text})
 
-    @app.get("/metrics")
+    @app.api_route("/metrics", methods=READ_METHODS)
     async def prometheus() -> Response:
         for entry in registry.models.values():
             if entry.queue is not None:
                 metrics.queue_depth.labels(entry.name).set(entry.queue.depth)
         return Response(metrics.render(), media_type=metrics.content_type)
 
-    @app.get("/")
+    @app.api_route("/", methods=READ_METHODS)
     async def index() -> FileResponse:
         return FileResponse(str(STATIC / "index.html"), media_type="text/html")
 
-    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    app.mount(STATIC_PREFIX, StaticFiles(directory=str(STATIC)), name="static")
     return app
 
 

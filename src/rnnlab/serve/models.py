@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,11 @@ from rnnlab.serve.requests import DecodeSettings, GenerateRequest
 from rnnlab.serve.settings import ServeSettings
 
 Loader = Callable[[Path], InferenceModel]
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+"""A model's name is a segment of its URLs (``/v1/models/NAME/translate``), so it takes no ``/``,
+spaces or characters a client would have to escape."""
 
 
 @dataclass
@@ -109,7 +115,7 @@ class ModelRegistry:
             for served in self.models.values():
                 served.model = self.loader(served.path)
         except Exception as exc:
-            self.failure = f"{exc}"
+            self.failure = " ".join(str(exc).split()) or type(exc).__name__
             raise
         self.ready = True
 

@@ -3,7 +3,7 @@
 Every rule here maps to one status code: a body that is not JSON, a missing field, an unknown field
 or a value of the wrong type is a 400; too many sentences is a 413; a value of the right type that is
 out of range (an over-long sentence, ``beam`` outside 1 to ``MAX_BEAM``, ``n_best`` > ``beam``, a
-negative length, a number too large for a float) is a 422.
+negative length, a length penalty outside 0 to 10, a number too large for a float) is a 422.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from rnnlab.decoding.hypothesis import length_penalty_problem
 from rnnlab.serve.errors import ApiError
 from rnnlab.serve.settings import ServeSettings
 
@@ -107,9 +108,20 @@ def _bool(data: dict[str, Any], name: str, default: bool) -> bool:
     return value
 
 
+def _check_unicode(text: str, name: str) -> None:
+    """JSON may escape a lone surrogate (``"\\ud800"``), which is no character and cannot be
+    written back as UTF-8: the client's malformed text, not the server's error."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, f"{name} is not valid Unicode (a lone surrogate)") from None
+
+
 def _string_list(value: Any, name: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
         raise ApiError(400, f"{name} must be a list of strings")
+    for i, text in enumerate(value):
+        _check_unicode(text, f"{name}[{i}]")
     return value
 
 
@@ -148,8 +160,11 @@ def parse_translate(data: dict[str, Any], limits: ServeSettings) -> TranslateReq
         )
     if request.max_len is not None and not 1 <= request.max_len <= limits.max_chars:
         raise ApiError(422, f"max_len must be between 1 and {limits.max_chars}")
-    if request.length_penalty is not None and request.length_penalty < 0:
-        raise ApiError(422, f"length_penalty must be 0 or more, got {request.length_penalty}")
+    problem = None
+    if request.length_penalty is not None:
+        problem = length_penalty_problem(request.length_penalty)
+    if problem is not None:
+        raise ApiError(422, f"length_penalty {problem}")
     return TranslateRequest(text=text, decode=request)
 
 
@@ -180,6 +195,7 @@ def parse_generate(data: dict[str, Any], limits: ServeSettings) -> GenerateReque
     prefix = data.get("prefix")
     if not isinstance(prefix, str):
         raise ApiError(400, "prefix must be a string")
+    _check_unicode(prefix, "prefix")
     _check_length(prefix, "prefix", limits)
     request = GenerateRequest(
         prefix=prefix,

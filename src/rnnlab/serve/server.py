@@ -41,6 +41,8 @@ class _Server(uvicorn.Server):
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket; a port in use (or a bad host) is a one-line user error."""
+    if not 0 <= port <= 65535:  # the OS would take it modulo 2^16 and listen somewhere else
+        raise RnnlabError(f"--port {port}: a TCP port is between 0 and 65535")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MAX_WAIT_MS = 60_000.0
+"""A batch never waits longer than a minute for company: beyond that a client has long given up."""
+
 
 @dataclass(frozen=True)
 class ServeSettings:
@@ -24,5 +27,8 @@ class ServeSettings:
         for name in ("max_batch_sentences", "max_request_bytes", "max_sentences", "max_chars"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be 1 or more, got {getattr(self, name)}")
-        if self.max_wait_ms < 0 or self.max_queue < 0:
-            raise ValueError("max_wait_ms and max_queue must be 0 or more")
+        # not (x >= 0) also refuses nan; an endless wait would leave a lone request unanswered.
+        if not 0 <= self.max_wait_ms <= MAX_WAIT_MS:
+            raise ValueError(f"max_wait_ms must be between 0 and {MAX_WAIT_MS:g}")
+        if self.max_queue < 0:
+            raise ValueError("max_queue must be 0 or more")

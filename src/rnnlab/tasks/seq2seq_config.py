@@ -9,6 +9,7 @@ from typing import Literal
 
 from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig, require_at_least
 from rnnlab.data.bundled import bundled_path
+from rnnlab.decoding.hypothesis import length_penalty_problem
 from rnnlab.errors import ConfigError
 from rnnlab.tasks import pretrained
 from rnnlab.training.scheduled_sampling import (
@@ -116,6 +117,9 @@ class DecodeConfig:
     def __post_init__(self) -> None:
         require_at_least("decode.batch_size", self.batch_size, 1)
         require_at_least("decode.batch_tokens", self.batch_tokens, 0)
+        problem = length_penalty_problem(self.length_penalty)
+        if problem is not None:
+            raise ConfigError(f"decode.length_penalty: {problem}")
 
 
 @dataclass
