@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from rnnlab.atomic import reported_as
 from rnnlab.data.conllu_io import read_conllu
 from rnnlab.data.io import read_lines
 from rnnlab.data.text import Preprocess, normalize
@@ -39,7 +40,9 @@ class TextCorpus:
     def __iter__(self) -> Iterator[list[str]]:
         for path in self.paths:
             if ".conllu" in path.name:
-                sentences = (s.words for s in read_conllu(path))
+                # A FORM may hold spaces ("New  York"), which no word2vec text line can: such a
+                # word gets no vector rather than a file that readers split in the wrong place.
+                sentences = ([w for w in s.words if len(w.split()) == 1] for s in read_conllu(path))
             else:
                 mode: Preprocess = "punct" if self.split_punct else "none"
                 sentences = (normalize(text, mode).split() for _, text in read_lines(path))
@@ -77,9 +80,17 @@ def train_vectors(
     """
     if not inputs:
         raise RnnlabError("embeddings train needs at least one input file")
-    for value, name in ((dim, "--dim"), (epochs, "--epochs"), (min_count, "--min-count")):
+    checked = [(dim, "--dim"), (epochs, "--epochs"), (min_count, "--min-count")]
+    # gensim's worker thread dies on a window below 1 and its trainer then waits for it forever.
+    checked += [(window, "--window"), (workers, "--workers")]
+    for value, name in checked:
         if value < 1:
             raise RnnlabError(f"{name} must be at least 1, got {value}")
+    out = Path(out)
+    if out.is_dir():
+        raise RnnlabError(f"{out}: is a directory; --out names the vectors file to write")
+    with reported_as(out):  # before training: a parent that cannot be made fails in a second
+        out.parent.mkdir(parents=True, exist_ok=True)
     try:
         from gensim.models import FastText, Word2Vec
     except ImportError:
@@ -106,9 +117,11 @@ def train_vectors(
     if not len(model.wv):
         raise RnnlabError(f"no word occurs --min-count {min_count} times in the input")
     model.train(corpus_iterable=corpus, total_examples=sentences, epochs=epochs)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".partial.{out.name}")  # same suffix: gensim gzips a .gz name
-    model.wv.save_word2vec_format(str(partial), binary=False)
-    partial.replace(out)
+    try:
+        with reported_as(out):
+            model.wv.save_word2vec_format(str(partial), binary=False)
+            partial.replace(out)
+    finally:
+        partial.unlink(missing_ok=True)
     return TrainedVectors(out, len(model.wv), dim, sentences, tokens)

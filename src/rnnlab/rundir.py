@@ -121,6 +121,8 @@ def run_curves(path: Path, *, x: str = "step") -> Any:
         records = MetricsLog(metrics).read()
     except ValueError as exc:
         raise RnnlabError(f"{metrics}: not JSON lines ({exc})") from None
+    except OSError as exc:  # a directory, no permission
+        raise RnnlabError(f"{metrics}: cannot read it ({exc.strerror})") from None
     if not records:
         raise RnnlabError(f"{path}: no training records yet (metrics.jsonl is missing or empty)")
     if not any(x in r for r in records):

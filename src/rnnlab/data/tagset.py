@@ -60,5 +60,7 @@ class TagSet:
             return cls(tags)
         except FileNotFoundError:
             raise DataError(path, "tag set file is missing") from None
-        except (ValueError, KeyError, TypeError) as exc:
+        except OSError as exc:  # a directory, no permission
+            raise DataError(path, f"cannot read the tag set file ({exc.strerror})") from None
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             raise DataError(path, f"not a valid tag set file ({exc})") from None

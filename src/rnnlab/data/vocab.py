@@ -81,10 +81,15 @@ class Vocab:
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(data["tokens"], min_freq=int(data.get("min_freq", 1)))
+            tokens = data["tokens"]
+            if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+                raise ValueError('"tokens" must be a list of strings')
+            return cls(tokens, min_freq=int(data.get("min_freq", 1)))
         except FileNotFoundError:
             raise DataError(path, "vocabulary file is missing") from None
-        except (ValueError, KeyError, TypeError) as exc:
+        except OSError as exc:  # a directory, no permission
+            raise DataError(path, f"cannot read the vocabulary file ({exc.strerror})") from None
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
             raise DataError(path, f"not a valid vocabulary file ({exc})") from None
 
 

@@ -79,9 +79,23 @@ def set_threads(num_threads: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; a name torch does
+    not know, or CUDA where there is none, is the user's error rather than torch's traceback."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device {name!r}: this machine has no CUDA device; use auto or cpu")
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device {name!r}: this machine has {count} CUDA device(s)")
+    elif device.type != "cpu":
+        raise ConfigError(f"device {name!r}: rnnlab runs on cpu or cuda")
+    return device
 
 
 def make_adam(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.Adam:
