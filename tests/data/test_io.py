@@ -222,3 +222,9 @@ def test_resolve_existing_skips_directories(tmp_path: Path) -> None:
     assert resolve_existing(tmp_path / "corpus") is None
     (tmp_path / "corpus.gz").write_bytes(gzip.compress(b"x\n"))
     assert resolve_existing(tmp_path / "corpus") == tmp_path / "corpus.gz"
+
+
+def test_an_upper_case_gz_suffix_is_read_as_gzip(tmp_path: Path) -> None:
+    path = tmp_path / "LINES.TXT.GZ"
+    path.write_bytes(gzip.compress(b"first\nsecond\n"))
+    assert list(read_lines(path)) == [(1, "first"), (2, "second")]

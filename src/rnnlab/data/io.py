@@ -15,7 +15,7 @@ from rnnlab.errors import DataError
 
 
 def _open_bytes(path: Path):
-    if path.suffix == ".gz":
+    if path.suffix.lower() == ".gz":  # DATA.TXT.GZ from a case-insensitive filesystem too
         return gzip.open(path, "rb")
     return path.open("rb")
 

@@ -94,10 +94,12 @@ def iter_two_column(path: str | Path) -> Iterator[TaggedSentence]:
             words, tags = [], []
             continue
         columns = text.split("\t")
-        if len(columns) != 2 or not columns[0].strip() or not columns[1].strip():
+        if len(columns) != 2:
             raise DataError(
                 path, f"expected word<TAB>tag, found {len(columns)} tab-separated column(s)", number
             )
+        if not columns[0].strip() or not columns[1].strip():
+            raise DataError(path, "expected word<TAB>tag, found an empty word or tag", number)
         if not words:
             start = number
         words.append(columns[0].strip())
