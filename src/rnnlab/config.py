@@ -68,6 +68,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout: {self.dropout!r} is outside [0, 1)")
+        for key in ("embed_size", "hidden_size", "num_layers"):
+            require_at_least(f"model.{key}", getattr(self, key), 1)
 
 
 @dataclasses.dataclass
@@ -122,6 +124,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # Checked when the config is read, before any data is: a decay of 1 would never move.
         require_at_least("train.batch_size", self.batch_size, 1)
+        require_at_least("train.epochs", self.epochs, 1)
+        for key in ("max_steps", "warmup_steps", "valid_every"):
+            require_at_least(f"train.{key}", getattr(self, key), 0)
+        for key in ("lr", "weight_decay", "clip_norm", "max_minutes"):
+            if not getattr(self, key) >= 0:  # also refuses nan
+                raise ConfigError(f"train.{key}: {getattr(self, key)!r} is negative")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"train.label_smoothing: {self.label_smoothing!r} is outside [0, 1)")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(
                 f"train.ema_decay: {self.ema_decay!r} is not in [0, 1); 0 turns it off"

@@ -87,6 +87,8 @@ def train_vectors(
         if value < 1:
             raise RnnlabError(f"{name} must be at least 1, got {value}")
     out = Path(out)
+    if any(out.resolve() == Path(path).resolve() for path in inputs):
+        raise RnnlabError(f"{out}: is also an input; --out would overwrite the corpus")
     if out.is_dir():
         raise RnnlabError(f"{out}: is a directory; --out names the vectors file to write")
     with reported_as(out):  # before training: a parent that cannot be made fails in a second

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from torch import Tensor
 
+from rnnlab.atomic import reported_as
+
 DPI = 100
 
 
@@ -58,7 +60,8 @@ def plot_attention(
         fig.colorbar(image, ax=ax, fraction=0.04)
         fig.tight_layout()
         path = Path(path)
-        fig.savefig(path, format="png", dpi=DPI)
+        with reported_as(path, ValueError):  # a missing folder, a directory, an empty name
+            fig.savefig(path, format="png", dpi=DPI)
     finally:
         plt.close(fig)
     return path
@@ -129,8 +132,12 @@ def plot_learning_curves(
         fig.tight_layout()
         path = Path(path)
         partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fig.savefig(partial, format="png", dpi=DPI)
-        partial.replace(path)
+        try:
+            with reported_as(path, ValueError):  # a missing folder, a directory, an empty name
+                fig.savefig(partial, format="png", dpi=DPI)
+                partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
     finally:
         plt.close(fig)
     return path

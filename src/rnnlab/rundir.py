@@ -158,7 +158,7 @@ def open_run(
     check_compatible(task, meta, weights)
     model = task.build_model()
     apply_weights(model, state, weights)
-    resolved = resolve_device(device)
+    resolved = resolve_device(device, "--device")
     model.to(resolved).eval()
     decode = getattr(task.config, "decode", None)
     if decode is not None and hasattr(decode, "precision"):

@@ -83,11 +83,16 @@ def notice(text: str) -> None:
 def stdin_lines() -> Iterator[tuple[int, str]]:
     """Numbered lines of stdin, each cut to the input line limit (with a notice when it is)."""
     from rnnlab.data.limits import read_limited_lines
+    from rnnlab.errors import DataError
 
-    for number, line in enumerate(read_limited_lines(sys.stdin), start=1):
-        if line.cut:
-            notice(line.notice(f"<stdin>:{number}"))
-        yield number, line.text
+    number = 0
+    try:
+        for number, line in enumerate(read_limited_lines(sys.stdin), start=1):
+            if line.cut:
+                notice(line.notice(f"<stdin>:{number}"))
+            yield number, line.text
+    except UnicodeDecodeError as exc:  # stdin decoded strictly (PYTHONIOENCODING=utf-8, a pipe)
+        raise DataError("<stdin>", f"not UTF-8 text ({exc.reason})", number + 1) from None
 
 
 def _in_blocks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:

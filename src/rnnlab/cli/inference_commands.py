@@ -123,7 +123,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if args.length < 0:
         raise RnnlabError(f"--length must be 0 or more, got {args.length}")
-    if args.temperature is not None and args.temperature <= 0:
+    if args.temperature is not None and not args.temperature > 0:  # also refuses nan
         raise RnnlabError(f"--temperature must be positive, got {args.temperature}")
     if args.top_k is not None and args.top_k < 0:
         raise RnnlabError(f"--top-k must be 0 (no limit) or more, got {args.top_k}")

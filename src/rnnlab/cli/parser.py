@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import NoReturn
 
+from rnnlab.cli.console import EXIT_USER_ERROR
 from rnnlab.cli.inference_commands import (
     cmd_evaluate,
     cmd_export,
@@ -20,8 +23,24 @@ from rnnlab.cli.training_commands import (
 )
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other user error (``--help`` shows usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"rnnlab: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+
+
+def count(text: str) -> int:
+    """A flag that counts something: a whole number of 1 or more."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="rnnlab",
         description="Recurrent sequence models: train, evaluate, translate, generate, tag.",
     )
@@ -35,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     train.add_argument(
         "--nproc",
-        type=int,
+        type=count,
         default=1,
         metavar="N",
         help="data-parallel processes on this machine (re-launches through torchrun)",
@@ -55,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="data file in the task's format")
     evaluate.add_argument("--json", action="store_true", help="print metrics as JSON")
     evaluate.add_argument(
-        "--beam", type=int, default=None, help="beam size for translation metrics"
+        "--beam", type=count, default=None, help="beam size for translation metrics"
     )
     evaluate.add_argument(
         "--per-tag", action="store_true", help="add per-tag precision/recall/F1 (tagger runs)"
@@ -66,12 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     translate = sub.add_parser("translate", help="translate stdin to stdout, one line per line")
     translate.add_argument("run", help="a run directory, or a folder written by rnnlab export")
-    translate.add_argument("--batch-size", type=int, default=None)
-    translate.add_argument("--beam", type=int, default=None, help="beam size (1 = greedy)")
+    translate.add_argument("--batch-size", type=count, default=None)
+    translate.add_argument("--beam", type=count, default=None, help="beam size (1 = greedy)")
     translate.add_argument(
-        "--n-best", type=int, default=1, help="print K hypotheses, tab-separated"
+        "--n-best", type=count, default=1, help="print K hypotheses, tab-separated"
     )
-    translate.add_argument("--max-len", type=int, default=None, help="maximum output tokens")
+    translate.add_argument("--max-len", type=count, default=None, help="maximum output tokens")
     translate.add_argument(
         "--attention-plot",
         metavar="PNG",
@@ -116,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         help="text: a whitespace-tokenised sentence per line; conllu: fill the run's tag column",
     )
-    tag.add_argument("--batch-size", type=int, default=None)
+    tag.add_argument("--batch-size", type=count, default=None)
     tag.add_argument("--device", default="auto")
     tag.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     tag.set_defaults(func=cmd_tag)

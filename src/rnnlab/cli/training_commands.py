@@ -64,6 +64,11 @@ def _relaunch_with_torchrun(argv: list[str], nproc: int) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from rnnlab.training.distributed import init_from_env, launched_by_torchrun, shutdown
 
+    if args.resume and (args.out or args.config):
+        raise RnnlabError(
+            "train --resume RUN continues RUN with its own config, in its own directory; "
+            "leave out --config and --out (--set still applies)"
+        )
     if args.nproc > 1 and not launched_by_torchrun():
         return _relaunch_with_torchrun(args.argv, args.nproc)
     from rnnlab.training.run_lock import RunLocked
@@ -115,9 +120,8 @@ def _check_precision_kernels(config: Any, model: Any, device: Any) -> None:
 
 def _peek_device(args: argparse.Namespace) -> str:
     """The device type a run will use, needed to pick the process-group backend before anything."""
-    import torch
-
     from rnnlab.config import apply_overrides, read_yaml
+    from rnnlab.training.trainer import resolve_device
 
     data: dict[str, Any] = {}
     if args.resume:
@@ -125,10 +129,10 @@ def _peek_device(args: argparse.Namespace) -> str:
     elif args.config:
         data = read_yaml(args.config)
     data = apply_overrides(data, list(args.set))
-    name = str((data.get("train") or {}).get("device", "auto"))
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name).type
+    train = data.get("train")
+    # A malformed train section is reported when the whole config is read, after this peek.
+    name = train.get("device", "auto") if isinstance(train, dict) else "auto"
+    return resolve_device(str(name)).type
 
 
 def _train(
@@ -174,6 +178,8 @@ def _train(
         # Every rank reads the run directory (on several machines: a shared filesystem).
         run_dir = Path(args.resume)
         config = read_run_config(run_dir, args.set)
+        if args.task and args.task != config.task:
+            raise RnnlabError(f"{run_dir}: a {config.task} run, not {args.task}")
         lock(run_dir)
         task = task_class(config.task)(config, run_dir)
         task.prepare_resume()
@@ -208,16 +214,6 @@ def _train(
     if distributed.enabled and device.type == "cuda":
         device = torch.device("cuda", distributed.local_rank)
     _check_precision_kernels(config, model, device)
-    if distributed.is_main:
-        reporter.message(describe(model))
-        for note in _precision_notices(config, device):
-            reporter.message(note)
-        if not task.has_validation():
-            reporter.message(
-                "no data.valid: training without validation; best/ will be the last checkpoint"
-            )
-        if distributed.enabled:
-            reporter.message(f"{distributed.world_size} processes, global batch split across them")
     trainer = Trainer(
         task=task,
         model=model,
@@ -228,8 +224,19 @@ def _train(
         distributed=distributed,
         should_stop=should_stop,
     )
-    if args.resume:
+    if args.resume:  # first, so that a broken checkpoint is the only line a person sees
         trainer.load_checkpoint()
+    if distributed.is_main:
+        reporter.message(describe(model))
+        for note in _precision_notices(config, device):
+            reporter.message(note)
+        if not task.has_validation():
+            reporter.message(
+                "no data.valid: training without validation; best/ will be the last checkpoint"
+            )
+        if distributed.enabled:
+            reporter.message(f"{distributed.world_size} processes, global batch split across them")
+    if args.resume:
         reporter.message(f"resuming {run_dir} at step {trainer.state.step}")
     state = trainer.fit()
     if not distributed.is_main:
@@ -254,6 +261,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from rnnlab.plotting import plot_learning_curves
     from rnnlab.rundir import run_curves
 
+    if Path(args.out).suffix.lower() != ".png":
+        raise RnnlabError(f"--out {args.out!r}: the figure is a PNG; name a .png file")
     curves = [run_curves(Path(run), x=args.x) for run in args.runs]
     print(plot_learning_curves(curves, args.out, x=args.x))
     return 0

@@ -222,8 +222,7 @@ class LMGraph(nn.Module):
         recurrent_state: Any = tuple(state) if self.carries_cell else state[0]
         inputs = tokens.unsqueeze(1) if self.step else tokens  # (B, T)
         outputs, next_state = self.model.rnn(self.model.embed(inputs), recurrent_state)
-        logits = self.model.project(outputs)  # (B, T, V)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        log_probs = self.model.log_probs(outputs)  # (B, T, V), a full or an adaptive softmax
         if self.step:
             log_probs = log_probs.squeeze(1)  # (B, V)
         return (log_probs, *flatten_state(next_state)[0])

@@ -457,7 +457,7 @@ def _export_lm(task: Any, model: Any, out: Path) -> dict[str, Any]:
         )
         start = model.start(rows)
         features, state = model(ids, start)
-        log_probs = torch.log_softmax(model.project(features).float(), -1)
+        log_probs = model.log_probs(features)  # (B, T, V), a full or an adaptive softmax
         start_np = [t.numpy() for t in flatten_state(start)[0]]
         got = score_session.run(
             None, {"tokens": ids.numpy(), **dict(zip(state_in, start_np, strict=True))}
@@ -525,6 +525,8 @@ def export_run(
             f"--quantize: expected one of {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}"
         )
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise RnnlabError(f"{out}: is a file; --out names the export folder to write")
     if out.exists() and any(out.iterdir()) and not is_export_dir(out):
         raise RnnlabError(f"{out}: exists and is not an rnnlab export folder; choose another --out")
     run_dir = Path(task.run_dir)

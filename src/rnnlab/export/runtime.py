@@ -64,9 +64,11 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     path = folder / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise ExportError(f"{folder}: not an rnnlab export folder (no {MANIFEST})") from None
-    except ValueError as exc:
+    except OSError as exc:  # a directory, no permission
+        raise ExportError(f"{path}: cannot read the manifest ({exc.strerror})") from None
+    except (ValueError, RecursionError) as exc:
         raise ExportError(f"{path}: not a valid manifest ({exc})") from None
     if not isinstance(manifest, dict):
         raise ExportError(f"{path}: not a valid manifest (expected a JSON object)")
@@ -91,6 +93,12 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
                 f"{file}: modified since export (sha256 does not match the manifest); "
                 "export the run again"
             )
+    graphs = manifest.get("graphs")
+    if not isinstance(graphs, dict) or not all(
+        isinstance(file, str) and file in files for file in graphs.values()
+    ):
+        # Only files checked against their sha256 above are loaded, and none outside the folder.
+        raise ExportError(f"{path}: not a valid manifest (graphs must name files it lists)")
     return manifest
 
 
@@ -125,7 +133,19 @@ class ExportedModel:
 
 
 def _json_list(folder: Path, name: str, key: str) -> list[str]:
-    return list(json.loads((folder / name).read_text(encoding="utf-8"))[key])
+    """The list of strings under ``key`` in the JSON file ``name`` (a vocabulary, the tags)."""
+    path = folder / name
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))[key]
+    except FileNotFoundError:
+        raise ExportError(f"{path}: missing from the export folder") from None
+    except OSError as exc:
+        raise ExportError(f"{path}: cannot read it ({exc.strerror})") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise ExportError(f"{path}: not a valid {key} file ({exc})") from None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ExportError(f"{path}: {key!r} must be a list of strings")
+    return values
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -824,7 +844,7 @@ class OnnxLanguageModel(ExportedModel):
         """
         if length < 0:
             raise ExportError(f"length must be 0 or more, got {length}")
-        if temperature < 0:
+        if not temperature >= 0:  # also refuses nan
             raise ExportError(f"temperature must be 0 (greedy) or more, got {temperature}")
         if top_k < 0:
             raise ExportError(f"top-k must be 0 (no limit) or more, got {top_k}")

@@ -137,7 +137,7 @@ class TaggerEnsemble:
     def evaluate(self, path: str, *, per_tag: bool = False) -> dict[str, Any]:
         """Accuracy, unseen-word accuracy (the first member's training words) and, with
         ``per_tag``, per-tag scores of the ensemble's tags against the gold tags of ``path``."""
-        data = self.task.encode_tagged(self.task.read_sentences(path))
+        data = self.task.encode_tagged(self.task.read_scored_sentences(path))
         tags = [t.tags for t in self.tag(data.words)]
         return self.task.score_tags(data, tags).summary(per_tag=per_tag)
 

@@ -52,7 +52,7 @@ class LanguageModel:
         seed: int | None = None,
     ) -> str:
         """The (cleaned) prefix followed by ``length`` generated tokens, as text."""
-        if temperature < 0:
+        if not temperature >= 0:  # also refuses nan
             raise RnnlabError(f"temperature must be 0 (greedy) or more, got {temperature}")
         if seed is None:
             seed = random.SystemRandom().randrange(2**63)

@@ -57,10 +57,17 @@ def load(
     """
     from rnnlab.training.trainer import set_threads
 
+    if threads < 0:
+        raise RnnlabError(f"threads must be 0 (the default) or more, got {threads}")
     path = Path(path)
     if directory_kind(path) == "export":
         from rnnlab.inference.exported import load_export
 
+        if overrides:  # an export's settings were fixed when it was written
+            raise RnnlabError(
+                f"{path}: --set does not apply to an exported model (got {overrides[0]!r}); "
+                "export the run again with the setting, or use the run directory"
+            )
         return load_export(path, threads=threads)
     run = open_run(path, device=device, overrides=overrides)
     set_threads(threads if threads > 0 else run.task.config.train.num_threads)

@@ -271,7 +271,7 @@ class LanguageModelTask(Task):
         assert self.vocab is not None
         if length < 0:
             raise RnnlabError(f"length must be 0 or more, got {length}")
-        if temperature <= 0:
+        if not temperature > 0:  # also refuses nan
             raise RnnlabError(f"temperature must be positive, got {temperature}")
         if top_k < 0:
             raise RnnlabError(f"top-k must be 0 (no limit) or more, got {top_k}")

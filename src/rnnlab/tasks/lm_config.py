@@ -14,6 +14,7 @@ from rnnlab.config import (
     RunConfig,
     TrainConfig,
     VocabFromEmbeddingsFields,
+    require_at_least,
 )
 from rnnlab.data.bundled import bundled_path
 from rnnlab.tasks import pretrained
@@ -74,6 +75,7 @@ class LMConfig(RunConfig):
     train: LMTrainConfig = field(default_factory=LMTrainConfig)
 
     def __post_init__(self) -> None:
+        require_at_least("train.bptt", self.train.bptt, 1)
         pretrained.check_config(
             path=self.model.pretrained_embeddings,
             freeze=self.model.freeze_embeddings,

@@ -117,6 +117,8 @@ class DecodeConfig:
     def __post_init__(self) -> None:
         require_at_least("decode.batch_size", self.batch_size, 1)
         require_at_least("decode.batch_tokens", self.batch_tokens, 0)
+        require_at_least("decode.max_len", self.max_len, 1)
+        require_at_least("decode.beam_size", self.beam_size, 1)
         problem = length_penalty_problem(self.length_penalty)
         if problem is not None:
             raise ConfigError(f"decode.length_penalty: {problem}")

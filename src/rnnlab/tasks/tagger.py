@@ -182,6 +182,13 @@ class TaggerTask(Task):
         data = self.config.data
         return read_tagged(path, fmt=data.format, tag_column=data.tag_column)
 
+    def read_scored_sentences(self, path: str) -> list[TaggedSentence]:
+        """The gold sentences of an evaluation; none is the user's mistake, not accuracy 0."""
+        sentences = self.read_sentences(path)
+        if not any(sentence.words for sentence in sentences):
+            raise DataError(path, "no tagged sentences to score")
+        return sentences
+
     def _train_sentences(self) -> list[TaggedSentence]:
         data = self.config.data
         streamed = iter_tagged(
@@ -550,5 +557,5 @@ class TaggerTask(Task):
     ) -> dict[str, Any]:
         if options:
             raise RnnlabError(f"evaluate: {', '.join(sorted(options))} does not apply to a tagger")
-        data = self.encode_tagged(self.read_sentences(path))
+        data = self.encode_tagged(self.read_scored_sentences(path))
         return self.score(model, data, device).summary(per_tag=per_tag)

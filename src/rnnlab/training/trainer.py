@@ -78,7 +78,7 @@ def set_threads(num_threads: int) -> None:
         torch.set_num_threads(num_threads)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, setting: str = "train.device") -> torch.device:
     """``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; a name torch does
     not know, or CUDA where there is none, is the user's error rather than torch's traceback."""
     if name == "auto":
@@ -86,15 +86,17 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise ConfigError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N") from None
+        raise ConfigError(
+            f"{setting}: unknown device {name!r}; expected auto, cpu, cuda or cuda:N"
+        ) from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ConfigError(f"device {name!r}: this machine has no CUDA device; use auto or cpu")
+            raise ConfigError(f"{setting}: {name!r}, but this machine has no CUDA device")
         if device.index is not None and device.index >= count:
-            raise ConfigError(f"device {name!r}: this machine has {count} CUDA device(s)")
+            raise ConfigError(f"{setting}: {name!r}, but this machine has {count} CUDA device(s)")
     elif device.type != "cpu":
-        raise ConfigError(f"device {name!r}: rnnlab runs on cpu or cuda")
+        raise ConfigError(f"{setting}: {name!r}; rnnlab runs on cpu or cuda")
     return device
 
 

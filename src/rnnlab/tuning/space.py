@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
@@ -106,6 +107,10 @@ def _parse(key: str, raw: Any, field_type: Any, where: str) -> ParamSpec:
     log = raw.get("log", False)
     if not isinstance(log, bool):
         raise ConfigError(f"{where}.log: expected true or false, got {log!r}")
+    if not all(math.isfinite(v) for v in (low, high)):
+        raise ConfigError(f"{where}: low and high must be finite numbers")
+    if step is not None and not step > 0:
+        raise ConfigError(f"{where}.step: must be above 0, got {step:g}")
     if low > high:
         raise ConfigError(f"{where}: low {low:g} is above high {high:g}")
     if log and low <= 0:

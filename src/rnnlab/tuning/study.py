@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from rnnlab.atomic import reported_as
 from rnnlab.config import apply_overrides, from_dict, read_yaml
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.rundir import create_run_dir, task_class
@@ -79,20 +80,25 @@ def _storage_url(out: Path) -> str:
 def load_study(out: Path, *, direction: Any = None, sampler: Any = None, pruner: Any = None) -> Any:
     """The study in ``out``: loaded as it is, or (with ``direction``) created or continued."""
     import optuna
+    from sqlalchemy.exc import SQLAlchemyError  # Optuna's storage
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by the study
-    if direction is None:
-        if not (out / DB_FILE).is_file():
-            raise RnnlabError(f"{out}: no study here (no {DB_FILE})")
-        return optuna.load_study(study_name=STUDY_NAME, storage=_storage_url(out))
-    study = optuna.create_study(
-        study_name=STUDY_NAME,
-        storage=_storage_url(out),
-        direction=direction,
-        sampler=sampler,
-        pruner=pruner,
-        load_if_exists=True,
-    )
+    if direction is None and not (out / DB_FILE).is_file():
+        raise RnnlabError(f"{out}: no study here (no {DB_FILE})")
+    try:
+        if direction is None:
+            return optuna.load_study(study_name=STUDY_NAME, storage=_storage_url(out))
+        study = optuna.create_study(
+            study_name=STUDY_NAME,
+            storage=_storage_url(out),
+            direction=direction,
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
+    except (KeyError, ValueError, RuntimeError, SQLAlchemyError) as exc:  # no study, not SQLite
+        reason = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise RnnlabError(f"{out / DB_FILE}: not an rnnlab study ({reason})") from None
     if study.direction.name.lower() != direction:
         raise RnnlabError(f"{out}: this study was created to {study.direction.name.lower()}")
     return study
@@ -177,9 +183,12 @@ def run_study(
     reporter = reporter or SilentReporter()
     if trials < 1:
         raise RnnlabError(f"--trials must be at least 1, got {trials}")
+    if startup_trials < 0:
+        raise RnnlabError(f"--startup-trials must be 0 or more, got {startup_trials}")
     plan = plan_study(config_path, space_path, list(overrides or []))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with reported_as(out):
+        out.mkdir(parents=True, exist_ok=True)
     task = task_class(plan.task_name)
     direction = "maximize" if task.higher_is_better else "minimize"
     existing = load_study(out, direction=direction)
