@@ -10,8 +10,6 @@ step against the fused call and the projected context; this file covers whole se
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,17 +20,10 @@ from rnnlab.models.decoder import ContextDecoder, ContextDecoderState
 from rnnlab.models.encoder import EncoderOutput
 from rnnlab.models.feedback import Feedback
 from rnnlab.nn.state import RecurrentState
+from tests.numeric import assert_near, check_gradients
 
 VOCAB, EMBED, HIDDEN, BATCH, STEPS, LAYERS = 7, 3, 4, 3, 5, 2
 CELLS = ["rnn", "gru", "lstm", "peephole_lstm", "coupled_lstm"]
-
-
-def assert_near(actual: Tensor, expected: Tensor, *, atol: float = 1e-12) -> None:
-    """Same shape and every entry within ``atol`` (``torch.testing.assert_close`` would import
-    ``torch.distributed`` on first use, seconds on this CPU, for a one-line comparison)."""
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    difference = (actual - expected).abs().max().item()
-    assert difference <= atol, f"max |difference| {difference:.3g} > {atol:.3g}"
 
 
 def assert_states_near(actual: RecurrentState, expected: RecurrentState) -> None:
@@ -43,38 +34,6 @@ def assert_states_near(actual: RecurrentState, expected: RecurrentState) -> None
     else:
         assert isinstance(actual, Tensor)
         assert_near(actual, expected)
-
-
-def check_gradients(
-    function: Callable[..., Tensor], inputs: list[Tensor], *, eps: float = 1e-6
-) -> None:
-    """Autograd's gradient of ``sum(function(*inputs) · probe)`` for a fixed random ``probe``
-    against central differences, entry by entry, in float64.
-
-    What ``torch.autograd.gradcheck`` does for one random direction of the output; written out
-    because gradcheck passes ``grad_outputs``, whose first use imports ``torch.fx``'s symbolic
-    shapes (several seconds on this CPU).
-    """
-    leaves = [x.detach().clone().requires_grad_() for x in inputs]
-    output = function(*leaves)
-    probe = torch.randn(
-        output.shape, generator=torch.Generator().manual_seed(0), dtype=output.dtype
-    )
-    (output * probe).sum().backward()
-    with torch.no_grad():
-        for leaf in leaves:
-            numeric = torch.zeros_like(leaf)
-            flat = leaf.view(-1)
-            for index in range(flat.numel()):
-                original = flat[index].item()
-                flat[index] = original + eps
-                plus = (function(*leaves) * probe).sum().item()
-                flat[index] = original - eps
-                minus = (function(*leaves) * probe).sum().item()
-                flat[index] = original
-                numeric.view(-1)[index] = (plus - minus) / (2 * eps)
-            assert leaf.grad is not None and leaf.grad.abs().sum() > 0
-            assert_near(leaf.grad, numeric, atol=1e-7)
 
 
 def make_decoder(cell: str, impl: str = "fused", *, layers: int = LAYERS) -> ContextDecoder:
@@ -277,7 +236,7 @@ def test_one_token_calls_pass_gradients_to_the_encoder_state() -> None:
             features.append(feature)
         return torch.cat(features, dim=1)  # (B, T, H)
 
-    check_gradients(decode, [h, c])
+    check_gradients(decode, [h, c], nonzero=True)
 
 
 def test_state_select_keeps_the_hidden_rows_on_the_batch_axis() -> None:

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from rnnlab.nn import layers
 from rnnlab.nn.factory import CELLS, IMPLS, CellName, RnnImpl, has_cell_state, make_rnn
+from tests.numeric import assert_near
 
 INPUT, HIDDEN, BATCH, STEPS = 3, 4, 2, 5
 
@@ -29,14 +30,6 @@ SCRATCH = {
     "peephole_lstm": layers.PeepholeLSTM,
     "coupled_lstm": layers.CoupledLSTM,
 }
-
-
-def assert_near(actual: Tensor, expected: Tensor, *, atol: float = 1e-12) -> None:
-    """Same shape and every entry within ``atol`` (``torch.testing.assert_close`` would import
-    ``torch.distributed`` on first use, seconds on this CPU, for a one-line comparison)."""
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    difference = (actual - expected).abs().max().item()
-    assert difference <= atol, f"max |difference| {difference:.3g} > {atol:.3g}"
 
 
 def test_names_agree_with_the_literal_types() -> None:
