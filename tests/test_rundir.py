@@ -39,6 +39,7 @@ from rnnlab.rundir import (
 from rnnlab.tasks import TASKS
 from rnnlab.training import checkpoint
 from rnnlab.training.run_lock import LOCK_FILE
+from tests.pickles import CreatesAFileWhenUnpickled
 
 
 def tiny_config(train: Path) -> Any:
@@ -334,23 +335,13 @@ def test_missing_weights_are_a_one_line_error(run: Path) -> None:
         open_run(run, device="cpu")
 
 
-class _CreatesAFileWhenUnpickled:
-    """Unpickling this runs ``open(marker, "w")``: the marker shows whether anything unpickled."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str, str]]:
-        return open, (str(self.marker), "w")
-
-
 @pytest.mark.parametrize("damage", ["empty", "truncated", "text", "pickle", "torch.save"])
 def test_damaged_weights_are_refused_without_unpickling(
     run: Path, tmp_path: Path, damage: str
 ) -> None:
     weights = run / "best" / "model.safetensors"
     marker = tmp_path / "unpickled"
-    payload = _CreatesAFileWhenUnpickled(marker)
+    payload = CreatesAFileWhenUnpickled(marker)
     if damage == "empty":
         weights.write_bytes(b"")
     elif damage == "truncated":

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from rnnlab.data.vocab import SPECIALS, FirstSeenIds, Vocab
 from rnnlab.errors import DataError, RnnlabError
+from tests.pickles import CreatesAFileWhenUnpickled
 
 PROPERTY = settings(
     max_examples=60,
@@ -181,21 +182,11 @@ def test_a_missing_vocabulary_file_says_so(tmp_path: Path) -> None:
     assert_vocab_error(tmp_path / "dangling.json", "vocabulary file is missing")
 
 
-class _CreatesAFileWhenUnpickled:
-    """Unpickling this runs ``open(marker, "w")``: the marker shows whether anything unpickled."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str, str]]:
-        return open, (str(self.marker), "w")
-
-
 @pytest.mark.parametrize("protocol", [0, 2, pickle.HIGHEST_PROTOCOL])
 def test_a_pickled_vocabulary_is_never_unpickled(tmp_path: Path, protocol: int) -> None:
     marker = tmp_path / "unpickled"
     path = tmp_path / "vocab.json"
-    path.write_bytes(pickle.dumps(_CreatesAFileWhenUnpickled(marker), protocol=protocol))
+    path.write_bytes(pickle.dumps(CreatesAFileWhenUnpickled(marker), protocol=protocol))
     assert_vocab_error(path, "not a valid vocabulary file")
     assert not marker.exists()
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import shutil
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from rnnlab.export.loading import (  # noqa: E402
 )
 from rnnlab.export.onnx import export_run  # noqa: E402
 from rnnlab.rundir import open_run  # noqa: E402
+from tests.pickles import CreatesAFileWhenUnpickled
 
 
 @pytest.fixture(scope="module")
@@ -222,19 +222,11 @@ def test_a_folder_without_a_manifest_is_not_an_export(tmp_path: Path, make: str)
     assert_one_line_error(caught, folder)
 
 
-class _Marker:
-    """Unpickling this object would create the file ``path``."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return (os.mkdir, (str(self.path),))
-
-
 def test_a_pickle_in_place_of_a_graph_is_refused_unread(folder: Path):
     marker = folder.parent / "unpickled"
-    replace_file(folder, "tagger.onnx", pickle.dumps(_Marker(marker)), rehash=True)
+    replace_file(
+        folder, "tagger.onnx", pickle.dumps(CreatesAFileWhenUnpickled(marker)), rehash=True
+    )
     with pytest.raises(RnnlabError, match="not a loadable ONNX graph") as caught:
         open_export(folder)
     assert_one_line_error(caught, folder)

@@ -10,7 +10,6 @@ Runtime's session options, the overrides from the loaded object.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ pytest.importorskip("onnxruntime")
 
 from rnnlab.export.onnx import export_run  # noqa: E402
 from rnnlab.rundir import open_run  # noqa: E402
+from tests.pickles import CreatesAFileWhenUnpickled
 
 
 @pytest.fixture(autouse=True)
@@ -251,20 +251,12 @@ def test_the_last_weights_stand_in_for_missing_best_ones(run_copy: Path, tagger_
     assert load(run_copy).tag(words)[0].tags == last.task.tag(last.model, words, last.device)[0]
 
 
-class _Marker:
-    """Unpickling this object would create the directory ``path``."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return (os.mkdir, (str(self.path),))
-
-
 def test_pickled_weights_are_refused_unread(run_copy: Path):
     marker = run_copy.parent / "unpickled"
     for weights in _weights(run_copy):
-        torch.save({"state": _Marker(marker)}, weights)  # a PyTorch checkpoint: a pickle
+        torch.save(
+            {"state": CreatesAFileWhenUnpickled(marker)}, weights
+        )  # a PyTorch checkpoint: a pickle
     with pytest.raises(RnnlabError, match="not a readable safetensors checkpoint") as caught:
         load(run_copy)
     assert_one_line_error(caught, run_copy)
