@@ -74,6 +74,16 @@ def tagger_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def exported_tagger(tagger_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny tagger run exported once (ONNX); tests that damage it work on a copy."""
+    from rnnlab.export.onnx import export_run
+    from rnnlab.rundir import open_run
+
+    run = open_run(tagger_run, device="cpu")
+    return export_run(run.task, run.model, tmp_path_factory.mktemp("export") / "tagger")
+
+
+@pytest.fixture(scope="session")
 def lm_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny character-level language model that memorised a pangram, shared by the session."""
     from tests.tiny_runs import train_language_model

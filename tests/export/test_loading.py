@@ -31,16 +31,7 @@ from rnnlab.export.loading import (  # noqa: E402
     open_export_as,
     runtime_call,
 )
-from rnnlab.export.onnx import export_run  # noqa: E402
-from rnnlab.rundir import open_run  # noqa: E402
 from tests.pickles import CreatesAFileWhenUnpickled
-
-
-@pytest.fixture(scope="module")
-def exported_tagger(tagger_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's tiny tagger (character BiLSTM, softmax output), exported once."""
-    run = open_run(tagger_run, device="cpu")
-    return export_run(run.task, run.model, tmp_path_factory.mktemp("export") / "tagger")
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ from rnnlab.inference.loading import directory_kind, load
 pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime")
 
-from rnnlab.export.onnx import export_run  # noqa: E402
 from rnnlab.rundir import open_run  # noqa: E402
 from tests.pickles import CreatesAFileWhenUnpickled
 
@@ -39,12 +38,6 @@ def _keep_threads() -> Iterator[None]:
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def exported_tagger(tagger_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = open_run(tagger_run, device="cpu")
-    return export_run(run.task, run.model, tmp_path_factory.mktemp("export") / "tagger")
 
 
 @pytest.fixture
