@@ -27,6 +27,7 @@ from rnnlab.config import from_dict
 from rnnlab.errors import ConfigError, DataError, RnnlabError
 from rnnlab.rundir import (
     CONFIG_FILE,
+    REPLACED_DIR,
     apply_weights,
     check_compatible,
     create_run_dir,
@@ -181,11 +182,53 @@ def test_overwrite_clears_a_run_but_keeps_the_lock_and_never_follows_links(tmp_p
     (path / "metrics.jsonl").write_text("{}\n", encoding="utf-8")
     (path / "linked-dir").symlink_to(outside, target_is_directory=True)
     (path / "linked-file").symlink_to(outside / "precious.txt")
-    create_run_dir(path, config, overwrite=True)
+    with create_run_dir(path, config, overwrite=True):
+        assert (path / REPLACED_DIR / "best" / "model.safetensors").read_bytes() == b"old"
     assert sorted(p.name for p in path.iterdir()) == sorted([LOCK_FILE, CONFIG_FILE])
     assert (path / LOCK_FILE).read_text(encoding="utf-8") == "123"
     # The links are removed, not the directory and file they point to.
     assert (outside / "precious.txt").read_text(encoding="utf-8") == "keep"
+
+
+def _files(path: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(path)): f.read_bytes() for f in path.rglob("*") if f.is_file()}
+
+
+def test_an_overwrite_that_fails_before_training_puts_the_old_run_back(tmp_path: Path) -> None:
+    old_config = tiny_config(tmp_path / "old.tsv")
+    path = tmp_path / "run"
+    create_run_dir(path, old_config)
+    (path / LOCK_FILE).write_text("123", encoding="utf-8")
+    (path / "best").mkdir()
+    (path / "best" / "model.safetensors").write_bytes(b"old weights")
+    before = _files(path)
+    new_config = tiny_config(tmp_path / "new.tsv")
+    with (
+        pytest.raises(RnnlabError, match="bad data"),
+        create_run_dir(path, new_config, overwrite=True),
+    ):
+        (path / "vocab.json").write_text("new", encoding="utf-8")  # what the new run wrote
+        raise RnnlabError("bad data")
+    assert _files(path) == before
+    assert read_run_config(path) == old_config
+
+
+def test_an_overwrite_killed_midway_is_cleared_by_the_next_one(tmp_path: Path) -> None:
+    config = tiny_config(tmp_path / "train.tsv")
+    path = tmp_path / "run"
+    create_run_dir(path, config)
+    (path / REPLACED_DIR).mkdir()
+    (path / REPLACED_DIR / "metrics.jsonl").write_text("{}\n", encoding="utf-8")
+    with create_run_dir(path, config, overwrite=True):
+        pass
+    assert sorted(p.name for p in path.iterdir()) == [CONFIG_FILE]
+
+
+def test_without_overwrite_nothing_is_set_aside_or_restored(tmp_path: Path) -> None:
+    path = tmp_path / "run"
+    with pytest.raises(RnnlabError), create_run_dir(path, tiny_config(tmp_path / "train.tsv")):
+        raise RnnlabError("bad data")
+    assert sorted(p.name for p in path.iterdir()) == [CONFIG_FILE]
 
 
 # --------------------------------------------------------------------------------------------------

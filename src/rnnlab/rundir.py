@@ -50,30 +50,90 @@ def load_task_config(task: str, path: str | Path | None, overrides: list[str] | 
     return config
 
 
-def create_run_dir(path: Path, config: Any, *, overwrite: bool = False) -> None:
+REPLACED_DIR = ".replaced"
+"""Where ``--overwrite`` keeps the old run's files until the new run has read its data."""
+
+
+@dataclass
+class ReplacedRun:
+    """The files of an overwritten run, set aside in ``RUN/.replaced`` by ``create_run_dir``.
+
+    Clearing an old run at once would lose it to a typo in the new config's data path: the
+    mistake only shows when the data is read, after the directory was emptied. So the old files
+    wait, renamed into ``.replaced`` (same filesystem, nothing copied), until the caller has
+    read its data and built its model: ``discard`` then deletes them, ``restore`` puts them back
+    in place of whatever the new run had written. As a context manager: restore on an
+    exception, discard otherwise.
+    """
+
+    path: Path
+    set_aside: bool = False
+
+    def __enter__(self) -> ReplacedRun:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            self.discard()
+        else:
+            self.restore()
+
+    def discard(self) -> None:
+        if self.set_aside:
+            shutil.rmtree(self.path / REPLACED_DIR)
+            self.set_aside = False
+
+    def restore(self) -> None:
+        if not self.set_aside:
+            return
+        aside = self.path / REPLACED_DIR
+        for entry in self.path.iterdir():
+            if entry.name not in (LOCK_FILE, REPLACED_DIR):
+                _remove(entry)
+        for entry in aside.iterdir():
+            entry.rename(self.path / entry.name)
+        aside.rmdir()
+        self.set_aside = False
+
+
+def _remove(entry: Path) -> None:
+    """Delete a file or directory; a link is removed, never what it points to."""
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry)
+    else:
+        entry.unlink()
+
+
+def create_run_dir(path: Path, config: Any, *, overwrite: bool = False) -> ReplacedRun:
     """Make a fresh run directory and save the resolved config in it.
 
-    The run lock (``RUN/.lock``, taken by the caller before this) does not count as content and
-    survives ``overwrite``.
+    With ``overwrite`` an existing run's files are set aside, not deleted (``ReplacedRun``). The
+    run lock (``RUN/.lock``, taken by the caller before this) does not count as content and
+    stays where it is.
     """
     existing = [p for p in path.iterdir() if p.name != LOCK_FILE] if path.is_dir() else []
+    replaced = ReplacedRun(path)
     if existing:
         if not overwrite:
             raise RnnlabError(
                 f"{path}: run directory exists and is not empty (use --resume to continue it, "
                 "or --overwrite to start again)"
             )
-        if not (path / CONFIG_FILE).is_file():
+        if not any((where / CONFIG_FILE).is_file() for where in (path, path / REPLACED_DIR)):
             raise RnnlabError(
                 f"{path}: refusing to overwrite a directory that is not an rnnlab run"
             )
+        aside = path / REPLACED_DIR
+        if aside.exists() or aside.is_symlink():  # left by an overwrite that was killed
+            _remove(aside)
+            existing.remove(aside)
+        aside.mkdir()
         for entry in existing:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
+            entry.rename(aside / entry.name)
+        replaced.set_aside = True
     path.mkdir(parents=True, exist_ok=True)
     save_config(config, path / CONFIG_FILE)
+    return replaced
 
 
 def read_run_config(path: Path, overrides: list[str] | None = None) -> Any:

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -224,3 +225,27 @@ def test_attention_of_an_export_equals_the_run_and_plots(trained, tmp_path, monk
     plot = tmp_path / "attention.png"
     assert main(["translate", str(folder), "--attention-plot", str(plot)]) == 0
     assert plot.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda m: m["specials"].__setitem__("eos", 10**6), id="eos-out-of-range"),
+        pytest.param(lambda m: m["specials"].__setitem__("bos", 1.0), id="bos-a-float"),
+        pytest.param(lambda m: m["specials"].pop("unk"), id="no-unk"),
+    ],
+)
+def test_a_translator_manifest_with_wrong_special_ids_does_not_open(trained, tmp_path, edit):
+    import shutil
+
+    _, _, folder, _ = trained
+    copy = Path(shutil.copytree(folder, tmp_path / "copy"))
+    manifest_path = copy / "rnnlab-export.json"
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    edit(manifest)
+    manifest_path.write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ValueError) as caught:  # the runtime's ExportError, one line
+        load(copy)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(str(manifest_path)), message
+    assert "specials." in message

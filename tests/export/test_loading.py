@@ -335,25 +335,38 @@ def _too_few_tags(folder: Path) -> None:
     replace_file(folder, "tags.json", json.dumps({"tags": []}).encode(), rehash=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the manifest's specials and the tag list are not checked on load (the manifest is "
-    "not covered by any sha256): the folder opens and the first tag() fails with numpy's "
-    "ValueError, ONNX Runtime's InvalidArgument or an IndexError, which runtime_call passes "
-    "through as tracebacks",
-)
+def _one_tag_fewer(folder: Path) -> None:
+    tags = json.loads((folder / "tags.json").read_text())["tags"]
+    replace_file(folder, "tags.json", json.dumps({"tags": tags[:-1]}).encode(), rehash=True)
+
+
+def _no_specials(folder: Path) -> None:
+    edit_manifest(folder, lambda m: m.pop("specials"))
+
+
+def _negative_pad(folder: Path) -> None:
+    edit_manifest(folder, lambda m: m["specials"].__setitem__("pad", -1))
+
+
 @pytest.mark.parametrize(
     "damage",
-    [_pad_not_a_number, _unknown_id_out_of_range, _too_few_tags],
+    [
+        _pad_not_a_number,
+        _unknown_id_out_of_range,
+        _too_few_tags,
+        _one_tag_fewer,
+        _no_specials,
+        _negative_pad,
+    ],
     ids=lambda damage: damage.__name__.strip("_"),
 )
-def test_a_manifest_that_opens_does_not_break_on_first_use(
+def test_a_manifest_that_would_break_on_first_use_does_not_open(
     folder: Path, damage: Callable[[Path], None]
 ):
     damage(folder)
-    with pytest.raises(RnnlabError):
-        model = open_export(folder)
-        runtime_call(model.tag, ["Qqqq zzzz ."])
+    with pytest.raises(RnnlabError) as caught:
+        open_export(folder)
+    assert_one_line_error(caught, folder)
 
 
 def _graph_unlisted(folder: Path) -> None:

@@ -149,11 +149,18 @@ def _train(
 
     from rnnlab.atomic import reported_as
     from rnnlab.nn.describe import describe
-    from rnnlab.rundir import create_run_dir, load_task_config, read_run_config, task_class
+    from rnnlab.rundir import (
+        ReplacedRun,
+        create_run_dir,
+        load_task_config,
+        read_run_config,
+        task_class,
+    )
     from rnnlab.training.run_lock import RunLock, RunLocked
     from rnnlab.training.trainer import Trainer, resolve_device, set_threads
 
     reporter = ConsoleReporter()
+    replaced: ReplacedRun | None = None
 
     def lock(run_dir: Path | None) -> None:
         """Only rank 0 writes the run directory, so only rank 0 holds its lock; every rank calls
@@ -200,7 +207,8 @@ def _train(
         with reported_as(run_dir):
             run_dir.mkdir(parents=True, exist_ok=True)
         lock(run_dir)  # before --overwrite may clear the directory
-        create_run_dir(run_dir, config, overwrite=args.overwrite)
+        # An overwritten run comes back if the new one fails before training (a typo in a path).
+        replaced = cleanup.enter_context(create_run_dir(run_dir, config, overwrite=args.overwrite))
         task = task_class(config.task)(config, run_dir)
         if reporter.interactive:  # a person waits: vocabularies, subwords and ids take a while
             reporter.message(f"preparing the training data from {config.data.train}")
@@ -238,6 +246,8 @@ def _train(
             reporter.message(f"{distributed.world_size} processes, global batch split across them")
     if args.resume:
         reporter.message(f"resuming {run_dir} at step {trainer.state.step}")
+    if replaced is not None:
+        replaced.discard()  # the new run has its data and model: the old one goes for good
     state = trainer.fit()
     if not distributed.is_main:
         return 0

@@ -148,6 +148,33 @@ def _json_list(folder: Path, name: str, key: str) -> list[str]:
     return values
 
 
+def _special_ids(
+    folder: Path, manifest: dict[str, Any], names: tuple[str, ...], size: int
+) -> list[int]:
+    """The manifest's special token ids ``names``, each an index into vocabularies of ``size`` tokens.
+
+    The manifest is the one file no sha256 covers, so an edited id would otherwise open fine and
+    fail at the first call inside numpy or ONNX Runtime.
+    """
+    specials = manifest.get("specials")
+    ids: list[int] = []
+    for name in names:
+        value = specials.get(name) if isinstance(specials, dict) else None
+        if type(value) is not int or not 0 <= value < size:
+            raise ExportError(
+                f"{folder / MANIFEST}: not a valid manifest (specials.{name} must be a token id "
+                f"below {size}, got {value!r})"
+            )
+        ids.append(value)
+    return ids
+
+
+def _graph_width(session: ort.InferenceSession) -> int | None:
+    """The last dimension of a graph's first output, where the graph fixes it."""
+    width = session.get_outputs()[0].shape[-1]
+    return width if isinstance(width, int) else None
+
+
 # ---------------------------------------------------------------------------------------------------
 # Text ↔ tokens (rnnlab.data.text, rnnlab.data.tokenizers, rnnlab.data.lm_corpus)
 
@@ -336,9 +363,17 @@ class OnnxTranslator(ExportedModel):
         self.tgt_itos = _json_list(self.folder, m["vocab"]["tgt"], "tokens")
         self.src_stoi = {tok: i for i, tok in enumerate(self.src_itos)}
         self.vocab_size = len(self.tgt_itos)
-        specials = m["specials"]
-        self.pad_id, self.unk_id = specials["pad"], specials["unk"]
-        self.bos_id, self.eos_id = specials["bos"], specials["eos"]
+        self.pad_id, self.unk_id, self.bos_id, self.eos_id = _special_ids(
+            self.folder,
+            m,
+            ("pad", "unk", "bos", "eos"),
+            min(len(self.src_itos), len(self.tgt_itos)),
+        )
+        if _graph_width(self.step) not in (None, self.vocab_size):
+            raise ExportError(
+                f"{self.folder / m['vocab']['tgt']}: {self.vocab_size} tokens, but the step graph "
+                f"scores {_graph_width(self.step)}; export the run again"
+            )
         tokenizer = m["tokenizer"]
         self.preprocess = tokenizer["preprocess"]
         self.max_src_len = tokenizer["max_len"]
@@ -680,14 +715,38 @@ class OnnxTagger(ExportedModel):
             tok: i for i, tok in enumerate(_json_list(self.folder, m["vocab"]["chars"], "tokens"))
         }
         self.tags = _json_list(self.folder, m["vocab"]["tags"], "tags")
-        self.pad_id, self.unk_id = m["specials"]["pad"], m["specials"]["unk"]
+        spelled = [self.word_stoi, self.char_stoi] if "chars" in self.inputs else [self.word_stoi]
+        self.pad_id, self.unk_id = _special_ids(
+            self.folder, m, ("pad", "unk"), min(len(vocab) for vocab in spelled)
+        )
         self.lowercase = bool(m["tokenizer"]["lowercase"])
         self.max_word_chars = int(m["tokenizer"]["max_word_chars"])
         self.crf = (
             {k: np.asarray(v, dtype=np.float32) for k, v in m["crf"].items()} if m["crf"] else None
         )
+        self._check_tag_count(m["vocab"]["tags"])
         self.batch_size = m["decode"]["batch_size"]
         self.batch_tokens = m["decode"].get("batch_tokens", 0)  # exports before the key: no cap
+
+    def _check_tag_count(self, tags_file: str) -> None:
+        """The tag list, the graph's scores and the CRF's transitions must count the same tags."""
+        width = _graph_width(self.session)
+        counts = set() if width is None else {width}
+        if self.crf is not None:
+            transitions = self.crf["transitions"]
+            if transitions.ndim != 2:
+                raise ExportError(
+                    f"{self.folder / MANIFEST}: not a valid manifest "
+                    "(crf.transitions must be a matrix)"
+                )
+            counts |= {*transitions.shape, self.crf["start"].size, self.crf["end"].size}
+        wrong = counts - {len(self.tags)}
+        if wrong or not self.tags:
+            scores = " or ".join(str(n) for n in sorted(wrong)) or "at least 1"
+            raise ExportError(
+                f"{self.folder / tags_file}: {len(self.tags)} tags, but the model scores {scores}; "
+                "export the run again"
+            )
 
     def describe(self) -> dict[str, Any]:
         return {"task": self.task_name, "tags": list(self.tags), "crf": self.crf is not None}
