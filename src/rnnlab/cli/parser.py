@@ -51,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="YAML config (default: the task's built-in defaults)")
     train.add_argument("--out", help="run directory to create")
     train.add_argument("--resume", metavar="RUN", help="continue training a run directory")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing run directory (kept until the new run has read its data)",
+    )
     train.add_argument(
         "--nproc",
         type=count,
