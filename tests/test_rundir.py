@@ -224,11 +224,24 @@ def test_an_overwrite_killed_midway_is_cleared_by_the_next_one(tmp_path: Path) -
     assert sorted(p.name for p in path.iterdir()) == [CONFIG_FILE]
 
 
-def test_without_overwrite_nothing_is_set_aside_or_restored(tmp_path: Path) -> None:
+def test_a_new_run_that_fails_before_training_leaves_its_directory_empty(tmp_path: Path) -> None:
     path = tmp_path / "run"
+    path.mkdir()
+    (path / LOCK_FILE).write_text("123", encoding="utf-8")
     with pytest.raises(RnnlabError), create_run_dir(path, tiny_config(tmp_path / "train.tsv")):
+        (path / "vocab.json").write_text("new", encoding="utf-8")
         raise RnnlabError("bad data")
-    assert sorted(p.name for p in path.iterdir()) == [CONFIG_FILE]
+    assert sorted(p.name for p in path.iterdir()) == [LOCK_FILE]
+    create_run_dir(path, tiny_config(tmp_path / "train.tsv"))  # the corrected command starts it
+
+
+def test_a_new_run_that_starts_keeps_what_it_wrote(tmp_path: Path) -> None:
+    path = tmp_path / "run"
+    with create_run_dir(path, tiny_config(tmp_path / "train.tsv")) as replaced:
+        (path / "vocab.json").write_text("new", encoding="utf-8")
+        replaced.discard()
+        replaced.restore()  # too late: the run is under way
+    assert sorted(p.name for p in path.iterdir()) == [CONFIG_FILE, "vocab.json"]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -56,18 +56,19 @@ REPLACED_DIR = ".replaced"
 
 @dataclass
 class ReplacedRun:
-    """The files of an overwritten run, set aside in ``RUN/.replaced`` by ``create_run_dir``.
+    """What a run directory held before ``create_run_dir``, until the new run is under way.
 
-    Clearing an old run at once would lose it to a typo in the new config's data path: the
-    mistake only shows when the data is read, after the directory was emptied. So the old files
-    wait, renamed into ``.replaced`` (same filesystem, nothing copied), until the caller has
-    read its data and built its model: ``discard`` then deletes them, ``restore`` puts them back
-    in place of whatever the new run had written. As a context manager: restore on an
-    exception, discard otherwise.
+    A new run's mistakes show when its data is read, after the directory was made. So an
+    overwritten run's files wait, renamed into ``RUN/.replaced`` (same filesystem, nothing
+    copied), until the caller has read its data and built its model: ``discard`` then deletes
+    them, ``restore`` removes whatever the new run wrote and puts them back. A directory that
+    held no run is left as it was too, so the corrected command can start it again. As a context
+    manager: restore on an exception, discard otherwise.
     """
 
     path: Path
     set_aside: bool = False
+    pending: bool = True
 
     def __enter__(self) -> ReplacedRun:
         return self
@@ -79,21 +80,22 @@ class ReplacedRun:
             self.restore()
 
     def discard(self) -> None:
-        if self.set_aside:
+        if self.pending and self.set_aside:
             shutil.rmtree(self.path / REPLACED_DIR)
-            self.set_aside = False
+        self.pending = False
 
     def restore(self) -> None:
-        if not self.set_aside:
+        if not self.pending:
             return
-        aside = self.path / REPLACED_DIR
         for entry in self.path.iterdir():
             if entry.name not in (LOCK_FILE, REPLACED_DIR):
                 _remove(entry)
-        for entry in aside.iterdir():
-            entry.rename(self.path / entry.name)
-        aside.rmdir()
-        self.set_aside = False
+        if self.set_aside:
+            aside = self.path / REPLACED_DIR
+            for entry in aside.iterdir():
+                entry.rename(self.path / entry.name)
+            aside.rmdir()
+        self.pending = False
 
 
 def _remove(entry: Path) -> None:
@@ -107,8 +109,8 @@ def _remove(entry: Path) -> None:
 def create_run_dir(path: Path, config: Any, *, overwrite: bool = False) -> ReplacedRun:
     """Make a fresh run directory and save the resolved config in it.
 
-    With ``overwrite`` an existing run's files are set aside, not deleted (``ReplacedRun``). The
-    run lock (``RUN/.lock``, taken by the caller before this) does not count as content and
+    With ``overwrite`` an existing run's files are set aside, not deleted; the returned
+    ``ReplacedRun`` deletes them or puts them back. The run lock (``RUN/.lock``, taken by the caller before this) does not count as content and
     stays where it is.
     """
     existing = [p for p in path.iterdir() if p.name != LOCK_FILE] if path.is_dir() else []

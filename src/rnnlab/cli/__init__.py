@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import sys
 
-from rnnlab.cli.console import EXIT_TERMINATED, EXIT_USER_ERROR
+from rnnlab.cli.console import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USER_ERROR
 from rnnlab.cli.parser import build_parser
 from rnnlab.errors import RnnlabError
 from rnnlab.memory import keep_freed_memory
 
-__all__ = ["EXIT_TERMINATED", "EXIT_USER_ERROR", "build_parser", "main"]
+__all__ = ["EXIT_INTERRUPTED", "EXIT_TERMINATED", "EXIT_USER_ERROR", "build_parser", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,4 +31,4 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         print("rnnlab: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED

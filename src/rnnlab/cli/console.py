@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 EXIT_USER_ERROR = 2
 EXIT_TERMINATED = 128 + signal.SIGTERM
+EXIT_INTERRUPTED = 128 + signal.SIGINT
 
 Item = TypeVar("Item")
 

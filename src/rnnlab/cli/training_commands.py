@@ -6,29 +6,54 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from rnnlab.cli.console import EXIT_TERMINATED, EXIT_USER_ERROR, ConsoleReporter, format_metrics
+from rnnlab.cli.console import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USER_ERROR,
+    ConsoleReporter,
+    format_metrics,
+)
 from rnnlab.errors import RnnlabError
 
 
-@contextmanager
-def _stop_on_sigterm() -> Iterator[Callable[[], bool]]:
-    """SIGTERM — what Slurm, Kubernetes and torchrun send before killing — asks for a clean stop.
+class StopSignals:
+    """SIGTERM, and Ctrl-C while training, ask for a clean stop after the current step.
 
-    The handler only sets a flag; the trainer polls it after each step, so every rank stops after
-    the same step and the checkpoint holds a whole step, never half of one.
+    SIGTERM is what Slurm, Kubernetes and torchrun send before killing. The handlers only record
+    the signal; the trainer polls ``requested`` after each step, so every rank stops after the
+    same step and the checkpoint holds a whole step, never half of one. A second Ctrl-C raises
+    ``KeyboardInterrupt`` at once (the latest checkpoint is kept, nothing half done is saved).
+    Ctrl-C is caught only around training (``catching(SIGINT)``): while the data is read it
+    interrupts as usual.
     """
-    requested = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: requested.set())
-    try:
-        yield requested.is_set
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+
+    def __init__(self, notify: Callable[[str], None] | None = None) -> None:
+        self.received: int | None = None
+        self.notify = notify
+
+    def requested(self) -> bool:
+        return self.received is not None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGINT and self.received is not None:
+            raise KeyboardInterrupt
+        if self.received is None:
+            self.received = signum
+            if signum == signal.SIGINT and self.notify is not None:
+                self.notify("stopping after this step (press Ctrl-C again to quit at once)")
+
+    @contextmanager
+    def catching(self, signum: int) -> Iterator[None]:
+        previous = signal.signal(signum, self._handle)
+        try:
+            yield
+        finally:
+            signal.signal(signum, previous)
 
 
 def _relaunch_with_torchrun(argv: list[str], nproc: int) -> int:
@@ -76,20 +101,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config_device = _peek_device(args)
     distributed = init_from_env(config_device)
+    stops = StopSignals()
     try:
         with ExitStack() as cleanup:
-            should_stop = cleanup.enter_context(_stop_on_sigterm())
+            cleanup.enter_context(stops.catching(signal.SIGTERM))
             try:
-                return _train(args, distributed, cleanup, should_stop)
+                return _train(args, distributed, cleanup, stops)
             except RunLocked:
                 if distributed.is_main:
                     raise
                 return EXIT_USER_ERROR  # rank 0 names the holder; one line is enough
             except TrainingStopped:
+                interrupted = stops.received == signal.SIGINT
                 if distributed.is_main:
-                    print("rnnlab: terminated", file=sys.stderr)
+                    print(
+                        f"rnnlab: {'interrupted' if interrupted else 'terminated'}", file=sys.stderr
+                    )
                 # Under torchrun an orderly stop is a success, or torchrun reports a failed job.
-                return 0 if distributed.enabled else EXIT_TERMINATED
+                if distributed.enabled:
+                    return 0
+                return EXIT_INTERRUPTED if interrupted else EXIT_TERMINATED
     finally:
         shutdown(distributed)
 
@@ -139,7 +170,7 @@ def _train(
     args: argparse.Namespace,
     distributed: Any,
     cleanup: ExitStack,
-    should_stop: Callable[[], bool],
+    stops: StopSignals,
 ) -> int:
     import atexit
     import shutil
@@ -160,6 +191,7 @@ def _train(
     from rnnlab.training.trainer import Trainer, resolve_device, set_threads
 
     reporter = ConsoleReporter()
+    stops.notify = reporter.message
     replaced: ReplacedRun | None = None
 
     def lock(run_dir: Path | None) -> None:
@@ -230,10 +262,18 @@ def _train(
         device=device,
         reporter=reporter,
         distributed=distributed,
-        should_stop=should_stop,
+        should_stop=stops.requested,
     )
     if args.resume:  # first, so that a broken checkpoint is the only line a person sees
         trainer.load_checkpoint()
+        if args.set and distributed.is_main:
+            # The run goes on under the overrides, so its config says so: a later plain --resume
+            # (a requeued job) continues with them, and evaluation reads them too.
+            from rnnlab.config import save_config
+            from rnnlab.rundir import CONFIG_FILE
+
+            with reported_as(run_dir / CONFIG_FILE):
+                save_config(config, run_dir / CONFIG_FILE)
     if distributed.is_main:
         reporter.message(describe(model))
         for note in _precision_notices(config, device):
@@ -248,7 +288,8 @@ def _train(
         reporter.message(f"resuming {run_dir} at step {trainer.state.step}")
     if replaced is not None:
         replaced.discard()  # the new run has its data and model: the old one goes for good
-    state = trainer.fit()
+    with stops.catching(signal.SIGINT):
+        state = trainer.fit()
     if not distributed.is_main:
         return 0
     best = state.best_metric
@@ -298,17 +339,24 @@ def cmd_tune(args: argparse.Namespace) -> int:
     ]
     if missing:
         raise RnnlabError(f"tune needs {', '.join(missing)} (or --report to show a study)")
-    study = run_study(
-        config_path=args.config,
-        space_path=args.space,
-        trials=args.trials,
-        out=out,
-        overrides=args.set,
-        timeout_minutes=args.timeout_minutes,
-        startup_trials=args.startup_trials,
-        reporter=ConsoleReporter(),
-    )
+    reporter = ConsoleReporter()
+    stops = StopSignals(reporter.message)
+    with stops.catching(signal.SIGTERM):
+        study = run_study(
+            config_path=args.config,
+            space_path=args.space,
+            trials=args.trials,
+            out=out,
+            overrides=args.set,
+            timeout_minutes=args.timeout_minutes,
+            startup_trials=args.startup_trials,
+            reporter=reporter,
+            should_stop=stops.requested,
+        )
     print(format_table(study, study.user_attrs.get("metric", "metric")))
+    if stops.requested():  # the trial under way was stopped and marked interrupted
+        print("rnnlab: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     return 0
 
 

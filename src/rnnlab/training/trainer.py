@@ -196,6 +196,12 @@ class Trainer:
         self.state = TrainerState()
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.carry: Any = None
+        self.validated_step: int | None = None
+        self.epoch_position = 0.0
+        """Epochs trained, with the share of the current one (as validation records give it)."""
+        self.validated_stop = False
+        self.saved_step: int | None = None
+        """The step of the latest checkpoint in ``last/`` (written or resumed from)."""
 
     @property
     def kept_model(self) -> nn.Module:
@@ -228,6 +234,7 @@ class Trainer:
         meta, tensors = self._trainer_tensors()
         model_meta = {**self.task.model_meta(), "step": self.state.step}
         ckpt.save_last(self.run_dir, self.model, model_meta, meta, tensors)
+        self.saved_step = self.state.step
         self.write_curves()
 
     def write_curves(self) -> None:
@@ -260,6 +267,21 @@ class Trainer:
                 f"{found.directory}: checkpoint does not fit this run ({reason[:300]})"
             ) from None
         self.metrics.truncate_after(self.state.step)
+        self.saved_step = self.state.step
+
+    def _apply_config_to_optimizer(self) -> None:
+        """A learning rate or weight decay changed with ``--resume --set`` takes effect.
+
+        Adam's saved parameter groups carry the old ones. The learning rate in a group already
+        includes the plateau decays so far (``lr_scale``), so it is kept where the config's rate
+        gives the same value; replacing it by a product computed again could differ in its last
+        bit and a resumed run would no longer equal an uninterrupted one.
+        """
+        lr = self.config.lr * self.state.lr_scale
+        for group in self.optimizer.param_groups:
+            if not math.isclose(group["lr"], lr, rel_tol=1e-9, abs_tol=0.0):
+                group["lr"] = lr
+            group["weight_decay"] = self.config.weight_decay
 
     def _restore(self, found: ckpt.Checkpoint) -> None:
         self.model.load_state_dict(found.model_state)
@@ -267,6 +289,7 @@ class Trainer:
         self.state = from_dict(TrainerState, meta["trainer"], prefix="trainer.")
         optim_state = ckpt.unflatten_state(meta["optimizer"], tensors)
         self.optimizer.load_state_dict(ckpt.optimizer_state_from_json(optim_state))
+        self._apply_config_to_optimizer()
         if meta.get("carry") is not None:
             carry = ckpt.unflatten_state(meta["carry"], tensors)
             self.carry = _to_tuple(carry, self.device)
@@ -361,7 +384,13 @@ class Trainer:
         """Validate, keep the best weights, adjust the schedule; True when training should stop.
 
         In a distributed run rank 0 does all of it while the others wait, then shares its decisions.
+        A step is validated once, even where two reasons meet (its ``valid_every``, the end of an
+        epoch, the end of the time budget): a second validation of the same weights would count
+        as one more without improvement, for the patience and the plateau decay.
         """
+        if self.validated_step == self.state.step:
+            return self.validated_stop
+        self.validated_step = self.state.step
         dist = self.distributed
         stop = self._validate_on_main(epoch) if dist.is_main else False
         if dist.enabled:
@@ -371,6 +400,7 @@ class Trainer:
             )
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+        self.validated_stop = stop
         return stop
 
     def _validate_on_main(self, epoch: float) -> bool:
@@ -383,14 +413,14 @@ class Trainer:
         if primary is None or _is_better(
             primary, self.state.best_metric, self.task.higher_is_better
         ):
-            if primary is not None:
-                self.state.best_metric = primary
-            self.state.bad_validations = self.state.lr_bad_validations = 0
             ckpt.save_model(
                 self.run_dir / "best",
                 self.kept_model,
                 {**self.task.model_meta(), "step": self.state.step, **metrics},
             )
+            if primary is not None:  # only once best/ holds it
+                self.state.best_metric = primary
+            self.state.bad_validations = self.state.lr_bad_validations = 0
         else:
             self.state.bad_validations += 1
             self.state.lr_bad_validations += 1
@@ -416,8 +446,43 @@ class Trainer:
         self.save_checkpoint()
         return stop
 
+    def ensure_validated(self) -> None:
+        """Validate the current weights unless their step was validated (or nothing trained).
+
+        For callers that need a metric from every run: a step budget (``max_steps``) ends a run
+        wherever it falls, without a validation, so that a run cut there and resumed equals one
+        that was not cut.
+        """
+        if self.state.step > 0 and self.validated_step != self.state.step:
+            self._validate_and_checkpoint(self.epoch_position)
+
+    def finished(self) -> bool:
+        """Whether a resumed run has already reached one of its ends, under the current config.
+
+        A scheduler that requeues ``--resume`` after the run ended must not train it further;
+        raising ``max_steps``, ``max_minutes``, ``epochs`` or ``patience`` with ``--set`` makes it
+        continue.
+        """
+        cfg, state = self.config, self.state
+        return (
+            state.epoch >= cfg.epochs
+            or 0 < cfg.max_steps <= state.step
+            or 0 < cfg.max_minutes * 60 <= state.train_seconds
+            or (state.early_stopped and 0 < cfg.patience <= state.bad_validations)
+        )
+
     def fit(self) -> TrainerState:
-        """Train until ``epochs`` or ``max_steps``; returns the final trainer state."""
+        """Train until ``epochs``, ``max_steps``, ``max_minutes`` or early stopping; returns the
+        final trainer state.
+
+        A ``KeyboardInterrupt`` (in the command line, a second Ctrl-C: the first one asks for a
+        stop after the step, through ``should_stop``) may land inside a step, with the weights of
+        one step and the RNG and carried state of the next, so nothing is saved then: ``last/``
+        keeps the latest whole step.
+        """
+        if self.finished():
+            return self.state
+        self.state.early_stopped = False
         cfg = self.config
         window_seconds, window_tokens_seen = 0.0, 0
         stop = False
@@ -440,6 +505,7 @@ class Trainer:
                     self.state.batch_in_epoch = index + 1
                     bar.update(1)
                     epoch_pos = self.state.epoch + self.state.batch_in_epoch / len(batches)
+                    self.epoch_position = epoch_pos
                     if cfg.log_every > 0 and self.state.step % cfg.log_every == 0:
                         train_loss = self.state.window_loss / max(self.state.window_tokens, 1)
                         self._record(
@@ -488,8 +554,12 @@ class Trainer:
                 )
             self.save_checkpoint()
         except KeyboardInterrupt:
-            self.save_checkpoint()
-            self.reporter.message(f"interrupted; checkpoint saved at step {self.state.step}")
+            kept = (
+                f"the checkpoint of step {self.saved_step} is kept"
+                if self.saved_step is not None
+                else "no checkpoint had been saved yet"
+            )
+            self.reporter.message(f"interrupted at step {self.state.step}; {kept}")
             raise
         return self.state
 

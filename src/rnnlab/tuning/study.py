@@ -15,8 +15,8 @@ The sampler is TPE, seeded by the config's ``seed`` and the number of trials alr
 fed the task's primary validation metric at every validation, through the trainer's
 ``on_validation`` hook, which stops a pruned run cleanly (checkpoint saved). A trial whose config is
 rejected, whose weights or validation metric stop being finite, or that raises any other error is
-recorded as failed and the study goes on; Ctrl-C marks the running trial as interrupted (not counted
-towards ``--trials``) and leaves the study to be continued.
+recorded as failed and the study goes on; Ctrl-C or SIGTERM marks the running trial as interrupted
+(not counted towards ``--trials``) and leaves the study to be continued.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import copy
 import math
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,22 @@ def counted_trials(study: Any) -> int:
     return sum(1 for t in study.trials if t.state in done and not t.user_attrs.get("interrupted"))
 
 
-def _run_trial(trial: Any, plan: StudyPlan, out: Path, reporter: Reporter) -> float:
-    """Train one configuration in ``out/trial-NNN``; the best validation metric, or an exception."""
+def _never() -> bool:
+    return False
+
+
+def _run_trial(
+    trial: Any,
+    plan: StudyPlan,
+    out: Path,
+    reporter: Reporter,
+    should_stop: Callable[[], bool] = _never,
+) -> float:
+    """Train one configuration in ``out/trial-NNN``; the best validation metric, or an exception.
+
+    A trial that a step budget (``train.max_steps``) ends between two validations is validated
+    once at its end: it has a metric like any other.
+    """
     import optuna
 
     from rnnlab.training.trainer import Trainer, resolve_device, set_threads
@@ -152,9 +167,12 @@ def _run_trial(trial: Any, plan: StudyPlan, out: Path, reporter: Reporter) -> fl
         run_dir=run_dir,
         device=resolve_device(config.train.device),
         reporter=SilentReporter(),
+        should_stop=should_stop,
         on_validation=on_validation,
     )
     state = trainer.fit()
+    if not pruned:
+        trainer.ensure_validated()
     if pruned:
         raise optuna.TrialPruned(f"pruned at step {state.step}")
     if state.best_metric is None or not math.isfinite(state.best_metric):
@@ -172,13 +190,17 @@ def run_study(
     timeout_minutes: float = 0.0,
     startup_trials: int = 5,
     reporter: Reporter | None = None,
+    should_stop: Callable[[], bool] = _never,
 ) -> Any:
     """Run (or continue) the study in ``out`` until it holds ``trials`` ended trials.
 
     Returns the Optuna study. ``best.yaml``, ``history.png`` and ``importance.png`` are written at
-    the end, also when Ctrl-C ends the study early.
+    the end, also when Ctrl-C ends the study early. ``should_stop`` (SIGTERM, in the command
+    line) stops the running trial after its current step, marks it interrupted and ends the study.
     """
     import optuna
+
+    from rnnlab.training.trainer import TrainingStopped
 
     reporter = reporter or SilentReporter()
     if trials < 1:
@@ -205,9 +227,14 @@ def run_study(
     def objective(trial: Any) -> float:
         started = time.monotonic()
         try:
-            value = _run_trial(trial, plan, out, reporter)
+            value = _run_trial(trial, plan, out, reporter, should_stop)
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
+            raise
+        except TrainingStopped:
+            trial.set_user_attr("interrupted", True)
+            reporter.message(f"trial {trial.number}: stopped on request ({_minutes(started)})")
+            study.stop()  # after this trial, which Optuna records as failed
             raise
         except optuna.TrialPruned:
             reporter.message(f"trial {trial.number}: pruned ({_minutes(started)})")
