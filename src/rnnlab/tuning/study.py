@@ -106,7 +106,7 @@ def load_study(out: Path, *, direction: Any = None, sampler: Any = None, pruner:
 
 
 def counted_trials(study: Any) -> int:
-    """Trials that ended (completed, pruned or failed), not those interrupted by Ctrl-C."""
+    """Trials that ended (completed, pruned or failed), not those interrupted (Ctrl-C, SIGTERM)."""
     from optuna.trial import TrialState
 
     done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
