@@ -157,7 +157,7 @@ def language_model(request, tmp_path_factory):
     return task, model, load(export_run(task, model, root / "export"))
 
 
-def test_lm_greedy_generation_and_perplexity_equal_eager(language_model):
+def test_lm_greedy_generation_and_perplexity_equal_eager(language_model, tmp_path):
     task, model, runtime = language_model
     eager = task.generate(model, "the time traveller", CPU, length=60, greedy=True)[0]
     assert runtime.generate("the time traveller", length=60, temperature=0) == eager
@@ -168,8 +168,10 @@ def test_lm_greedy_generation_and_perplexity_equal_eager(language_model):
     assert onnx_count == count
     assert onnx_nll / count == pytest.approx(nll / count, abs=1e-4)
     text = "the time machine is a story"
-    ids = torch.tensor(task.vocab.encode(list(text)), dtype=torch.long)
-    expected = math.exp(stream_nll(model, ids, CPU)[0] / (len(text) - 1))
+    # A text is scored as a file holding it is read (cleaned, its line ended).
+    (tmp_path / "story.txt").write_text(text, encoding="utf-8")
+    ids = task.read_ids(str(tmp_path / "story.txt"))
+    expected = math.exp(stream_nll(model, ids, CPU)[0] / (len(ids) - 1))
     assert runtime.perplexity(text) == pytest.approx(expected, rel=1e-4)
 
 

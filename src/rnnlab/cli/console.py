@@ -3,12 +3,13 @@ blocks so output streams while a long input is still arriving."""
 
 from __future__ import annotations
 
+import codecs
 import json
 import signal
 import sys
 from collections.abc import Iterable, Iterator
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 EXIT_USER_ERROR = 2
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -81,18 +82,55 @@ def notice(text: str) -> None:
     print(f"rnnlab: notice: {text}", file=sys.stderr, flush=True)
 
 
+class StrictUtf8Lines:
+    """A byte stream read as UTF-8 text one line at a time, refusing bytes that are not UTF-8.
+
+    ``sys.stdin`` itself will not do: under a C or POSIX locale Python decodes it with
+    ``surrogateescape`` (bad bytes pass silently), and its decoder works a chunk ahead of the lines
+    read, so an error would name the wrong line. Reading the bytes line by line keeps a decoding
+    error on the line that holds the bad byte. Only ``readline`` is offered: what
+    ``read_limited_lines`` uses.
+    """
+
+    CHUNK_BYTES = 1 << 16
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.decoder = codecs.getincrementaldecoder("utf-8")("strict")
+        self.pending = ""
+
+    def readline(self, size: int = -1) -> str:
+        while "\n" not in self.pending and (size < 0 or len(self.pending) < size):
+            chunk = self.raw.readline(self.CHUNK_BYTES)
+            self.pending += self.decoder.decode(chunk, final=not chunk)
+            if not chunk:
+                break
+        end = self.pending.find("\n") + 1 or len(self.pending)
+        if size >= 0:
+            end = min(end, size)
+        line, self.pending = self.pending[:end], self.pending[end:]
+        return line
+
+
 def stdin_lines() -> Iterator[tuple[int, str]]:
-    """Numbered lines of stdin, each cut to the input line limit (with a notice when it is)."""
+    """Numbered lines of stdin, each cut to the input line limit (with a notice when it is).
+
+    Decoded strictly as UTF-8 whatever the locale, and a byte order mark before the first line is
+    dropped, as for files (``rnnlab.data.io.read_lines``).
+    """
     from rnnlab.data.limits import read_limited_lines
     from rnnlab.errors import DataError
 
+    raw = getattr(sys.stdin, "buffer", None)
+    stream: Any = StrictUtf8Lines(raw) if raw is not None else sys.stdin
     number = 0
     try:
-        for number, line in enumerate(read_limited_lines(sys.stdin), start=1):
+        for number, line in enumerate(read_limited_lines(stream), start=1):
             if line.cut:
                 notice(line.notice(f"<stdin>:{number}"))
-            yield number, line.text
-    except UnicodeDecodeError as exc:  # stdin decoded strictly (PYTHONIOENCODING=utf-8, a pipe)
+            text = line.text[1:] if number == 1 and line.text.startswith("\ufeff") else line.text
+            yield number, text
+    except UnicodeDecodeError as exc:
         raise DataError("<stdin>", f"not UTF-8 text ({exc.reason})", number + 1) from None
 
 

@@ -62,6 +62,11 @@ def _evaluate_exported(args: argparse.Namespace) -> int:
     from rnnlab.export.evaluation import evaluate_export
     from rnnlab.export.loading import open_export
 
+    if args.set:  # an export's settings were fixed when it was written
+        raise RnnlabError(
+            f"{args.run}: --set does not apply to an exported model (got {args.set[0]!r}); "
+            "export the run again with the setting, or use the run directory"
+        )
     model = open_export(args.run)
     progress = ConsoleReporter().progress(0, "decoding").update
     metrics = evaluate_export(
@@ -127,6 +132,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise RnnlabError(f"--temperature must be positive, got {args.temperature}")
     if args.top_k is not None and args.top_k < 0:
         raise RnnlabError(f"--top-k must be 0 (no limit) or more, got {args.top_k}")
+    if not 0 <= args.seed < 2**63:  # what torch and numpy both take (the server's rule too)
+        raise RnnlabError(f"--seed must be between 0 and 2^63 - 1, got {args.seed}")
     prefix = cut_line(args.prefix)
     if prefix.cut:
         notice(prefix.notice("--prefix"))

@@ -81,9 +81,25 @@ def _line_tokens(
             yield tokens
 
 
+def text_lines(text: str) -> Iterator[tuple[int, str]]:
+    """Numbered lines of a text, as ``read_lines`` gives those of a file holding it.
+
+    Lines end at ``"\n"`` only (``str.splitlines`` would also break at form feeds, U+2028 and a
+    lone ``"\r"``, which a file's lines keep), lose a trailing ``"\r"``, and a final line end
+    opens no empty line; a byte order mark before the first line is dropped.
+    """
+    pieces = text.split("\n")
+    if pieces[-1] == "":
+        pieces.pop()
+    for number, piece in enumerate(pieces, start=1):
+        if number == 1 and piece.startswith("\ufeff"):
+            piece = piece[1:]
+        yield number, piece.rstrip("\r\n")
+
+
 def corpus_tokens(text: str, *, level: Level, clean: Clean) -> list[str]:
     """The tokens of a text given as a string, exactly as ``read_corpus`` reads a file holding it."""
-    lines = enumerate(text.splitlines(), start=1)
+    lines = text_lines(text)
     return [t for tokens in _line_tokens(lines, level=level, clean=clean) for t in tokens]
 
 

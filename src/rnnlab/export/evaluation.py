@@ -39,7 +39,7 @@ def evaluate_export(
             [model.detokenize(h[0].tokens) for h in decoded], data, nll, count
         )
     if model.task_name == "tagger":
-        data = task.encode_tagged(task.read_sentences(path))
+        data = task.encode_tagged(task.read_scored_sentences(path))
         tags = [t.tags for t in model.tag(data.words)]
         return task.score_tags(data, tags).summary(per_tag=per_tag)
     tokens = [token for chunk in task.token_chunks(path) for token in chunk]

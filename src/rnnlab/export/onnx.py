@@ -407,6 +407,9 @@ def _export_tagger(task: Any, model: Any, out: Path) -> dict[str, Any]:
         "tokenizer": {
             "lowercase": config.data.lowercase,
             "max_word_chars": config.data.max_word_chars,
+            # A vocabulary extended from word vectors is also searched lower-cased and with digits
+            # normalised (rnnlab.data.embeddings.lookup_keys).
+            "vector_lookup": config.data.extend_vocab_from_embeddings,
         },
         "crf": crf,
         "decode": {

@@ -182,6 +182,7 @@ _NBSP = str.maketrans({"\u202f": " ", "\xa0": " "})
 _BEFORE_PUNCT = re.compile(r"(?<=\S)(?=[,.!?])")
 _DETOK_PUNCT = re.compile(r" ([,.!?])")
 _NON_LETTERS = re.compile(r"[^A-Za-z]+")
+_DIGIT = re.compile(r"\d")  # as rnnlab.data.embeddings
 
 
 def normalize(text: str, mode: str) -> str:
@@ -228,15 +229,29 @@ def clean_text(text: str, clean: str) -> str:
     return _NON_LETTERS.sub(" ", text).lower() if clean == "timemachine" else text
 
 
+def text_lines(text: str) -> list[str]:
+    """A text's lines as a file's are read: split at "\n" only, a trailing "\r" and a leading
+    byte order mark dropped, no empty line after a final line end (``rnnlab.data.lm_corpus``)."""
+    pieces = text.removeprefix("\ufeff").split("\n")
+    if pieces[-1] == "":
+        pieces.pop()
+    return [piece.rstrip("\r\n") for piece in pieces]
+
+
 def corpus_tokens(text: str, *, level: str, clean: str) -> list[str]:
-    """A text as a language model reads a file: characters, or words with ``<eos>`` per line."""
-    if level == "char":
-        return list(clean_text(text, clean))
+    """A text as a language model reads a file: characters with each line's "\n", or words with
+    ``<eos>`` per line (``rnnlab.data.lm_corpus._line_tokens``)."""
     tokens: list[str] = []
-    for line in text.splitlines():
-        words = clean_text(line, clean).split()
-        if words:
-            tokens += [*words, EOS]
+    for number, line in enumerate(text_lines(text), start=1):
+        if level == "char":
+            chars = clean_text(line + "\n", clean)
+            if clean == "timemachine" and number > 1 and chars.startswith(" "):
+                chars = chars[1:]  # the previous line's cleaned text ended in this run's space
+            tokens += chars
+        else:
+            words = clean_text(line, clean).split()
+            if words:
+                tokens += [*words, EOS]
     return tokens
 
 
@@ -457,10 +472,17 @@ class OnnxTranslator(ExportedModel):
         ]
 
     # -- search ------------------------------------------------------------------------------------
-    def greedy_batch(self, sources: list[list[int]], max_len: int) -> list[Hypothesis]:
-        """Greedy search over one batch (``rnnlab.decoding.greedy``), finished sentences leave."""
+    def greedy_batch(
+        self, sources: list[list[int]], max_len: int, alpha: float = 0.0
+    ) -> list[Hypothesis]:
+        """Greedy search over one batch (``rnnlab.decoding.greedy``), finished sentences leave.
+
+        Scores are divided by the length penalty of ``alpha``, as ``greedy_hypotheses`` does, so
+        ``score`` means what beam search ranks by.
+        """
         state = self._start(sources)
         outputs: list[list[int]] = [[] for _ in sources]
+        ended = [False] * len(sources)
         totals = [0.0] * len(sources)
         active = np.arange(len(sources))  # original row of each live sentence
         tokens = np.full(len(sources), self.bos_id, dtype=np.int64)
@@ -475,12 +497,17 @@ class OnnxTranslator(ExportedModel):
                 totals[row] += value
                 if token != self.eos_id:
                     outputs[row].append(token)
+                else:
+                    ended[row] = True
             finished = tokens == self.eos_id
             if finished.any():
                 keep = np.flatnonzero(~finished)
                 active, tokens = active[keep], tokens[keep]
                 state = self._select(state, keep)
-        return [Hypothesis(out, total, total) for out, total in zip(outputs, totals, strict=True)]
+        return [
+            Hypothesis(out, total, total / length_penalty(len(out) + did_end, alpha))
+            for out, did_end, total in zip(outputs, ended, totals, strict=True)
+        ]
 
     def beam_batch(
         self, sources: list[list[int]], *, beam_size: int, n_best: int, max_len: int, alpha: float
@@ -582,7 +609,7 @@ class OnnxTranslator(ExportedModel):
                     batch, beam_size=beam, n_best=n_best, max_len=max_len, alpha=alpha
                 )
             else:
-                hyps = [[h] for h in self.greedy_batch(batch, max_len)]
+                hyps = [[h] for h in self.greedy_batch(batch, max_len, alpha)]
             for i, found in zip(ids, hyps, strict=True):
                 results[i] = found
             if progress is not None:
@@ -720,6 +747,7 @@ class OnnxTagger(ExportedModel):
             self.folder, m, ("pad", "unk"), min(len(vocab) for vocab in spelled)
         )
         self.lowercase = bool(m["tokenizer"]["lowercase"])
+        self.vector_lookup = bool(m["tokenizer"].get("vector_lookup", False))  # older: exact only
         self.max_word_chars = int(m["tokenizer"]["max_word_chars"])
         self.crf = (
             {k: np.asarray(v, dtype=np.float32) for k, v in m["crf"].items()} if m["crf"] else None
@@ -751,6 +779,19 @@ class OnnxTagger(ExportedModel):
     def describe(self) -> dict[str, Any]:
         return {"task": self.task_name, "tags": list(self.tags), "crf": self.crf is not None}
 
+    def _word_id(self, word: str) -> int:
+        """As ``TaggerTask.encode_words``: with a vocabulary extended from word vectors, an
+        unknown word is also looked up lower-cased and digit-normalised
+        (``rnnlab.data.embeddings.lookup_keys``)."""
+        if not self.vector_lookup:
+            return self.word_stoi.get(word, self.unk_id)
+        lower = word.lower()
+        for key in (word, lower, _DIGIT.sub("#", lower), _DIGIT.sub("0", lower)):
+            found = self.word_stoi.get(key)
+            if found is not None:
+                return found
+        return self.unk_id
+
     def _spell(self, word: str) -> list[int]:
         limit = self.max_word_chars
         if 0 < limit < len(word):
@@ -760,10 +801,7 @@ class OnnxTagger(ExportedModel):
     def _feed(self, sentences: list[list[str]]) -> dict[str, np.ndarray]:
         """The graph inputs of a batch, as ``rnnlab.tasks.tagger.TaggerTask.make_batch`` builds them."""
         words, lengths = _pad(
-            [
-                [self.word_stoi.get(w.lower() if self.lowercase else w, self.unk_id) for w in s]
-                for s in sentences
-            ],
+            [[self._word_id(w.lower() if self.lowercase else w) for w in s] for s in sentences],
             self.pad_id,
         )
         feed = {"words": words, "lengths": lengths}
