@@ -213,6 +213,25 @@ def test_an_overwrite_that_fails_before_training_puts_the_old_run_back(tmp_path:
     assert read_run_config(path) == old_config
 
 
+def test_an_overwrite_that_cannot_write_its_config_puts_the_old_run_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rnnlab.rundir
+
+    path = tmp_path / "run"
+    create_run_dir(path, tiny_config(tmp_path / "old.tsv"))
+    (path / "metrics.jsonl").write_text("{}\n", encoding="utf-8")
+    before = _files(path)
+
+    def disk_full(config: object, target: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rnnlab.rundir, "save_config", disk_full)
+    with pytest.raises(OSError):
+        create_run_dir(path, tiny_config(tmp_path / "new.tsv"), overwrite=True)
+    assert _files(path) == before
+
+
 def test_an_overwrite_killed_midway_is_cleared_by_the_next_one(tmp_path: Path) -> None:
     config = tiny_config(tmp_path / "train.tsv")
     path = tmp_path / "run"

@@ -7,6 +7,8 @@ A run directory is self-contained: ``config.yaml`` (the resolved config), the ta
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +81,14 @@ class ReplacedRun:
         else:
             self.restore()
 
+    @contextmanager
+    def restored_on_error(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            self.restore()
+            raise
+
     def discard(self) -> None:
         if self.pending and self.set_aside:
             shutil.rmtree(self.path / REPLACED_DIR)
@@ -133,8 +143,9 @@ def create_run_dir(path: Path, config: Any, *, overwrite: bool = False) -> Repla
         for entry in existing:
             entry.rename(aside / entry.name)
         replaced.set_aside = True
-    path.mkdir(parents=True, exist_ok=True)
-    save_config(config, path / CONFIG_FILE)
+    with replaced.restored_on_error():
+        path.mkdir(parents=True, exist_ok=True)
+        save_config(config, path / CONFIG_FILE)  # a full disk: the old run goes back at once
     return replaced
 
 
