@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from rnnlab.export.loading import open_export, runtime_call
+from rnnlab.inference.inputs import require_list_of_texts
 from rnnlab.inference.language_model import LanguageModel
 from rnnlab.inference.results import TaggedSentence, Translation
 from rnnlab.inference.tagger import Tagger
@@ -74,6 +75,7 @@ class ExportedTranslator(Translator):
         attention: bool = False,
         progress: Callable[[int], None] | None = None,
     ) -> list[Translation]:
+        require_list_of_texts(lines, "translate")
         results = runtime_call(
             self.runtime.translate,
             lines,
@@ -126,6 +128,7 @@ class ExportedTagger(Tagger):
         *,
         progress: Callable[[int], None] | None = None,
     ) -> list[TaggedSentence]:
+        require_list_of_texts(sentences, "tag")
         results = runtime_call(
             self.runtime.tag, sentences, batch_size=self.batch_size, progress=progress
         )

@@ -14,6 +14,7 @@ from torch import nn
 
 from rnnlab.decoding.hypothesis import length_penalty_problem
 from rnnlab.errors import RnnlabError
+from rnnlab.inference.inputs import require_list_of_texts
 from rnnlab.inference.results import Translation
 from rnnlab.tasks.seq2seq import Seq2SeqTask
 
@@ -75,6 +76,7 @@ class Translator:
         ``length_penalty`` (GNMT α) and ``max_len`` default to the run's ``decode`` settings.
         ``attention`` adds the best hypothesis's attention matrix when the model has attention.
         """
+        require_list_of_texts(lines, "translate")
         if beam < 1:
             raise RnnlabError(f"beam must be 1 or more, got {beam}")
         if not 1 <= n_best <= beam:
