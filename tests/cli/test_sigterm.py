@@ -37,20 +37,30 @@ def steps_logged(run: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def terminate_mid_epoch(args: list[str], run: Path) -> subprocess.CompletedProcess[str]:
-    """Start training, send SIGTERM once a few steps are logged, wait for a clean exit."""
+def terminate_mid_epoch(
+    args: list[str], run: Path, *, ctrl_c: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Start training, send SIGTERM once a few steps are logged, wait for a clean exit.
+
+    ``ctrl_c``: SIGINT to the whole process group instead, as a terminal sends it on Ctrl-C (under
+    ``--nproc`` the workers then get it twice: from the terminal and from torchrun).
+    """
     process = subprocess.Popen(
         [sys.executable, "-m", "rnnlab", *args],
         env=env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=ctrl_c,
     )
     deadline = time.monotonic() + 240
     while steps_logged(run) < 3 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert process.poll() is None, "training ended before it could be interrupted"
-    process.send_signal(signal.SIGTERM)
+    if ctrl_c:
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=120)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
@@ -99,3 +109,23 @@ def test_sigterm_saves_and_resume_equals_uninterrupted(tmp_path: Path, nproc: in
     else:
         rnnlab(*common, "--out", str(whole), "--set", target)
     assert_same_run(stopped, whole)
+
+
+@pytest.mark.parametrize("nproc", [1, 2], ids=["one-process", "nproc-2"])
+def test_ctrl_c_from_a_terminal_saves_a_whole_step(tmp_path: Path, nproc: int):
+    config = write_reverse_task(tmp_path, pairs=BATCHES_PER_EPOCH * 4, batch_size=4, epochs=1)
+    stopped = tmp_path / "stopped"
+    launch = ["--nproc", "2"] if nproc > 1 else []
+    args = ["train", "seq2seq", "--config", str(config), "--out", str(stopped), *launch]
+
+    done = terminate_mid_epoch(args, stopped, ctrl_c=True)
+
+    assert done.returncode == 128 + signal.SIGINT, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.count("stopping after this step") == 1  # rank 0 speaks, once
+    assert done.stderr.strip().splitlines()[-1] == "rnnlab: interrupted"
+    step = trainer_state(stopped)["step"]
+    assert f"checkpoint saved at step {step}" in done.stderr
+    assert steps_logged(stopped) == step
+    rnnlab("train", "--resume", str(stopped), "--set", f"train.max_steps={step + 3}")
+    assert trainer_state(stopped)["step"] == step + 3

@@ -27,25 +27,29 @@ class StopSignals:
     SIGTERM is what Slurm, Kubernetes and torchrun send before killing. The handlers only record
     the signal; the trainer polls ``requested`` after each step, so every rank stops after the
     same step and the checkpoint holds a whole step, never half of one. A second Ctrl-C raises
-    ``KeyboardInterrupt`` at once (the latest checkpoint is kept, nothing half done is saved).
-    Ctrl-C is caught only around training (``catching(SIGINT)``): while the data is read it
-    interrupts as usual.
+    ``KeyboardInterrupt`` at once (the latest checkpoint is kept, nothing half done is saved),
+    except in a process that torchrun started: torchrun passes the terminal's Ctrl-C on to its
+    workers, which have it already, so a worker counts every SIGINT as the first one (torchrun
+    kills workers that do not stop in time). Ctrl-C is caught only around training
+    (``catching(SIGINT)``): while the data is read it interrupts as usual.
     """
 
     def __init__(self, notify: Callable[[str], None] | None = None) -> None:
         self.received: int | None = None
         self.notify = notify
+        self.second_ctrl_c_quits = True
 
     def requested(self) -> bool:
         return self.received is not None
 
     def _handle(self, signum: int, frame: object) -> None:
-        if signum == signal.SIGINT and self.received is not None:
+        if signum == signal.SIGINT and self.received is not None and self.second_ctrl_c_quits:
             raise KeyboardInterrupt
         if self.received is None:
             self.received = signum
             if signum == signal.SIGINT and self.notify is not None:
-                self.notify("stopping after this step (press Ctrl-C again to quit at once)")
+                again = " (press Ctrl-C again to quit at once)" if self.second_ctrl_c_quits else ""
+                self.notify(f"stopping after this step{again}")
 
     @contextmanager
     def catching(self, signum: int) -> Iterator[None]:
@@ -102,6 +106,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config_device = _peek_device(args)
     distributed = init_from_env(config_device)
     stops = StopSignals()
+    stops.second_ctrl_c_quits = not distributed.enabled
     try:
         with ExitStack() as cleanup:
             cleanup.enter_context(stops.catching(signal.SIGTERM))
@@ -191,7 +196,7 @@ def _train(
     from rnnlab.training.trainer import Trainer, resolve_device, set_threads
 
     reporter = ConsoleReporter()
-    stops.notify = reporter.message
+    stops.notify = reporter.message if distributed.is_main else None
     replaced: ReplacedRun | None = None
 
     def lock(run_dir: Path | None) -> None:
