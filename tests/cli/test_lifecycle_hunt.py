@@ -88,6 +88,14 @@ def assert_same_weights(a: Path, b: Path, which: str = "last") -> None:
         torch.testing.assert_close(wa[name], wb[name], rtol=0, atol=1e-6, msg=name)
 
 
+def assert_resume_equals_uninterrupted(run: Path, whole: Path) -> None:
+    """``--resume`` of an interrupted ``run`` ends as the uninterrupted ``whole`` run did."""
+    assert rnnlab("train", "--resume", run) == 0
+    assert_same_records(records(run), records(whole))
+    assert_same_weights(run, whole)
+    assert_same_weights(run, whole, "best")
+
+
 def trainer_state(run: Path) -> dict[str, Any]:
     with safe_open(str(run / "last" / "trainer_state.safetensors"), framework="pt") as handle:
         return json.loads(handle.metadata()["trainer"])["trainer"]
@@ -169,9 +177,7 @@ def test_ctrl_c_during_a_step_then_resume_equals_uninterrupted(
     assert trainer_state(run)["step"] == 7  # the step under way was finished, then saved
     assert not (run / ".lock").exists()
     monkeypatch.undo()
-    assert rnnlab("train", "--resume", run) == 0
-    assert_same_records(records(run), records(whole[0]))
-    assert_same_weights(run, whole[0])
+    assert_resume_equals_uninterrupted(run, whole[0])
 
 
 def test_ctrl_c_during_the_first_validation_then_resume_equals_uninterrupted(
@@ -208,9 +214,7 @@ def test_a_second_ctrl_c_quits_at_once_and_keeps_the_last_whole_checkpoint(
     with safe_open(str(run / "best" / "model.safetensors"), framework="pt") as handle:
         assert json.loads(handle.metadata()["rnnlab"])["valid_ppl"] == state["best_metric"]
     monkeypatch.undo()
-    assert rnnlab("train", "--resume", run) == 0
-    assert_same_records(records(run), records(whole[0]))
-    assert_same_weights(run, whole[0])
+    assert_resume_equals_uninterrupted(run, whole[0])
 
 
 def test_sigterm_during_the_first_validation_then_resume_equals_uninterrupted(
@@ -229,10 +233,7 @@ def test_sigterm_during_the_first_validation_then_resume_equals_uninterrupted(
     state = trainer_state(run)
     assert state["step"] == 5 and state["best_metric"] is not None
     assert not (run / ".lock").exists()
-    assert rnnlab("train", "--resume", run) == 0
-    assert_same_records(records(run), records(whole[0]))
-    assert_same_weights(run, whole[0])
-    assert_same_weights(run, whole[0], "best")
+    assert_resume_equals_uninterrupted(run, whole[0])
 
 
 def test_console_prints_exactly_the_metrics_records(whole: tuple[Path, str]):
