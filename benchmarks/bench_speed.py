@@ -158,7 +158,9 @@ def decode_section(windows: int, sentences: int, max_len: int) -> dict[str, Any]
                 with torch.no_grad():
                     for src, lengths in batches:
                         state = step_model.start(src, lengths)
-                        common = dict(bos_id=2, eos_id=3, max_len=max_len, batch_size=len(src))
+                        common = dict(
+                            bos_id=2, eos_id=3, max_len=max_len, batch_size=len(src), banned=(0, 2)
+                        )
                         if beam == 1:
                             greedy_search(step_model, state, **common)
                         else:

@@ -94,6 +94,7 @@ def test_beam_and_n_best_match_beam_search(translator):
         n_best=3,
         bos_id=task.tgt_vocab.bos_id,
         eos_id=task.tgt_vocab.eos_id,
+        banned=task.tgt_vocab.never_emitted,
         max_len=task.config.decode.max_len,
         length_penalty_alpha=0.6,
     )[0]

@@ -215,15 +215,20 @@ def test_an_exported_greedy_score_has_the_length_penalty_of_its_run(
         assert got == pytest.approx(want, abs=1e-5), alpha
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rnnlab.decoding.beam.beam_search_hypotheses (and greedy search) let the decoder "
-    "emit <bos> or <pad>, which Vocab.decode then drops, so two hypotheses can read the same",
-)
 def test_n_best_texts_are_distinct(translator_run):
     translation = rnnlab.load(translator_run).translate(["d"], beam=20, n_best=20)[0]
     texts = [text for text, _ in translation.n_best]
     assert len(texts) == 20 and len(set(texts)) == len(texts), texts
+
+
+@needs_export
+def test_an_exports_n_best_equals_its_runs(translator_run, exported_translator):
+    eager, exported = rnnlab.load(translator_run), rnnlab.load(exported_translator)
+    want = eager.translate(["d", "a b c"], beam=20, n_best=20)
+    got = exported.translate(["d", "a b c"], beam=20, n_best=20)
+    for w, g in zip(want, got, strict=True):
+        assert [text for text, _ in g.n_best] == [text for text, _ in w.n_best]
+        assert [s for _, s in g.n_best] == pytest.approx([s for _, s in w.n_best], abs=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -53,6 +53,11 @@ class Vocab:
     bos_id = property(lambda self: 2)
     eos_id = property(lambda self: 3)
 
+    @property
+    def never_emitted(self) -> tuple[int, int]:
+        """``<pad>`` and ``<bos>``: never a training target, so a search never emits them."""
+        return (self.pad_id, self.bos_id)
+
     def __len__(self) -> int:
         return len(self.itos)
 

@@ -31,10 +31,12 @@ without ``<eos>``. With K = 1 and α = 0 this is exactly greedy search.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from rnnlab.decoding.banned import ban, banned_index
 from rnnlab.decoding.extensions import best_extensions
 from rnnlab.decoding.finished import FinishedHypotheses
 from rnnlab.decoding.greedy import StepModel
@@ -75,8 +77,12 @@ def beam_search_hypotheses(
     n_best: int | None = None,
     device: torch.device | str = "cpu",
     stop: str = "exact",
+    banned: Sequence[int] = (),
 ) -> list[list[Hypothesis]]:
-    """The ``n_best`` (default ``beam_size``) best hypotheses per sentence, best first."""
+    """The ``n_best`` (default ``beam_size``) best hypotheses per sentence, best first.
+
+    ``banned`` ids are never emitted (``rnnlab.decoding.banned``).
+    """
     k = beam_size
     n_best = k if n_best is None else n_best
     if k < 1 or not 1 <= n_best <= k:
@@ -87,6 +93,7 @@ def beam_search_hypotheses(
         )
     alpha = length_penalty_alpha
     finished = FinishedHypotheses(batch_size, n_best, device)
+    never = banned_index(banned, device)
 
     # The first step reads one row per sentence (only beam 0 is live, and all K beams would be
     # copies of it); its candidates then fill K rows per sentence: row b·K + j is beam j of b.
@@ -100,6 +107,7 @@ def beam_search_hypotheses(
 
     for t in range(max_len):
         log_probs, state = model.step(tokens, state)  # (B_a·width, V)
+        ban(log_probs, never)
         # The 2K best extensions of each sentence's beams (K of them may end in <eos>).
         cand_scores, cand_row, cand_token = best_extensions(log_probs, scores[:, :width], 2 * k)
         ends = (cand_token == eos_id) & torch.isfinite(cand_scores)  # (B_a, 2K)
@@ -175,6 +183,7 @@ def beam_search(
     length_penalty: float = 0.0,
     device: torch.device | str = "cpu",
     stop: str = "exact",
+    banned: Sequence[int] = (),
 ) -> list[list[list[int]]]:
     """Token ids of the ``n_best`` best hypotheses per sentence, best first (see the module doc)."""
     hyps = beam_search_hypotheses(
@@ -189,6 +198,7 @@ def beam_search(
         n_best=n_best,
         device=device,
         stop=stop,
+        banned=banned,
     )
     return [[h.tokens for h in sentence] for sentence in hyps]
 

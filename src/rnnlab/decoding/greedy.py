@@ -8,12 +8,14 @@ sentence at a time instead.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from rnnlab.decoding.argmax import first_argmax
+from rnnlab.decoding.banned import ban, banned_index
 from rnnlab.decoding.hypothesis import Hypothesis, length_penalty
 
 
@@ -37,6 +39,7 @@ def _greedy_loop(
     limits: tuple[int, int, int, int],
     scored: bool,
     device: torch.device | str,
+    banned: Sequence[int],
 ) -> tuple[list[list[int]], list[bool], list[float]]:
     """Tokens per sentence (without ``<eos>``), whether each ended, and their summed log-probs.
 
@@ -45,6 +48,7 @@ def _greedy_loop(
     log-probabilities are then all 0. ``limits`` is (batch size, ``<bos>``, ``<eos>``, max length).
     """
     batch_size, bos_id, eos_id, max_len = limits
+    never = banned_index(banned, device)
     # Tokens go into one (B, max_len) tensor, one indexed write per step, and become lists once at
     # the end: appending to B Python lists at every step cost more than a small model's step.
     emitted = torch.full((batch_size, max(max_len, 0)), -1, dtype=torch.long, device=device)
@@ -57,7 +61,7 @@ def _greedy_loop(
         if rows.numel() == finished_rows:
             break
         scores, state = model.step(tokens, state, normalize=scored)  # (R, V)
-        tokens = first_argmax(scores)  # (R,)
+        tokens = first_argmax(ban(scores, never))  # (R,)
         written = running if finished_rows else slice(None)
         emitted[rows[written], t] = tokens[written]
         if scored:
@@ -96,6 +100,7 @@ def greedy_hypotheses(
     max_len: int,
     length_penalty_alpha: float = 0.0,
     device: torch.device | str = "cpu",
+    banned: Sequence[int] = (),
 ) -> list[Hypothesis]:
     """The greedy output of every sentence with its log-probability and score.
 
@@ -103,7 +108,7 @@ def greedy_hypotheses(
     sees one meaning of ``score`` whichever search ran.
     """
     limits = (batch_size, bos_id, eos_id, max_len)
-    outputs, ended, log_probs = _greedy_loop(model, state, limits, True, device)
+    outputs, ended, log_probs = _greedy_loop(model, state, limits, True, device, banned)
     hypotheses = []
     for out, did_end, raw in zip(outputs, ended, log_probs, strict=True):
         lp = length_penalty(len(out) + int(did_end), length_penalty_alpha)
@@ -121,6 +126,7 @@ def greedy_search(
     eos_id: int,
     max_len: int,
     device: torch.device | str = "cpu",
+    banned: Sequence[int] = (),
 ) -> list[list[int]]:
     """Token ids per sentence, without ``<bos>``/``<eos>``; at most ``max_len`` tokens each.
 
@@ -128,4 +134,4 @@ def greedy_search(
     softmax is computed (it differs only where float rounding of the log-softmax ties two tokens).
     """
     limits = (batch_size, bos_id, eos_id, max_len)
-    return _greedy_loop(model, state, limits, False, device)[0]
+    return _greedy_loop(model, state, limits, False, device, banned)[0]

@@ -472,6 +472,15 @@ class OnnxTranslator(ExportedModel):
         ]
 
     # -- search ------------------------------------------------------------------------------------
+    @property
+    def banned(self) -> tuple[int, ...]:
+        """Tokens a search never emits, as ``rnnlab.decoding.banned``: ``<pad>`` and ``<bos>``."""
+        return tuple(sorted({self.pad_id, self.bos_id}))
+
+    def _ban(self, top_scores: np.ndarray, top_tokens: np.ndarray) -> np.ndarray:
+        """The step graph's top scores with those of banned tokens at −inf (the order stays)."""
+        return np.where(np.isin(top_tokens, self.banned), np.float32(-np.inf), top_scores)
+
     def greedy_batch(
         self, sources: list[list[int]], max_len: int, alpha: float = 0.0
     ) -> list[Hypothesis]:
@@ -489,8 +498,11 @@ class OnnxTranslator(ExportedModel):
         for _ in range(max_len):
             if active.size == 0:
                 break
-            (best, best_tokens), _, state = self._step(tokens, state, top=1)
-            tokens, picked = best_tokens[:, 0].astype(np.int64), best[:, 0]
+            (best, best_tokens), _, state = self._step(tokens, state, top=1 + len(self.banned))
+            best = self._ban(best, best_tokens)
+            first = best.argmax(axis=1)[:, None]  # the best token that is not banned
+            tokens = np.take_along_axis(best_tokens, first, 1)[:, 0].astype(np.int64)
+            picked = np.take_along_axis(best, first, 1)[:, 0]
             for row, token, value in zip(
                 active.tolist(), tokens.tolist(), picked.tolist(), strict=True
             ):
@@ -524,9 +536,11 @@ class OnnxTranslator(ExportedModel):
         scores[:, 0] = 0.0
         for t in range(max_len):
             # A sentence's 2K best candidates over K·V are among the 2K best tokens of each of
-            # its K rows, so the step graph's TopK hands over (B_a·K, 2K), not (B_a·K, V).
-            width = min(2 * k, self.vocab_size)
+            # its K rows that are not banned, so the step graph's TopK hands over (B_a·K, 2K + the
+            # banned ones), not (B_a·K, V).
+            width = min(2 * k + len(self.banned), self.vocab_size)
             (row_best, row_tokens), _, state = self._step(tokens, state, top=width)
+            row_best = self._ban(row_best, row_tokens)
             cand = (scores[:, :, None] + row_best.reshape(-1, k, width)).reshape(-1, k * width)
             num_cand = min(2 * k, k * width)
             order = np.argsort(-cand, axis=1, kind="stable")[:, :num_cand]  # (B_a, 2K)

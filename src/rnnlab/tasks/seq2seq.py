@@ -393,6 +393,7 @@ class Seq2SeqTask(Task):
                     eos_id=self.tgt_vocab.eos_id,
                     max_len=max_len,
                     device=device,
+                    banned=self.tgt_vocab.never_emitted,
                 )
                 if beam > 1:
                     hyps = beam_search_hypotheses(
