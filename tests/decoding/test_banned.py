@@ -10,26 +10,16 @@ import torch
 from rnnlab.decoding.banned import ban, banned_index
 from rnnlab.decoding.beam import beam_search_hypotheses
 from rnnlab.decoding.greedy import greedy_hypotheses, greedy_search
+from tests.decoding.step_tables import EOS_ID, StepTable
 
-PAD, WORD_A, EOS, WORD_B = 0, 1, 2, 3
+PAD, WORD_A, EOS, WORD_B = 0, 1, EOS_ID, 3
 
 
-class PadLover:
-    """Four tokens; the state counts steps. <pad> is the most likely token at every step, then the
-    words, then <eos>, which becomes likely from the second step on."""
+class PadLover(StepTable):
+    """Four tokens. <pad> is the most likely token at every step, then the words, then <eos>, which
+    becomes likely from the second step on."""
 
     LOG_PROBS = torch.tensor([[0.5, 0.3, 0.05, 0.15], [0.4, 0.1, 0.35, 0.15]]).log()
-
-    def step(self, tokens, state, *, normalize=True):
-        return self.LOG_PROBS[state.clamp(max=1)].clone(), state + 1
-
-    def select_state(self, state, indices):
-        return state[indices]
-
-    @classmethod
-    def log_prob(cls, output: list[int], max_len: int) -> float:
-        words = output + [EOS] if len(output) < max_len else output
-        return float(sum(cls.LOG_PROBS[min(t, 1), word] for t, word in enumerate(words)))
 
 
 def search_args(**kwargs):

@@ -16,6 +16,7 @@ from rnnlab.decoding.beam import (
     length_penalty,
 )
 from rnnlab.decoding.greedy import greedy_search
+from tests.decoding.step_tables import EOS_ID, StepTable
 from tests.reverse_task import BOS, EOS, reverse_batch, tiny_model, train_steps
 
 DECODERS = ["none", "bahdanau", "luong_general"]
@@ -233,9 +234,6 @@ def test_heuristic_stop_reads_fewer_rows_and_equals_exact_without_a_length_penal
                 assert [h.tokens for h in found] == [h.tokens for h in best]
 
 
-EOS_ID = 2
-
-
 class LongerWinsLater:
     """A step model over five tokens whose state is the step count. After <bos>, <eos> and token 3
     are even (log 0.5 each); after one 3, another costs 0.3 nats; then 3s are nearly free until
@@ -275,22 +273,11 @@ def test_only_the_exact_stop_finds_a_longer_hypothesis_that_wins_by_its_length_p
         assert best("heuristic") == []
 
 
-class ThreeWords:
-    """Words 0, 1 and <eos> (2); the state counts steps. Their probabilities are 0.6, 0.3 and 0.1 at
-    the first step and 0.5, 0.2 and 0.3 after it: <eos> is the least likely word at the start."""
+class ThreeWords(StepTable):
+    """Words 0, 1 and <eos> (2). Their probabilities are 0.6, 0.3 and 0.1 at the first step and 0.5,
+    0.2 and 0.3 after it: <eos> is the least likely word at the start."""
 
     LOG_PROBS = torch.tensor([[0.6, 0.3, 0.1], [0.5, 0.2, 0.3]]).log()
-
-    def step(self, tokens, state, *, normalize=True):
-        return self.LOG_PROBS[state.clamp(max=1)].clone(), state + 1
-
-    def select_state(self, state, indices):
-        return state[indices]
-
-    @classmethod
-    def log_prob(cls, output: list[int], max_len: int) -> float:
-        words = output + [EOS_ID] if len(output) < max_len else output
-        return float(sum(cls.LOG_PROBS[min(t, 1), word] for t, word in enumerate(words)))
 
 
 @pytest.mark.parametrize(
