@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -46,6 +47,12 @@ class DataConfig:
     """Longer sequences are truncated to this many tokens (0 = no limit)."""
     max_examples: int = 0
     """Use only the first N training examples (0 = all)."""
+
+    def __post_init__(self) -> None:
+        if not self.train.strip():
+            raise ConfigError("data.train: empty; name the training data file")
+        for key in ("min_freq", "max_len", "max_examples"):
+            require_at_least(f"data.{key}", getattr(self, key), 0)
 
 
 @dataclasses.dataclass
@@ -130,6 +137,11 @@ class TrainConfig:
         for key in ("lr", "weight_decay", "clip_norm", "max_minutes"):
             if not getattr(self, key) >= 0:  # also refuses nan
                 raise ConfigError(f"train.{key}: {getattr(self, key)!r} is negative")
+        for key in ("lr", "weight_decay"):  # one step at an infinite rate leaves nan weights
+            if not math.isfinite(getattr(self, key)):
+                raise ConfigError(f"train.{key}: {getattr(self, key)!r} is not a finite number")
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise ConfigError(f"train.lr_decay: {self.lr_decay!r} is not in (0, 1]; 1 turns it off")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"train.label_smoothing: {self.label_smoothing!r} is outside [0, 1)")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -168,6 +180,10 @@ class RunConfig:
     seed: int = 42
     """Seed for initialisation, shuffling and dropout."""
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.seed < 2**63:  # what torch.manual_seed and NumPy both take
+            raise ConfigError(f"seed: {self.seed!r} is not between 0 and 2**63 - 1")
+
 
 # ---------------------------------------------------------------------------------------------------
 # Loading
@@ -190,6 +206,8 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp``; convert only where no information is lost."""
+    if isinstance(value, OverrideText):
+        value = value.resolve(tp)
     origin = get_origin(tp)
     if origin is Literal:
         if value not in get_args(tp):
@@ -233,7 +251,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
+        return str(value)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, prefix=f"{key}.")
     return value
@@ -268,8 +286,41 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+class OverrideText(str):
+    """An override's text as typed, where YAML reads it as something else (``no`` → false,
+    ``a #b`` → ``a``, ``2024-01-01`` → a date).
+
+    Which one was meant depends on the key's type, known only when the config is built: a string
+    key takes the text as typed (unless it was quoted), any other key what YAML read.
+    """
+
+    parsed: Any
+
+    def __new__(cls, text: str, parsed: Any) -> OverrideText:
+        value = super().__new__(cls, text)
+        value.parsed = parsed
+        return value
+
+    def resolve(self, tp: Any) -> Any:
+        quoted = self[:1] in ("'", '"')
+        return str(self) if tp is str and not quoted else self.parsed
+
+
+def _override_value(raw: str) -> Any:
+    """An override's value: YAML's reading, or ``OverrideText`` where that is not the text."""
+    text = raw.strip()
+    if not text:
+        return ""
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return parsed if parsed == text else OverrideText(text, parsed)
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``section.field=value`` overrides to a nested dict; values are parsed as YAML scalars."""
+    """Apply ``section.field=value`` overrides to a nested dict; values are parsed as YAML scalars
+    (see ``OverrideText``)."""
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -281,10 +332,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(child, dict):
                 raise ConfigError(f"override {key}: {part} is not a section")
             node = child
-        try:
-            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            node[parts[-1]] = raw
+        node[parts[-1]] = _override_value(raw)
     return data
 
 
@@ -302,6 +350,28 @@ def _yaml_error(path: Path, text: str, exc: yaml.YAMLError) -> str:
     return f"{path}:{line}: invalid YAML ({' '.join(str(problem).split())})"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader refusing a key written twice in one mapping (it would keep the last,
+    and a whole section written twice would silently lose the first's settings)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # ``<<``: keys written here override
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: construct_mapping reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is written twice", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, turning every failure into a one-line ``ConfigError``."""
     path = Path(path)
@@ -314,7 +384,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a safe loader)
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_error(path, text, exc)) from None
     if data is None:

@@ -75,6 +75,7 @@ class LMConfig(RunConfig):
     train: LMTrainConfig = field(default_factory=LMTrainConfig)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_at_least("train.bptt", self.train.bptt, 1)
         pretrained.check_config(
             path=self.model.pretrained_embeddings,

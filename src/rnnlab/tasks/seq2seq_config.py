@@ -45,6 +45,10 @@ class Seq2SeqDataConfig(DataConfig):
     spm_joint: bool = False
     """One sentencepiece model for both languages (spm.model) instead of spm.src/spm.tgt.model."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_at_least("data.spm_vocab_size", self.spm_vocab_size, 1)
+
 
 @dataclass
 class Seq2SeqModelConfig(ModelConfig):
@@ -133,6 +137,7 @@ class Seq2SeqConfig(RunConfig):
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         train, model = self.train, self.model
         if train.scheduled_sampling != "none":
             check_schedule(train.scheduled_sampling, train.ss_k, train.ss_min_teacher_forcing)

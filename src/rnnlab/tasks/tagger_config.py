@@ -158,6 +158,7 @@ class TaggerConfig(RunConfig):
     decode: TagDecodeConfig = field(default_factory=TagDecodeConfig)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         pretrained.check_config(
             path=self.model.pretrained_embeddings,
             freeze=self.model.freeze_embeddings,
