@@ -229,7 +229,7 @@ def open_run(
     weights = ckpt.find_weights(path, which)
     state, meta = ckpt.load_model_file(weights)
     check_compatible(task, meta, weights)
-    model = task.build_model()
+    model = task.new_model()
     apply_weights(model, state, weights)
     resolved = resolve_device(device, "--device")
     model.to(resolved).eval()

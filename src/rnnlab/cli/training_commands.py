@@ -254,7 +254,7 @@ def _train(
             reporter.message(note)
     set_threads(config.train.num_threads)
     torch.manual_seed(config.seed)
-    model = task.build_model()
+    model = task.new_model()
     device = resolve_device(config.train.device)
     if distributed.enabled and device.type == "cuda":
         device = torch.device("cuda", distributed.local_rank)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnlab.config import RunConfig
+from rnnlab.errors import ConfigError
 
 B = TypeVar("B", bound="Batch")
 
@@ -82,6 +83,20 @@ class Task(ABC):
     @abstractmethod
     def build_model(self) -> nn.Module:
         """A freshly initialised model sized for the loaded vocabularies."""
+
+    def new_model(self) -> nn.Module:
+        """``build_model``, with a model too large for memory (a size mistyped, most often) a
+        ``ConfigError`` rather than the allocator's traceback."""
+        try:
+            return self.build_model()
+        except RuntimeError as exc:  # torch.OutOfMemoryError on CUDA, the CPU allocator's error
+            if not isinstance(exc, torch.OutOfMemoryError) and "allocate" not in str(exc):
+                raise
+            sizes = ", ".join(
+                f"model.{key}={getattr(self.config.model, key)}"
+                for key in ("embed_size", "hidden_size", "num_layers")
+            )
+            raise ConfigError(f"the model does not fit in memory ({sizes})") from None
 
     def setup_notes(self) -> list[str]:
         """Lines worth showing a person once training data is prepared (e.g. embedding coverage)."""

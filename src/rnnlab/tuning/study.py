@@ -146,7 +146,7 @@ def _run_trial(
     task.prepare_training()
     set_threads(config.train.num_threads)
     torch.manual_seed(config.seed)
-    model = task.build_model()
+    model = task.new_model()
     pruned = False
 
     def on_validation(step: int, metrics: dict[str, float]) -> bool:
