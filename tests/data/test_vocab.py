@@ -247,4 +247,13 @@ def test_first_seen_ids_renumber_to_the_vocabulary_of_their_counts(
     vocab = Vocab.from_counts(seen.counts(), min_freq=min_freq)
     assert vocab == Vocab.build(corpus, min_freq=min_freq)
     renumbered = seen.renumber(ids, vocab, end=vocab.eos_id)
-    assert list(renumbered) == [vocab.encode(s) + [vocab.eos_id] for s in corpus]
+    assert list(renumbered) == [vocab.encode_text(s) + [vocab.eos_id] for s in corpus]
+
+
+def test_text_spelling_a_marker_encodes_as_an_unknown_word() -> None:
+    vocab = Vocab.build([["a", "b", "a"]])
+    text = ["a", "<pad>", "<bos>", "<eos>", "<unk>", "b", "c"]
+    unk, a, b = vocab.unk_id, vocab.stoi["a"], vocab.stoi["b"]
+    assert vocab.encode_text(text) == [a, unk, unk, unk, unk, b, unk]
+    # The ids themselves, as the model's bookkeeping uses them, are unchanged.
+    assert vocab.encode(text)[1:4] == [vocab.pad_id, vocab.bos_id, vocab.eos_id]

@@ -72,4 +72,5 @@ def test_first_seen_ids_count_and_renumber_like_a_vocabulary():
     assert counts == Counter(token for sentence in corpus for token in sentence)
     vocab = Vocab.from_counts(counts, min_freq=2)
     renumbered = seen.renumber(ids, vocab, end=vocab.eos_id)
-    assert list(renumbered) == [vocab.encode(s) + [vocab.eos_id] for s in corpus]
+    assert list(renumbered) == [vocab.encode_text(s) + [vocab.eos_id] for s in corpus]
+    assert list(renumbered)[2][-2:] == [vocab.unk_id, vocab.eos_id]  # the word "<eos>" is text

@@ -61,21 +61,27 @@ class SentencePieceTokenizer:
         vocab_size: int,
         model_type: str = "unigram",
         preprocess: Preprocess = "none",
+        source: str = "the training text",
     ) -> SentencePieceTokenizer:
         """Train on ``texts`` (normalised by ``preprocess``), save to ``model_path``, load it.
 
         ``vocab_size`` is an upper bound: a corpus too small for it gets fewer pieces rather than
-        an error.
+        an error. Every line is learnt from, however long (sentencepiece would skip those over
+        4,192 bytes: a corpus of paragraphs would leave it nothing). ``source`` names the text in
+        errors.
         """
         import sentencepiece as spm
 
+        lines = [normalize(t, preprocess) for t in texts]
+        longest = max((len(line.encode("utf-8")) for line in lines), default=0)
         model = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=(normalize(t, preprocess) for t in texts),
+                sentence_iterator=iter(lines),
                 model_writer=model,
                 vocab_size=vocab_size,
                 model_type=model_type,
+                max_sentence_length=max(longest + 1, 4192),
                 character_coverage=1.0,
                 hard_vocab_limit=False,
                 # rnnlab's Vocab owns the specials; sentencepiece only needs its <unk>.
@@ -89,8 +95,11 @@ class SentencePieceTokenizer:
             # Every character of the training text is a piece (character_coverage 1.0), so the
             # vocabulary cannot be smaller than the alphabet: the user's setting, not a crash.
             needed = re.search(r"smaller than required_chars\. (\d+) vs (\d+)", str(exc))
-            if needed is None:
-                raise
+            if needed is None:  # no text left to learn from (only spaces or control characters)
+                raise DataError(
+                    source,
+                    f"sentencepiece cannot learn pieces from this text ({' '.join(str(exc).split())})",
+                ) from None
             raise ConfigError(
                 f"sentencepiece vocab_size {vocab_size} is below the {needed.group(2)} distinct "
                 f"characters of the training text (with its specials); raise data.spm_vocab_size"

@@ -15,6 +15,20 @@ PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS: tuple[str, ...] = (PAD, UNK, BOS, EOS)
 
 
+MARKERS: tuple[str, ...] = (PAD, BOS, EOS)
+"""Specials that mark a position, never a word: text that spells one is an unknown word."""
+
+
+def text_table(itos: Sequence[str]) -> dict[str, int]:
+    """token → id for looking up text: without the ``MARKERS``.
+
+    A translation source holding the characters ``<eos>`` must not end there, a target word
+    ``<pad>`` must not vanish from the loss, and no word may read the never-trained padding row.
+    (A literal ``<unk>`` still means the unknown word, as in the Penn Treebank's text.)
+    """
+    return {tok: i for i, tok in enumerate(itos) if tok not in MARKERS}
+
+
 class Vocab:
     """An ordered token list. Ids 0–3 are ``<pad> <unk> <bos> <eos>``; the rest by frequency.
 
@@ -29,6 +43,7 @@ class Vocab:
         self.stoi: dict[str, int] = {tok: i for i, tok in enumerate(self.itos)}
         if len(self.stoi) != len(self.itos):
             raise ValueError("duplicate tokens in vocabulary")
+        self.text_stoi = text_table(self.itos)
         self.min_freq = min_freq
 
     @classmethod
@@ -71,6 +86,12 @@ class Vocab:
         """Token ids; unknown tokens become ``<unk>``."""
         unk = self.unk_id
         return [self.stoi.get(tok, unk) for tok in tokens]
+
+    def encode_text(self, tokens: Iterable[str]) -> list[int]:
+        """Token ids of words a person wrote: ``encode``, except that a word spelling ``<pad>``,
+        ``<bos>`` or ``<eos>`` is ``<unk>`` (``text_table``)."""
+        unk = self.unk_id
+        return [self.text_stoi.get(tok, unk) for tok in tokens]
 
     def decode(self, ids: Iterable[int], *, strip_specials: bool = True) -> list[str]:
         """Tokens for ids, dropping ``<pad> <bos> <eos>`` unless asked to keep them."""
@@ -131,7 +152,7 @@ class FirstSeenIds:
     def renumber(
         self, sequences: Iterable[Sequence[int]], vocab: Vocab, *, end: int
     ) -> IdSequences:
-        """``sequences`` of first-seen ids as ``vocab`` ids (``vocab.encode`` of their tokens),
-        each followed by ``end``."""
-        table = vocab.encode(self.tokens)
+        """``sequences`` of first-seen ids as ``vocab`` ids (``vocab.encode_text`` of their
+        tokens), each followed by ``end``."""
+        table = vocab.encode_text(self.tokens)
         return IdSequences([table[i] for i in sequence] + [end] for sequence in sequences)

@@ -42,6 +42,12 @@ FORMAT_VERSION = 2
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 
 
+def text_table(itos: list[str]) -> dict[str, int]:
+    """``rnnlab.data.vocab.text_table``: token → id for text, a spelled ``<pad> <bos> <eos>`` unknown
+    (the runtime needs no torch, so it does not import the library's vocabularies)."""
+    return {tok: i for i, tok in enumerate(itos) if tok not in (PAD, BOS, EOS)}
+
+
 class ExportError(ValueError):
     """A problem with an export folder or with what was asked of it; one line, no traceback."""
 
@@ -376,7 +382,7 @@ class OnnxTranslator(ExportedModel):
         self.has_attention = bool(m["attention"])
         self.src_itos = _json_list(self.folder, m["vocab"]["src"], "tokens")
         self.tgt_itos = _json_list(self.folder, m["vocab"]["tgt"], "tokens")
-        self.src_stoi = {tok: i for i, tok in enumerate(self.src_itos)}
+        self.src_stoi = text_table(self.src_itos)  # as Vocab.encode_text
         self.vocab_size = len(self.tgt_itos)
         self.pad_id, self.unk_id, self.bos_id, self.eos_id = _special_ids(
             self.folder,
@@ -749,14 +755,12 @@ class OnnxTagger(ExportedModel):
         m = self.manifest
         self.session = self.sessions["tagger"]
         self.inputs: list[str] = m["inputs"]
-        self.word_stoi = {
-            tok: i for i, tok in enumerate(_json_list(self.folder, m["vocab"]["words"], "tokens"))
-        }
-        self.char_stoi = {
-            tok: i for i, tok in enumerate(_json_list(self.folder, m["vocab"]["chars"], "tokens"))
-        }
+        words = _json_list(self.folder, m["vocab"]["words"], "tokens")
+        chars = _json_list(self.folder, m["vocab"]["chars"], "tokens")
+        self.word_stoi = text_table(words)  # as Vocab.encode_text
+        self.char_stoi = {tok: i for i, tok in enumerate(chars)}
         self.tags = _json_list(self.folder, m["vocab"]["tags"], "tags")
-        spelled = [self.word_stoi, self.char_stoi] if "chars" in self.inputs else [self.word_stoi]
+        spelled = [words, chars] if "chars" in self.inputs else [words]
         self.pad_id, self.unk_id = _special_ids(
             self.folder, m, ("pad", "unk"), min(len(vocab) for vocab in spelled)
         )

@@ -115,7 +115,7 @@ class Seq2SeqTask(Task):
     def encode_source(self, text: str) -> list[int]:
         assert self.src_vocab is not None
         tokens = self._truncate(self.src_tokenizer.encode(text))
-        return self.src_vocab.encode(tokens) + [self.src_vocab.eos_id]
+        return self.src_vocab.encode_text(tokens) + [self.src_vocab.eos_id]
 
     def encode_pairs(
         self, pairs: Iterable[SentencePair], *, references: bool = True
@@ -126,7 +126,9 @@ class Seq2SeqTask(Task):
         for pair in pairs:
             src.append(self.encode_source(pair.src))
             tgt_tokens = self.tgt_tokenizer.encode(pair.tgt)
-            tgt.append(self.tgt_vocab.encode(self._truncate(tgt_tokens)) + [self.tgt_vocab.eos_id])
+            tgt.append(
+                self.tgt_vocab.encode_text(self._truncate(tgt_tokens)) + [self.tgt_vocab.eos_id]
+            )
             if references:
                 refs.append(self.tgt_tokenizer.decode(tgt_tokens))
         return EncodedPairs(src, tgt, refs)
@@ -151,6 +153,7 @@ class Seq2SeqTask(Task):
             vocab_size=data.spm_vocab_size,
             model_type=data.spm_model_type,
             preprocess=data.preprocess,
+            source=data.train,
         )
         if data.spm_joint:
             texts = chain(

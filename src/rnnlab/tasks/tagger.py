@@ -380,8 +380,8 @@ class TaggerTask(Task):
         assert self.word_vocab is not None
         forms = [self.normalise(w) for w in words]
         if not self.config.data.extend_vocab_from_embeddings:
-            return self.word_vocab.encode(forms)
-        unk, stoi = self.word_vocab.unk_id, self.word_vocab.stoi
+            return self.word_vocab.encode_text(forms)
+        unk, stoi = self.word_vocab.unk_id, self.word_vocab.text_stoi
         return [lookup_id(stoi, w, unk) for w in forms]
 
     def make_batch(
