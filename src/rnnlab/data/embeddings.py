@@ -81,21 +81,23 @@ def inspect_vectors(path: str | Path) -> VectorFileInfo:
         raise DataError(path, "no such embeddings file")
     try:
         with _open(path) as handle:
-            first = handle.readline()
-            rest = handle.read(4096)
+            first, number = _strip_bom(handle.readline()), 1
+            while first and not first.strip():  # blank lines before a GloVe file's first vector
+                first, number = handle.readline(), number + 1
+            header = _HEADER.match(first) if number == 1 else None
+            # Text after the header is a word and D numbers (up to ~16 bytes each), binary raw
+            # float bytes: the second line, as far as a text line could go, tells which.
+            line = handle.readline(1024 + 32 * int(header.group(2))) if header else b""
     except (OSError, EOFError) as exc:
         raise DataError(path, f"cannot read ({exc})") from None
     if not first.strip():
         raise DataError(path, "empty embeddings file", 1)
-    header = _HEADER.match(first)
     if header is None:
-        fields = _text_fields(first, path, 1)
+        fields = _text_fields(first, path, number)
         return VectorFileInfo("glove", len(fields) - 1, None)
     count, dim = int(header.group(1)), int(header.group(2))
     if dim <= 0:
         raise DataError(path, f"header announces {dim}-dimensional vectors", 1)
-    # Text after the header starts with a word and D numbers; binary has raw float bytes.
-    line = rest.split(b"\n", 1)[0]
     try:
         parts = line.decode("utf-8").rstrip().rsplit(" ", dim)
         [float(x) for x in parts[1:]]
@@ -103,6 +105,11 @@ def inspect_vectors(path: str | Path) -> VectorFileInfo:
     except (UnicodeDecodeError, ValueError):
         is_text = False
     return VectorFileInfo("word2vec_text" if is_text else "word2vec_binary", dim, count)
+
+
+def _strip_bom(first_line: bytes) -> bytes:
+    """A file's first line without the UTF-8 byte order mark some editors write."""
+    return first_line.removeprefix(b"\xef\xbb\xbf")
 
 
 def _text_fields(raw: bytes, path: Path, line: int) -> list[str]:
@@ -140,8 +147,10 @@ def _iter_text(
     dim = info.dim
     with _open(path) as handle:
         for number, raw in enumerate(handle, start=1):
-            if number == 1 and info.format == "word2vec_text":
-                continue
+            if number == 1:
+                if info.format == "word2vec_text":
+                    continue
+                raw = _strip_bom(raw)
             if not raw.strip():
                 continue
             if raw.count(b" ") < dim:
@@ -160,6 +169,8 @@ def _iter_text(
                 vector = np.array(parts[1:], dtype=np.float32)
             except ValueError:
                 raise DataError(path, "a vector value is not a number", number) from None
+            if not np.isfinite(vector).all():  # nan, inf, or beyond float32's range
+                raise DataError(path, "a vector value is not a finite number", number)
             yield parts[0], vector
 
 
@@ -187,7 +198,10 @@ def _iter_binary(
             except UnicodeDecodeError:
                 raise DataError(path, f"record {record}: word is not UTF-8") from None
             if keep(word):
-                yield word, np.frombuffer(vector_bytes, dtype="<f4").astype(np.float32)
+                vector = np.frombuffer(vector_bytes, dtype="<f4").astype(np.float32)
+                if not np.isfinite(vector).all():
+                    raise DataError(path, f"record {record}: a vector value is not finite")
+                yield word, vector
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -130,6 +130,10 @@ def _column_labels(sentence: ConlluSentence, column: LabelColumn, path: str | Pa
             raise DataError(
                 path, f"no {column.upper()} {kind} (column is '_')", sentence.line_of_word(index)
             )
+        if not label.strip():  # CoNLL-U has no empty fields; '' would be learnt as a tag
+            raise DataError(
+                path, f"the {column.upper()} column is empty", sentence.line_of_word(index)
+            )
     return [str(label) for label in labels]
 
 
