@@ -109,7 +109,7 @@ def error_of(response: httpx.Response, status: int) -> str:
         (json.dumps({"text": ["a"], "beam": 0}).encode(), 422, "beam must be between 1 and 64"),
         (json.dumps({"text": ["a"], "beam": 65}).encode(), 422, "beam must be between 1 and 64"),
         (json.dumps({"text": ["a"], "beam": 2, "n_best": 3}).encode(), 422, "n_best must be"),
-        (json.dumps({"text": ["a"] * 7}).encode(), 503, "busy"),
+        (json.dumps({"text": ["a"] * 7}).encode(), 413, "model 'reverse' queues at most 6"),
     ],
 )
 def test_translate_refusals(client, content, status, message):

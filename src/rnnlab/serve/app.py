@@ -106,6 +106,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _client_left(request: Request) -> None:
+    """Return once the client has closed the connection (its body already read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def translation_json(translation: Translation, n_best: int) -> dict[str, Any]:
     out: dict[str, Any] = {
         "text": translation.text,
@@ -177,10 +183,33 @@ def create_app(
             )
         return entry
 
-    async def run(entry: ServedModel, key: Any, payloads: list[Any]) -> list[Any]:
-        assert entry.queue is not None
+    async def run(
+        entry: ServedModel, key: Any, payloads: list[Any], request: Request, *, alone: bool = False
+    ) -> list[Any]:
+        """The results of ``payloads``, decoded by the model's queue; a client that leaves before
+        they are ready withdraws its sentences (they are not decoded if still queued) and is
+        counted as 499."""
+        queue = entry.queue
+        assert queue is not None
+        if len(payloads) > queue.max_queue:  # no wait would make room: not worth a retry
+            raise ApiError(
+                413,
+                f"{len(payloads)} sentences in one request; model {entry.name!r} queues at most "
+                f"{queue.max_queue}",
+            )
+        submission = asyncio.ensure_future(queue.submit(key, payloads, alone=alone))
+        departure = asyncio.ensure_future(_client_left(request))
         try:
-            return await entry.queue.submit(key, payloads)
+            await asyncio.wait({submission, departure}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            departure.cancel()
+        if not submission.done():
+            submission.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await submission
+            raise ApiError(CLIENT_CLOSED, "the client closed the connection before the answer")
+        try:
+            return submission.result()
         except QueueFull:
             raise ApiError(
                 503, f"model {entry.name!r} is busy; retry shortly", retry_after=RETRY_AFTER_S
@@ -217,7 +246,7 @@ def create_app(
     async def translate(name: str, request: Request) -> JSONResponse:
         entry = served(name, Translator, "translate")
         parsed = parse_translate(await body_of(request), settings)
-        results = await run(entry, parsed.decode, parsed.text)
+        results = await run(entry, parsed.decode, parsed.text, request)
         n_best = parsed.decode.n_best
         return JSONResponse({"translations": [translation_json(t, n_best) for t in results]})
 
@@ -225,14 +254,14 @@ def create_app(
     async def tag(name: str, request: Request) -> JSONResponse:
         entry = served(name, Tagger, "tag")
         parsed = parse_tag(await body_of(request), settings)
-        results = await run(entry, ("tag",), parsed.tokens)
+        results = await run(entry, ("tag",), parsed.tokens, request)
         return JSONResponse({"sentences": [{"tokens": s.tokens, "tags": s.tags} for s in results]})
 
     @app.post("/v1/models/{name}/generate")
     async def generate(name: str, request: Request) -> JSONResponse:
         entry = served(name, LanguageModel, "generate")
         parsed = parse_generate(await body_of(request), settings)
-        [text] = await run(entry, entry.generation_key(), [parsed])
+        [text] = await run(entry, entry.generation_key(), [parsed], request, alone=True)
         return JSONResponse({"text": text})
 
     @app.api_route("/metrics", methods=READ_METHODS)

@@ -38,6 +38,8 @@ class _Item:
     key: Hashable
     payload: Any
     future: asyncio.Future[Any]
+    alone: bool = False
+    """Its key is its own: no other item can join its batch, so the worker does not wait."""
     arrived: float = field(default_factory=time.monotonic)
 
 
@@ -82,12 +84,16 @@ class BatchQueue:
                 await self._worker
         self._executor.shutdown(wait=True)
 
-    async def submit(self, key: Hashable, payloads: list[Any]) -> list[Any]:
-        """Results for ``payloads`` in order, decoded in whatever batches the worker forms."""
+    async def submit(self, key: Hashable, payloads: list[Any], *, alone: bool = False) -> list[Any]:
+        """Results for ``payloads`` in order, decoded in whatever batches the worker forms.
+
+        ``alone``: ``key`` is this submission's own, so its batch starts without waiting for
+        company that cannot come.
+        """
         if self.depth + len(payloads) > self.max_queue:
             raise QueueFull
         loop = asyncio.get_running_loop()
-        items = [_Item(key, payload, loop.create_future()) for payload in payloads]
+        items = [_Item(key, payload, loop.create_future(), alone) for payload in payloads]
         self._items.extend(items)
         self.on_depth(self.depth)
         self._arrived.set()
@@ -127,7 +133,7 @@ class BatchQueue:
                 self._items.popleft()
                 continue
             deadline = first.arrived + self.max_wait_s
-            while self._count(first.key) < self.max_batch:
+            while not first.alone and self._count(first.key) < self.max_batch:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
