@@ -126,6 +126,37 @@ def test_a_huge_temperature_samples_uniformly():
     assert probs[0].tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3])
 
 
+@pytest.mark.parametrize("temperature", [1e30, 1e39, 1e308])
+def test_top_1_is_the_most_probable_token_at_any_temperature(temperature: float):
+    # Dividing by T keeps the order, so top-1 is greedy even where log p / T rounds to -0.0.
+    log_probs = torch.log(torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]))
+    probs = torch.softmax(sampling_logits(log_probs, temperature=temperature, top_k=1), -1)
+    assert probs.tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_banned_tokens_are_never_generated_and_the_rest_keep_their_odds(greedy: bool):
+    class Fresh(FixedDistribution):  # a new tensor per step, as models return
+        def step(self, tokens: Tensor, state: Any, *, normalize: bool = True) -> tuple[Tensor, Any]:
+            log_probs, state = super().step(tokens, state)
+            return log_probs.clone(), state
+
+    # Token 0 is the most probable; banned, greedy takes token 1 and sampling never draws 0.
+    model = Fresh(PROBABILITIES)
+    generator = torch.Generator().manual_seed(3)
+    rows = sample(
+        model, None, torch.zeros(400, dtype=torch.long), length=5, greedy=greedy,
+        generator=generator, banned=[0],
+    )  # fmt: skip
+    drawn = torch.tensor(rows).flatten()
+    assert not bool((drawn == 0).any())
+    if greedy:
+        assert bool((drawn == 1).all())
+    else:  # 0.25 : 0.15 : 0.1 among the rest, within five standard errors of 2,000 draws
+        shares = torch.bincount(drawn, minlength=5)[1:4].double() / drawn.numel()
+        assert shares.tolist() == pytest.approx([0.5, 0.3, 0.2], abs=5 * math.sqrt(0.25 / 2000))
+
+
 @pytest.mark.parametrize("temperature", [-0.5, -1e-9])
 def test_a_negative_temperature_is_refused(temperature: float):
     with pytest.raises(ValueError, match="temperature must be positive"):

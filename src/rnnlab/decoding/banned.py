@@ -21,7 +21,11 @@ def banned_index(ids: Sequence[int], device: torch.device | str) -> Tensor | Non
 
 
 def ban(scores: Tensor, index: Tensor | None) -> Tensor:
-    """Set the columns ``index`` of (R, V) step scores to −inf, in place; returns ``scores``."""
+    """Set the columns ``index`` of (R, V) step scores to −inf, in place; returns ``scores``.
+
+    In place, because a beam's scores are megabytes at every step: a model's ``step`` returns a
+    tensor of its own (not a view shared by its rows), as every rnnlab model does.
+    """
     if index is not None:
         scores.index_fill_(1, index, float("-inf"))
     return scores

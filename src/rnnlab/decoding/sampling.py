@@ -12,11 +12,13 @@ whatever else the process has drawn from the global RNG.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from rnnlab.decoding.banned import ban, banned_index
 from rnnlab.decoding.greedy import StepModel
 
 
@@ -27,12 +29,14 @@ def sampling_logits(log_probs: Tensor, *, temperature: float = 1.0, top_k: int =
     # Scaled from the row maximum, which softmax ignores, so a tiny T (one that even rounds to 0 in
     # the tensor's dtype) sends every other token to −inf, greedy in the limit, instead of
     # overflowing the maximum to inf and the softmax to nan; the maxima stay at 0, never 0 / 0.
+    # The top k are chosen before the scaling, which keeps their order but, for a T beyond float
+    # range, would turn every value into -0.0 and leave nothing to choose by.
     below_max = log_probs - log_probs.amax(dim=-1, keepdim=True)  # (B, V), ≤ 0
-    logits = torch.where(below_max == 0, below_max, below_max / temperature)
-    if 0 < top_k < logits.size(-1):
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    return logits
+    if 0 < top_k < below_max.size(-1):
+        kth = below_max.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
+        below_max = below_max.masked_fill(below_max < kth, float("-inf"))
+    scaled = torch.where(below_max.isneginf(), below_max, below_max / temperature)
+    return torch.where(below_max == 0, below_max, scaled)
 
 
 @torch.no_grad()
@@ -46,17 +50,20 @@ def sample(
     temperature: float = 1.0,
     top_k: int = 0,
     generator: torch.Generator | None = None,
+    banned: Sequence[int] = (),
 ) -> list[list[int]]:
     """Continue every row for ``length`` tokens after reading ``tokens`` (B,) in ``state``.
 
-    Returns the generated ids per row (without the given tokens). ``generator`` must live on the
-    device of ``tokens``.
+    Returns the generated ids per row (without the given tokens), never one of ``banned``
+    (``rnnlab.decoding.banned``). ``generator`` must live on the device of ``tokens``.
     """
     if length < 0:
         raise ValueError(f"length must be ≥ 0, got {length}")
+    never = banned_index(banned, tokens.device)
     generated: list[Tensor] = []
     for _ in range(length):
         log_probs, state = model.step(tokens, state)  # (B, V)
+        ban(log_probs, never)
         if greedy:
             tokens = log_probs.argmax(dim=-1)  # (B,)
         else:

@@ -293,6 +293,7 @@ class LanguageModelTask(Task):
             temperature=temperature,
             top_k=top_k,
             generator=generator,
+            banned=self.vocab.never_emitted,
         )
         return [
             tokens_text(tokens + self.vocab.decode(out, strip_specials=False), level=level)
