@@ -758,6 +758,7 @@ class OnnxTagger(ExportedModel):
         words = _json_list(self.folder, m["vocab"]["words"], "tokens")
         chars = _json_list(self.folder, m["vocab"]["chars"], "tokens")
         self.word_stoi = text_table(words)  # as Vocab.encode_text
+        self.word_vocab_size = len(words)
         self.char_stoi = {tok: i for i, tok in enumerate(chars)}
         self.tags = _json_list(self.folder, m["vocab"]["tags"], "tags")
         spelled = [words, chars] if "chars" in self.inputs else [words]
@@ -795,7 +796,12 @@ class OnnxTagger(ExportedModel):
             )
 
     def describe(self) -> dict[str, Any]:
-        return {"task": self.task_name, "tags": list(self.tags), "crf": self.crf is not None}
+        return {
+            "task": self.task_name,
+            "word_vocab_size": self.word_vocab_size,
+            "tags": list(self.tags),
+            "crf": self.crf is not None,
+        }
 
     def _word_id(self, word: str) -> int:
         """As ``TaggerTask.encode_words``: with a vocabulary extended from word vectors, an
@@ -926,7 +932,10 @@ class OnnxLanguageModel(ExportedModel):
         if len(ids) < 2:
             raise ExportError("text too short to score (a language model needs at least 2 tokens)")
         total, count = self.nll(ids)
-        return math.exp(total / count)
+        try:
+            return math.exp(total / count)
+        except OverflowError:  # as rnnlab.metrics.perplexity
+            return math.inf
 
     def prefix_tokens(self, prefix: str) -> list[str]:
         tokens = (
@@ -971,18 +980,23 @@ class OnnxLanguageModel(ExportedModel):
         rng = np.random.default_rng(seed)
         token = np.asarray([ids[-1]], dtype=np.int64)
         generated: list[int] = []
+        never = [self.stoi[marker] for marker in (PAD, BOS) if marker in self.stoi]
         for _ in range(length):
             log_probs, state = self._run(self.step, token, state)
             row = log_probs[0].astype(np.float64)
+            row[never] = -np.inf  # as rnnlab.decoding.banned: never <pad> or <bos>
             if temperature == 0:
                 choice = int(row.argmax())
             else:
-                below_max = row - row.max()  # as rnnlab.decoding.sampling: a tiny T is greedy
-                with np.errstate(over="ignore"):
-                    logits = np.where(below_max == 0, 0.0, below_max / temperature)
-                if 0 < top_k < logits.size:
-                    kth = np.partition(logits, -top_k)[-top_k]
-                    logits = np.where(logits < kth, -np.inf, logits)
+                # As rnnlab.decoding.sampling: the top k first, then 1/T from the maximum (a tiny
+                # T is greedy, a huge one uniform over the top k).
+                below_max = row - row.max()
+                if 0 < top_k < below_max.size:
+                    kth = np.partition(below_max, -top_k)[-top_k]
+                    below_max = np.where(below_max < kth, -np.inf, below_max)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    scaled = np.where(np.isneginf(below_max), -np.inf, below_max / temperature)
+                logits = np.where(below_max == 0, 0.0, scaled)
                 probs = np.exp(logits - logits.max())
                 choice = int(rng.choice(logits.size, p=probs / probs.sum()))
             generated.append(choice)

@@ -120,7 +120,12 @@ class ExportedTagger(Tagger):
         return self.config.data.tag_column
 
     def describe(self) -> dict[str, Any]:
-        return _with_folder(runtime_call(self.runtime.describe), self.runtime.folder)
+        facts = {
+            **runtime_call(self.runtime.describe),
+            "tag_column": self.tag_column,
+            "cell": self.config.model.cell,
+        }
+        return _with_folder(facts, self.runtime.folder)
 
     def tag(
         self,
@@ -140,9 +145,11 @@ class ExportedLanguageModel(LanguageModel):
 
     def __init__(self, runtime: Any) -> None:
         self.runtime = runtime
+        self.config = read_run_config(runtime.folder)
 
     def describe(self) -> dict[str, Any]:
-        return _with_folder(runtime_call(self.runtime.describe), self.runtime.folder)
+        facts = {**runtime_call(self.runtime.describe), "cell": self.config.model.cell}
+        return _with_folder(facts, self.runtime.folder)
 
     def generate(
         self,
