@@ -39,7 +39,7 @@ class TextCorpus:
 
     def __iter__(self) -> Iterator[list[str]]:
         for path in self.paths:
-            if ".conllu" in path.name:
+            if path.name.endswith((".conllu", ".conllu.gz")):
                 # A FORM may hold spaces ("New  York"), which no word2vec text line can: such a
                 # word gets no vector rather than a file that readers split in the wrong place.
                 sentences = ([w for w in s.words if len(w.split()) == 1] for s in read_conllu(path))

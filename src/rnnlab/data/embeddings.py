@@ -160,7 +160,9 @@ def _iter_text(
                 text = raw.decode("utf-8").rstrip("\r\n").rstrip(" ")
             except UnicodeDecodeError as exc:
                 raise DataError(path, f"not UTF-8 text (byte {exc.start + 1})", number) from None
-            if not keep(text.partition(" ")[0]):
+            # The word is what precedes the last D fields; it holds spaces in GloVe 840B.
+            spaced = text.count(" ") > dim
+            if not keep(text.rsplit(" ", dim)[0] if spaced else text.partition(" ")[0]):
                 continue
             parts = text.rsplit(" ", dim)
             if len(parts) != dim + 1 or not parts[0]:

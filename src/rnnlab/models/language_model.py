@@ -35,6 +35,10 @@ from rnnlab.nn.factory import has_cell_state, make_rnn
 from rnnlab.nn.precision import full_precision
 from rnnlab.nn.state import RecurrentState, select_batch
 
+ADAPTIVE_DIV = 4
+"""Each tail cluster of the adaptive softmax is projected to this factor fewer dimensions than the
+one before (``div_value``, Grave et al. 2017)."""
+
 
 class RNNLanguageModel(nn.Module):
     """Embedding (or one-hot) → recurrent stack → dropout → linear projection to V logits."""
@@ -70,6 +74,14 @@ class RNNLanguageModel(nn.Module):
                 raise ValueError(
                     f"model.cutoffs must be below the vocabulary size {vocab_size}, got {cutoffs}"
                 )
+            # Tail cluster i is projected to hidden_size // 4^(i+1) dimensions; none would leave
+            # its words a uniform distribution the model could never learn.
+            if hidden_size // ADAPTIVE_DIV ** len(cutoffs) < 1:
+                raise ValueError(
+                    f"model.cutoffs: {len(cutoffs)} tail clusters need model.hidden_size of at "
+                    f"least {ADAPTIVE_DIV ** len(cutoffs)} (the last is projected to hidden_size "
+                    f"// {ADAPTIVE_DIV ** len(cutoffs)} dimensions), got {hidden_size}"
+                )
         if tie_weights and one_hot:
             raise ValueError("model.tie_weights needs an embedding; it cannot be used with one_hot")
         if tie_weights and embed_size != hidden_size:
@@ -97,7 +109,7 @@ class RNNLanguageModel(nn.Module):
         self.dropout = SequenceDropout(dropout) if variational_dropout else Dropout(dropout)
         self.adaptive = (
             nn.AdaptiveLogSoftmaxWithLoss(
-                hidden_size, vocab_size, list(cutoffs or []), div_value=4.0
+                hidden_size, vocab_size, list(cutoffs or []), div_value=float(ADAPTIVE_DIV)
             )
             if softmax == "adaptive"
             else None
