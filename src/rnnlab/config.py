@@ -132,8 +132,9 @@ class TrainConfig:
         # Checked when the config is read, before any data is: a decay of 1 would never move.
         require_at_least("train.batch_size", self.batch_size, 1)
         require_at_least("train.epochs", self.epochs, 1)
-        for key in ("max_steps", "warmup_steps", "valid_every"):
+        for key in ("max_steps", "warmup_steps", "valid_every", "patience", "lr_patience"):
             require_at_least(f"train.{key}", getattr(self, key), 0)
+        require_at_least("train.log_every", self.log_every, 0)
         for key in ("lr", "weight_decay", "clip_norm", "max_minutes"):
             if not getattr(self, key) >= 0:  # also refuses nan
                 raise ConfigError(f"train.{key}: {getattr(self, key)!r} is negative")
@@ -300,6 +301,9 @@ class OverrideText(str):
         value = super().__new__(cls, text)
         value.parsed = parsed
         return value
+
+    def __getnewargs__(self) -> tuple[str, Any]:  # type: ignore[override]
+        return (str(self), self.parsed)  # copies and pickles (a tuning study copies its base)
 
     def resolve(self, tp: Any) -> Any:
         quoted = self[:1] in ("'", '"')

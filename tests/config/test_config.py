@@ -121,3 +121,17 @@ def test_a_length_penalty_outside_zero_to_ten_is_an_error(alpha):
     with pytest.raises(ConfigError, match="decode.length_penalty: must be between 0 and 10"):
         load_config(Seq2SeqConfig, None, [f"decode.length_penalty={alpha}"])
     load_config(Seq2SeqConfig, None, ["decode.length_penalty=10"])  # the bound itself
+
+
+def test_an_override_is_read_by_its_keys_type_and_survives_a_copy():
+    import copy
+
+    from rnnlab.config import apply_overrides, from_dict
+
+    data = apply_overrides(
+        {}, ["data.src_lang=no", "data.tgt_lang='yes'", "train.bucket=no", "train.max_steps=3"]
+    )
+    config = from_dict(Seq2SeqConfig, copy.deepcopy(data))  # a tuning study copies its base
+    assert (config.data.src_lang, config.data.tgt_lang) == ("no", "yes")
+    assert config.train.bucket is False and config.train.max_steps == 3
+    assert type(config.data.src_lang) is str  # saved to config.yaml by yaml.safe_dump
