@@ -271,14 +271,17 @@ class RNNTagger(nn.Module):
         logits = self.auxiliary[name](features[mask]).float()  # (N, classes)
         return F.cross_entropy(logits, targets[mask], reduction="sum")
 
-    def loss_sum(self, emissions: Tensor, tags: Tensor, lengths: Tensor) -> Tensor:
-        """Summed loss over the valid tokens (softmax) or sentences (CRF) of a batch: a scalar."""
+    def loss_sum(
+        self, emissions: Tensor, tags: Tensor, lengths: Tensor, *, label_smoothing: float = 0.0
+    ) -> Tensor:
+        """Summed loss over the valid tokens (softmax, optionally label-smoothed) or sentences
+        (CRF, whose loss is a sequence's negative log-likelihood: no smoothing) of a batch."""
         if self.crf is not None:
             return self.crf.nll(emissions, tags, lengths).sum()
         # The mask comes from the lengths, never from tag ids: every tag id is a real tag.
         mask = length_mask(lengths.to(emissions.device), emissions.size(1))  # (B, T)
         logits = emissions[mask]  # (N, K), N = Σ lengths
-        return F.cross_entropy(logits, tags[mask], reduction="sum")
+        return F.cross_entropy(logits, tags[mask], reduction="sum", label_smoothing=label_smoothing)
 
     @torch.no_grad()
     def decode(self, emissions: Tensor, lengths: Tensor) -> Tensor:

@@ -465,7 +465,8 @@ class TaggerTask(Task):
         features, lower = model.encode_layers(inputs, batch.lengths)
         # (B, T, K); the loss (a CRF's sums of scores especially) in float32 even under autocast.
         emissions = full_precision(model.output(features))
-        loss = model.loss_sum(emissions, batch.tags, batch.lengths)
+        smoothing = self.config.train.label_smoothing if model.training else 0.0
+        loss = model.loss_sum(emissions, batch.tags, batch.lengths, label_smoothing=smoothing)
         weight = self.config.model.aux_tag_weight
         auxiliary = [(name, targets, weight) for name, targets in batch.aux_tags.items()]
         if batch.freq_bins is not None:

@@ -166,6 +166,11 @@ class TaggerConfig(RunConfig):
             one_hot=False,
             weight_decay=self.train.weight_decay,
         )
+        if self.train.label_smoothing > 0 and self.model.crf:
+            raise ConfigError(
+                "train.label_smoothing needs model.crf=false (a CRF is trained on whole tag "
+                "sequences' likelihood, which has no per-token labels to smooth)"
+            )
         if self.model.trainable_embed_size > 0 and not self.model.freeze_embeddings:
             raise ConfigError(
                 "model.trainable_embed_size needs model.freeze_embeddings: true (without it the "

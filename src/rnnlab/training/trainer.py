@@ -311,6 +311,19 @@ class Trainer:
         self.metrics.append(record)
         self.reporter.record(record)
 
+    def _planned_steps(self) -> int:
+        """Steps the whole run takes, which an annealed learning rate spreads its fall over.
+
+        The sum of every epoch's batches, since epochs may differ in length (a language model's
+        streams start at another offset each epoch), capped by ``max_steps``. Only a schedule
+        reads it, so a constant rate does not build every epoch's batches to count them.
+        """
+        cfg = self.config
+        if cfg.lr_schedule == "constant":
+            return cfg.max_steps
+        by_epochs = sum(len(self.task.train_batches(epoch)) for epoch in range(cfg.epochs))
+        return min(cfg.max_steps, by_epochs) if cfg.max_steps else by_epochs
+
     def _set_scheduled_lr(self) -> None:
         """The learning rate of the step about to run (scheduled runs only; a constant one keeps
         Adam's own, which the plateau decay lowers in place)."""
@@ -486,11 +499,10 @@ class Trainer:
         cfg = self.config
         window_seconds, window_tokens_seen = 0.0, 0
         stop = False
+        self.planned_steps = self._planned_steps()
         try:
             while not stop and self.state.epoch < cfg.epochs:
                 batches = self.task.train_batches(self.state.epoch)
-                by_epochs = cfg.epochs * len(batches)
-                self.planned_steps = min(cfg.max_steps, by_epochs) if cfg.max_steps else by_epochs
                 bar = self.reporter.progress(
                     len(batches),
                     f"epoch {self.state.epoch + 1}/{cfg.epochs}",
