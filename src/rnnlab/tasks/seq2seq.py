@@ -481,13 +481,16 @@ class Seq2SeqTask(Task):
     ) -> dict[str, Any]:
         """``evaluate``'s metrics from translations and the teacher-forced NLL of the references."""
         bleu, signature = corpus_bleu_with_signature(hyps, data.references)
+        bleu_lowercase, signature_lowercase = corpus_bleu_with_signature(
+            hyps, data.references, lowercase=True
+        )
 
         def split(text: str) -> str:
             return preprocess_textbook(text, lowercase=False)
 
         return {
             "bleu": bleu,
-            "bleu_lowercase": corpus_bleu(hyps, data.references, lowercase=True),
+            "bleu_lowercase": bleu_lowercase,
             "d2l_bleu": mean_d2l_bleu(
                 [split(h) for h in hyps], [split(r) for r in data.references], k=2
             ),
@@ -496,4 +499,5 @@ class Seq2SeqTask(Task):
             "sentences": len(hyps),
             "tokens": count,
             "signature": signature,
+            "signature_lowercase": signature_lowercase,
         }
