@@ -13,67 +13,32 @@ Trainings are one step of a tiny model on a few lines of text.
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 import conllu
 import numpy as np
 import pytest
-import torch
 
-from rnnlab.cli import EXIT_USER_ERROR, main
+from rnnlab.cli import EXIT_USER_ERROR
 from rnnlab.data.embeddings import inspect_vectors, iter_vectors
 from rnnlab.data.tagged import read_tagged
 from rnnlab.errors import ConfigError, DataError
 from rnnlab.rundir import load_task_config
+from tests.cli_runner import Cli, Result, assert_user_error, run_cli
 
 PANGRAM = "the quick brown fox jumps over the lazy dog\n"
 PAIRS = [("a b c", "c b a"), ("b c d", "d c b"), ("a a", "a a"), ("d c", "c d")] * 4
 
 
-class Result(NamedTuple):
-    code: int | str | None
-    out: str
-    err: str
-
-
-Cli = Callable[..., Result]
-
-
 @pytest.fixture
 def rnnlab(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """``rnnlab ARGV`` in this process; an exception escaping ``main`` is a traceback."""
+    """``rnnlab ARGV`` in this process (``tests.cli_runner.run_cli``)."""
 
     def run(*argv: object) -> Result:
-        monkeypatch.setattr("sys.stdin", io.StringIO(""))
-        capsys.readouterr()
-        threads = torch.get_num_threads()
-        try:
-            code: int | str | None = main([str(a) for a in argv])
-        except SystemExit as exc:
-            code = exc.code
-        except Exception as exc:  # noqa: BLE001 - a traceback is what the test looks for
-            code = f"traceback: {type(exc).__name__}: {exc}"
-        finally:
-            torch.set_num_threads(threads)
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
+        return run_cli(monkeypatch, capsys, *argv)
 
     return run
-
-
-def assert_user_error(result: Result, *fragments: str) -> str:
-    """Exit status 2 and exactly one stderr line ``rnnlab: error: …`` holding every fragment."""
-    assert result.code == EXIT_USER_ERROR, result
-    lines = result.err.splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("rnnlab: error: "), lines
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def sets(**settings: object) -> list[str]:

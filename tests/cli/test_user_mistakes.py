@@ -16,16 +16,13 @@ on a copy. Mistakes the commands do not handle yet are ``xfail(strict=True)`` wi
 from __future__ import annotations
 
 import importlib.util
-import io
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
-import torch
 
-from rnnlab.cli import EXIT_USER_ERROR, main
+from tests.cli_runner import Cli, Result, assert_user_error, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 EWT_TRAIN = REPO / "data" / "ud-ewt-sample" / "train.conllu"
@@ -35,49 +32,14 @@ HAS_EXPORT = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "on
 needs_export = pytest.mark.skipif(not HAS_EXPORT, reason="needs the export extra")
 
 
-class Result(NamedTuple):
-    code: int | str | None
-    out: str
-    err: str
-
-
-Cli = Callable[..., Result]
-
-
 @pytest.fixture
 def rnnlab(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
-    """``rnnlab ARGV`` in this process with ``stdin`` (text, or bytes read as a strict UTF-8
-    terminal would); an argparse exit gives its status like the real command."""
+    """``rnnlab ARGV`` in this process (``tests.cli_runner.run_cli``)."""
 
     def run(*argv: object, stdin: str | bytes = "") -> Result:
-        if isinstance(stdin, bytes):
-            stream: io.TextIOBase = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
-        else:
-            stream = io.StringIO(stdin)
-        monkeypatch.setattr("sys.stdin", stream)
-        capsys.readouterr()
-        threads = torch.get_num_threads()
-        try:
-            code: int | str | None = main([str(a) for a in argv])
-        except SystemExit as exc:
-            code = exc.code
-        finally:
-            torch.set_num_threads(threads)
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
+        return run_cli(monkeypatch, capsys, *argv, stdin=stdin)
 
     return run
-
-
-def assert_user_error(result: Result, *fragments: str) -> str:
-    """Exit status 2 and exactly one stderr line ``rnnlab: error: …`` holding every fragment."""
-    lines = result.err.splitlines()
-    assert result.code == EXIT_USER_ERROR, result
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("rnnlab: error: "), lines
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def copy_run(run: Path, to: Path, *, without: tuple[str, ...] = ()) -> Path:

@@ -17,9 +17,10 @@ import pytest
 import torch
 
 import rnnlab
-from rnnlab.cli import EXIT_USER_ERROR, main
+from rnnlab.cli import EXIT_USER_ERROR
 from rnnlab.data.lm_corpus import read_corpus
 from rnnlab.rundir import open_run
+from tests.cli_runner import run_cli as cli
 
 REPO = Path(__file__).resolve().parents[2]
 DEV = REPO / "data" / "ud-ewt-sample" / "dev.conllu"
@@ -28,20 +29,6 @@ BOM = "\ufeff"
 
 HAS_EXPORT = all(importlib.util.find_spec(m) for m in ("onnx", "onnxscript", "onnxruntime"))
 needs_export = pytest.mark.skipif(not HAS_EXPORT, reason="needs the export extra")
-
-
-def cli(monkeypatch, capsys, *argv: object, stdin: str | io.TextIOBase = "") -> tuple:
-    """``rnnlab ARGV`` in this process; ``stdin`` a string or a ready text stream."""
-    stream = io.StringIO(stdin) if isinstance(stdin, str) else stdin
-    monkeypatch.setattr("sys.stdin", stream)
-    capsys.readouterr()
-    threads = torch.get_num_threads()
-    try:
-        code = main([str(a) for a in argv])
-    finally:
-        torch.set_num_threads(threads)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def assert_one_line_error(code: int, err: str, *fragments: str) -> None:

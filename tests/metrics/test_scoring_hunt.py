@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 import rnnlab
 from rnnlab.cli import main
 from rnnlab.metrics.bleu import corpus_bleu, corpus_bleu_with_signature
+from tests.cli_runner import run_cli as cli
 
 sacrebleu = pytest.importorskip("sacrebleu")
 conllu = pytest.importorskip("conllu")
@@ -32,19 +32,6 @@ conllu = pytest.importorskip("conllu")
 REPO = Path(__file__).resolve().parents[2]
 EWT = REPO / "data" / "ud-ewt-sample"
 DEV = EWT / "dev.conllu"
-
-
-def cli(monkeypatch, capsys, *argv: object, stdin: str = "") -> tuple[int, str, str]:
-    """``rnnlab ARGV`` in this process, with ``stdin`` as its standard input."""
-    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin.encode("utf-8"))))
-    capsys.readouterr()
-    threads = torch.get_num_threads()
-    try:
-        code = main([str(a) for a in argv])
-    finally:
-        torch.set_num_threads(threads)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def strict_json(text: str) -> Any:
@@ -276,7 +263,9 @@ def test_tagging_scores_equal_a_count_by_hand_of_conllu_files(
     text = ODD_CONLLU if source == "odd" else DEV.read_text(encoding="utf-8")
     path = tmp_path / "gold.conllu"
     path.write_text(text, encoding="utf-8")
-    code, tagged, _ = cli(monkeypatch, capsys, "tag", tagger_run, "--format", "conllu", stdin=text)
+    code, tagged, _ = cli(
+        monkeypatch, capsys, "tag", tagger_run, "--format", "conllu", stdin=text.encode("utf-8")
+    )
     assert code == 0
     code, out, _ = cli(
         monkeypatch, capsys, "evaluate", tagger_run, "--data", path, "--json", "--per-tag"
@@ -331,7 +320,9 @@ def test_word_tag_output_read_back_scores_like_the_conllu_file(
 ):
     # `rnnlab tag` prints word/TAG; read back as gold, the model must agree with itself fully.
     words = [" ".join(t["form"] for t in _words(s)) for s in conllu.parse(ODD_CONLLU)]
-    code, out, _ = cli(monkeypatch, capsys, "tag", tagger_run, stdin="\n".join(words) + "\n")
+    code, out, _ = cli(
+        monkeypatch, capsys, "tag", tagger_run, stdin=("\n".join(words) + "\n").encode("utf-8")
+    )
     assert code == 0
     path = tmp_path / "self.txt"
     path.write_text(out.replace("\n", "\r\n"), encoding="utf-8")
