@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import rnnlab
+from tests.serve.responses import error_of
 
 
 @pytest.fixture(scope="module")
@@ -82,13 +83,6 @@ def test_generate(client):
     first = client.post("/v1/models/tm/generate", json=sampled).json()["text"]
     assert client.post("/v1/models/tm/generate", json=sampled).json()["text"] == first
     assert len(first) == 31
-
-
-def error_of(response: httpx.Response, status: int) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"} and "\n" not in body["error"]
-    return body["error"]
 
 
 @pytest.mark.parametrize(

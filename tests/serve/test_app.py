@@ -43,6 +43,7 @@ from rnnlab.serve.models import ModelRegistry, ModelSpec
 from rnnlab.serve.server import _Server, bind
 from rnnlab.serve.settings import ServeSettings
 from tests.serve.conftest import ServerProcess
+from tests.serve.responses import error_of
 
 TRANSLATE = "/v1/models/reverse/translate"
 TAG = "/v1/models/pos/tag"
@@ -56,16 +57,6 @@ BODY_LIMIT = 2048  # --max-request-bytes of the shared server in conftest.py
 def client(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as client:
         yield client
-
-
-def error_of(response: httpx.Response, status: int) -> str:
-    """The one-line message of a refusal, after checking its status and JSON shape."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert set(body) == {"error"} and isinstance(body["error"], str)
-    assert body["error"] and "\n" not in body["error"]
-    return body["error"]
 
 
 def host_and_port(url: str) -> tuple[str, int]:

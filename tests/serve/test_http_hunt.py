@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import rnnlab
 from tests.serve.conftest import ServerProcess
+from tests.serve.responses import error_of
 
 TRANSLATE = "/v1/models/reverse/translate"
 TAG = "/v1/models/pos/tag"
@@ -95,16 +96,6 @@ def mixed(mixed_server: ServerProcess) -> Iterator[httpx.Client]:
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def error_of(response: httpx.Response, status: int) -> str:
-    """The one-line message of a refusal, after checking its status and JSON shape."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/json"
-    body = response.json()
-    assert set(body) == {"error"} and isinstance(body["error"], str)
-    assert body["error"] and len(body["error"].splitlines()) == 1
-    return body["error"]
 
 
 def host_and_port(url: str) -> tuple[str, int]:

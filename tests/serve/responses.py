@@ -1,0 +1,15 @@
+"""What every refusal of the server must look like, checked in one place."""
+
+from __future__ import annotations
+
+import httpx
+
+
+def error_of(response: httpx.Response, status: int) -> str:
+    """The one-line message of a refusal, after checking its status and JSON shape."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"error"} and isinstance(body["error"], str)
+    assert body["error"] and len(body["error"].splitlines()) == 1
+    return body["error"]
