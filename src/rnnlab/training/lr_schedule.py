@@ -17,7 +17,9 @@ ScheduleKind = Literal["constant", "linear", "cosine"]
 
 @dataclass(frozen=True)
 class LrSchedule:
-    """``factor(step, progress)``: warm up over ``warmup_steps``, then anneal by ``kind``."""
+    """``factor(step, progress)``: a linear warm-up over ``warmup_steps`` times the annealing of
+    ``kind``. Both count from the first step (the annealing does not wait for the warm-up to end),
+    so a warm-up of a few percent of the run barely changes the annealed rates after it."""
 
     kind: ScheduleKind = "constant"
     warmup_steps: int = 0
