@@ -105,7 +105,8 @@ def greedy_hypotheses(
     """The greedy output of every sentence with its log-probability and score.
 
     The score is what beam search with one beam would rank by (the same normalisation), so a caller
-    sees one meaning of ``score`` whichever search ran.
+    sees one meaning of ``score`` whichever search ran. ``banned`` ids are never emitted
+    (``rnnlab.decoding.banned``).
     """
     limits = (batch_size, bos_id, eos_id, max_len)
     outputs, ended, log_probs = _greedy_loop(model, state, limits, True, device, banned)

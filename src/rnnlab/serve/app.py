@@ -201,6 +201,9 @@ def create_app(
         departure = asyncio.ensure_future(_client_left(request))
         try:
             await asyncio.wait({submission, departure}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the server is stopping: withdraw the sentences too
+            submission.cancel()
+            raise
         finally:
             departure.cancel()
         if not submission.done():
