@@ -1,4 +1,4 @@
-"""What every refusal of the server must look like, checked in one place."""
+"""Helpers of the HTTP tests: what every refusal must look like, and where a server listens."""
 
 from __future__ import annotations
 
@@ -13,3 +13,9 @@ def error_of(response: httpx.Response, status: int) -> str:
     assert set(body) == {"error"} and isinstance(body["error"], str)
     assert body["error"] and len(body["error"].splitlines()) == 1
     return body["error"]
+
+
+def host_and_port(url: str) -> tuple[str, int]:
+    """``http://HOST:PORT`` → (HOST, PORT), for a raw socket to the server."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    return host, int(port)

@@ -43,7 +43,7 @@ from rnnlab.serve.models import ModelRegistry, ModelSpec
 from rnnlab.serve.server import _Server, bind
 from rnnlab.serve.settings import ServeSettings
 from tests.serve.conftest import ServerProcess
-from tests.serve.responses import error_of
+from tests.serve.responses import error_of, host_and_port
 
 TRANSLATE = "/v1/models/reverse/translate"
 TAG = "/v1/models/pos/tag"
@@ -57,11 +57,6 @@ BODY_LIMIT = 2048  # --max-request-bytes of the shared server in conftest.py
 def client(server: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=30) as client:
         yield client
-
-
-def host_and_port(url: str) -> tuple[str, int]:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    return host, int(port)
 
 
 def raw_exchange(url: str, payload: bytes) -> bytes:

@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import rnnlab
 from tests.serve.conftest import ServerProcess
-from tests.serve.responses import error_of
+from tests.serve.responses import error_of, host_and_port
 
 TRANSLATE = "/v1/models/reverse/translate"
 TAG = "/v1/models/pos/tag"
@@ -96,11 +96,6 @@ def mixed(mixed_server: ServerProcess) -> Iterator[httpx.Client]:
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def host_and_port(url: str) -> tuple[str, int]:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    return host, int(port)
 
 
 def read_all(payload: bytes, url: str) -> bytes:
