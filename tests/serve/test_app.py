@@ -25,7 +25,6 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from rnnlab.serve.models import ModelRegistry, ModelSpec
 from rnnlab.serve.server import _Server, bind
 from rnnlab.serve.settings import ServeSettings
 from tests.serve.conftest import ServerProcess
-from tests.serve.responses import error_of, host_and_port
+from tests.serve.responses import error_of, host_and_port, post_all_at_once
 
 TRANSLATE = "/v1/models/reverse/translate"
 TAG = "/v1/models/pos/tag"
@@ -337,16 +336,7 @@ def test_many_small_concurrent_requests_all_get_an_answer(server: ServerProcess)
     # The shared server queues at most 6 sentences per model: concurrent requests beyond that are
     # refused with 503 and Retry-After, and every other one gets its own right answer.
     bodies = [(TRANSLATE, {"text": ["a b c"]}), (TAG, {"tokens": [["The", "dog"]]})] * 24
-    barrier = threading.Barrier(len(bodies))
-
-    def send(path_and_body: tuple[str, dict[str, Any]]) -> httpx.Response:
-        path, body = path_and_body
-        with httpx.Client(base_url=server.url, timeout=60) as client:
-            barrier.wait()
-            return client.post(path, json=body)
-
-    with ThreadPoolExecutor(len(bodies)) as pool:
-        responses = list(pool.map(send, bodies))
+    responses = post_all_at_once(server.url, bodies, timeout=60)
     for (path, _), response in zip(bodies, responses, strict=True):
         if response.status_code == 503:
             assert "busy" in error_of(response, 503)

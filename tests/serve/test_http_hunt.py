@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import rnnlab
 from tests.serve.conftest import ServerProcess
-from tests.serve.responses import error_of, host_and_port
+from tests.serve.responses import error_of, host_and_port, post_all_at_once
 
 TRANSLATE = "/v1/models/reverse/translate"
 TAG = "/v1/models/pos/tag"
@@ -200,16 +198,7 @@ def test_concurrent_requests_to_every_endpoint_equal_the_library(
     mixed_server: ServerProcess, library: dict[str, Any]
 ) -> None:
     bodies = _bodies()
-    barrier = threading.Barrier(len(bodies))
-
-    def send(path_and_body: tuple[str, dict[str, Any]]) -> httpx.Response:
-        path, body = path_and_body
-        with httpx.Client(base_url=mixed_server.url, timeout=120) as client:
-            barrier.wait()
-            return client.post(path, json=body)
-
-    with ThreadPoolExecutor(len(bodies)) as pool:
-        responses = list(pool.map(send, bodies))
+    responses = post_all_at_once(mixed_server.url, bodies, timeout=120)
 
     for (path, body), response in zip(bodies, responses, strict=True):
         assert response.status_code == 200, (body, response.text)

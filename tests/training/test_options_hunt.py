@@ -38,6 +38,11 @@ from tests.conftest import DATA, PANGRAM, SAMPLE, _make_task, reverse_pairs, wri
 CPU = {"train.num_threads": 1, "train.device": "cpu"}
 
 
+def with_overrides(settings: dict[str, object], overrides: dict[str, object]) -> dict[str, object]:
+    """``settings`` with ``overrides`` given as keyword names (``train__lr`` → ``train.lr``)."""
+    return {**settings, **{key.replace("__", "."): value for key, value in overrides.items()}}
+
+
 def lm_settings(text: Path, **overrides: object) -> dict[str, object]:
     settings: dict[str, object] = {
         "data.train": text,
@@ -51,8 +56,7 @@ def lm_settings(text: Path, **overrides: object) -> dict[str, object]:
         "train.log_every": 1,
         **CPU,
     }
-    settings.update({key.replace("__", "."): value for key, value in overrides.items()})
-    return settings
+    return with_overrides(settings, overrides)
 
 
 def seq2seq_settings(root: Path, **overrides: object) -> dict[str, object]:
@@ -75,8 +79,7 @@ def seq2seq_settings(root: Path, **overrides: object) -> dict[str, object]:
         "decode.max_len": 8,
         **CPU,
     }
-    settings.update({key.replace("__", "."): value for key, value in overrides.items()})
-    return settings
+    return with_overrides(settings, overrides)
 
 
 def tagger_settings(**overrides: object) -> dict[str, object]:
@@ -94,8 +97,7 @@ def tagger_settings(**overrides: object) -> dict[str, object]:
         "train.log_every": 1,
         **CPU,
     }
-    settings.update({key.replace("__", "."): value for key, value in overrides.items()})
-    return settings
+    return with_overrides(settings, overrides)
 
 
 @pytest.fixture
