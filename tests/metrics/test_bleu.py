@@ -70,6 +70,13 @@ def test_corpus_bleu_needs_one_reference_per_hypothesis():
         rnnlab.corpus_bleu(["a"], ["a", "b"])
 
 
+def test_an_empty_corpus_scores_as_sacrebleu_scores_empty_lines():
+    empty_lines = sacrebleu.corpus_bleu([""], [[""]])
+    score, sig = corpus_bleu_with_signature([], [])
+    assert score == empty_lines.score == 0.0
+    assert sig == corpus_bleu_with_signature([""], [""])[1]
+
+
 def test_signature_names_sacrebleu_settings():
     score, sig = corpus_bleu_with_signature(["a b c d"], ["a b c d"])
     assert score == pytest.approx(100.0)

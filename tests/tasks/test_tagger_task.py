@@ -10,7 +10,7 @@ import torch
 from rnnlab.config import load_config
 from rnnlab.metrics.tagging import TaggingScores
 from rnnlab.tasks import TASKS
-from rnnlab.tasks.tagger import FREQ_BINS, TaggerTask, frequency_bins, word_classes
+from rnnlab.tasks.tagger import FREQ_BINS, TaggedData, TaggerTask, frequency_bins, word_classes
 from rnnlab.tasks.tagger_config import TaggerConfig
 from rnnlab.training.trainer import Trainer
 
@@ -119,7 +119,23 @@ def test_lowercase_merges_word_forms_but_characters_keep_case(tmp_path, data_dir
     assert {"the", "everybody"} <= words and not {"The", "Everybody"} & words
     assert task.encode_words(["The", "THE"]) == task.encode_words(["the", "the"])
     assert {"T", "E"} <= set(task.char_vocab.itos)
-    assert task.train_words >= {"The", "the"}  # OOV is judged on the words as written
+    assert task.train_words >= {"The", "the"}
+
+
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_oov_is_judged_on_the_words_as_the_model_reads_them(tmp_path, data_dir, lowercase):
+    """With ``data.lowercase`` "DOG" is the trained word "dog", not an unseen one; "Zebra" is
+    unseen either way. Counted by hand over the four tokens."""
+    config = TaggerConfig()
+    config.data.train, config.data.valid = str(data_dir / "toy.txt"), ""
+    config.data.lowercase = lowercase
+    task = TaggerTask(config, tmp_path)
+    task.prepare_training()
+    words, tags = [["DOG", "Zebra", "the", "ATE"]], [["NOUN", "NOUN", "DET", "VERB"]]
+    data = TaggedData(words=words, tags=tags, tag_ids=[[0, 0, 0, 0]])
+    scores = task.score_tags(data, tags)
+    assert scores.oov_tokens == (1 if lowercase else 3)
+    assert scores.accuracy == 1.0
 
 
 def test_frequency_bins_by_hand():

@@ -49,9 +49,14 @@ def _check_corpus(hypotheses: Sequence[str], references: Sequence[str]) -> None:
 def corpus_bleu_with_signature(
     hypotheses: Sequence[str], references: Sequence[str], *, lowercase: bool = False
 ) -> tuple[float, str]:
-    """Corpus BLEU (0–100) and sacreBLEU's signature of the settings that produced it."""
+    """Corpus BLEU (0–100) and sacreBLEU's signature of the settings that produced it.
+
+    An empty corpus scores 0, as sacreBLEU scores a corpus of empty lines; sacreBLEU itself raises
+    an IndexError on it."""
     _check_corpus(hypotheses, references)
     metric = sacrebleu.metrics.BLEU(lowercase=lowercase)
+    if not hypotheses:
+        hypotheses = references = [""]
     score = metric.corpus_score(list(hypotheses), [list(references)])
     return float(score.score), str(metric.get_signature())
 

@@ -340,10 +340,15 @@ class TaggerTask(Task):
         )
         return tagger
 
+    def seen_forms(self) -> frozenset[str]:
+        """The training words as the model reads them (folded by ``data.lowercase``): a word is
+        unseen, for OOV accuracy and word dropout alike, when its folded form is not here."""
+        return frozenset(map(self.normalise, self.train_words))
+
     def _known_words(self) -> Tensor:
         """(V,) True for the vocabulary's words seen in training (as ``data.lowercase`` folds them)."""
         assert self.word_vocab is not None
-        seen = {self.normalise(w) for w in self.train_words}
+        seen = self.seen_forms()
         return torch.tensor([w in seen for w in self.word_vocab.itos], dtype=torch.bool)
 
     def _auxiliary_outputs(self) -> dict[str, int]:
@@ -535,11 +540,11 @@ class TaggerTask(Task):
         """Accuracy, OOV accuracy and per-tag scores of predicted ``tags`` against ``data``."""
         assert self.tagset is not None
         known = frozenset(self.tagset.itos)
+        seen = self.seen_forms()
         scores = TaggingScores()
         for words, gold, predicted in zip(data.words, data.tags, tags, strict=True):
-            scores.add(
-                gold, predicted, oov=[w not in self.train_words for w in words], known_tags=known
-            )
+            oov = [self.normalise(w) not in seen for w in words]
+            scores.add(gold, predicted, oov=oov, known_tags=known)
         return scores
 
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
