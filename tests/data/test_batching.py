@@ -1,6 +1,6 @@
 """Padding, truncation and batch sampling against hand-worked cases and brute-force properties.
 
-What tests/data/test_parallel_batching.py already checks (``pad_batch`` equals ``pad_sequence``,
+What tests/data/test_parallel.py already checks (``pad_batch`` equals ``pad_sequence``,
 bucketing covers every index once, is seeded and cuts padding, ``sorted_batches``' token budget)
 is not repeated. Added here: the edge cases of ``pad_batch``; ``truncate_pad`` against the
 one-line "pad, then cut" formula; ``bucket_batches`` in each of its four modes against the batches

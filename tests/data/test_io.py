@@ -2,7 +2,7 @@
 
 References: a plain-Python line splitter over the raw bytes (split at ``b"\\n"``, drop one trailing
 ``\\r``-run, decode UTF-8), the ``gzip`` module for compressed input, and line numbers counted by
-hand. ``tests/data/test_text_vocab.py`` already checks a gzip file with a BOM and CRLF, and a
+hand. ``tests/data/test_text.py`` already checks a gzip file with a BOM and CRLF, and a
 Latin-1 byte on line 2; this file adds property tests over arbitrary text and position of the bad
 line, the kinds of broken gzip stream, directories and missing files, and ``resolve_existing``.
 """

@@ -2,7 +2,7 @@
 
 References: a plain-Python count-and-sort for ``Vocab.build``, a brute-force first-appearance
 numbering for ``FirstSeenIds``, the ``json`` module for the saved file, and hand-written bad files
-for ``Vocab.load``. ``tests/data/test_text_vocab.py`` has one hand example of build/encode/decode,
+for ``Vocab.load``. ``tests/data/test_text.py`` has one hand example of build/encode/decode,
 one round trip and one non-JSON file; ``tests/data/test_readers_fuzz.py`` feeds random bytes to
 ``Vocab.load``. This file adds properties over arbitrary corpora and tokens, JSON of the wrong
 shape, files that are not files, pickles (never unpickled), and atomic saving.

@@ -5,7 +5,7 @@ Python: q_i ∝ p_i^(1/T) over the k most probable tokens (ties at the k-th valu
 ``sample`` is checked with two scripted models: a cycle whose greedy continuation is known by hand
 (and which records the tokens and states it is fed), and a fixed distribution whose empirical
 frequencies over many rows must match that target. Also: the generator is the only source of
-randomness, and the argument checks. The language-model checks in tests/models/test_lm_model.py
+randomness, and the argument checks. The language-model checks in tests/models/test_language_model.py
 (top-1 equals greedy, reproducibility per seed) are not repeated.
 """
 

@@ -6,7 +6,7 @@ gold and predicted tags (scikit-learn's ``precision_recall_fscore_support`` with
 ``zero_division=0``), macro-F1 and the count of gold tags unseen in training. Also checked: the
 precision/recall symmetry of swapping gold and predictions, empty input, and that a malformed
 sentence is refused before it changes any count. The one-sentence example in
-tests/tasks/test_tagger_task.py is not repeated.
+tests/tasks/test_tagger.py is not repeated.
 """
 
 from __future__ import annotations

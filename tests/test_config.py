@@ -7,7 +7,7 @@ from rnnlab.errors import ConfigError
 from rnnlab.rundir import task_class
 from rnnlab.tasks.seq2seq_config import Seq2SeqConfig
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_and_overrides():
