@@ -404,7 +404,7 @@ def load_config(
     """Load ``cls`` from an optional YAML file plus overrides; errors name the file."""
     data = read_yaml(path) if path is not None else {}
     data = apply_overrides(data, list(overrides or []))
-    _validate_only_named_data(data)
+    named_data_only(data)
     try:
         return from_dict(cls, data)
     except ConfigError as exc:
@@ -413,7 +413,7 @@ def load_config(
         raise
 
 
-def _validate_only_named_data(data: dict[str, Any]) -> None:
+def named_data_only(data: dict[str, Any]) -> None:
     """Training data named without validation data means no validation, never the default's.
 
     The built-in ``data.valid`` belongs to the built-in training corpus: a German→English model
@@ -467,6 +467,7 @@ __all__ = [
     "field_docs",
     "from_dict",
     "load_config",
+    "named_data_only",
     "read_yaml",
     "require_at_least",
     "save_config",

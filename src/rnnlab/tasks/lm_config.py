@@ -5,7 +5,7 @@ whose field docstrings are the reference for ``configs/lm/*.yaml``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from rnnlab.config import (
     DataConfig,
@@ -26,6 +26,9 @@ EVAL_CHUNK = 256
 @dataclass
 class LMDataConfig(VocabFromEmbeddingsFields, DataConfig):
     """LM data; ``max_len`` is unused (``train.bptt`` sets the sequence length)."""
+
+    INERT_FIELDS: ClassVar[tuple[str, ...]] = ("max_len",)
+    """Inherited fields this task never reads: a search space may not vary them."""
 
     train: str = field(default_factory=lambda: bundled_path("timemachine/train.txt"))
     valid: str = field(default_factory=lambda: bundled_path("timemachine/valid.txt"))
@@ -63,6 +66,9 @@ class LMModelConfig(PretrainedEmbeddingFields, ModelConfig):
 
 @dataclass
 class LMTrainConfig(TrainConfig):
+    INERT_FIELDS: ClassVar[tuple[str, ...]] = ("bucket",)
+    """A stream of text has no sentences to bucket by length."""
+
     bptt: int = 32
     """Tokens per row of a batch: the truncated back-propagation-through-time length."""
 

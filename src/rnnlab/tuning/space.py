@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, get_type_hints
 
@@ -25,6 +26,12 @@ from rnnlab.errors import ConfigError
 
 ParamType = Literal["float", "int", "categorical"]
 SPEC_KEYS = {"type", "low", "high", "log", "step", "choices"}
+TYPE_KEYS: dict[str, set[str]] = {
+    "float": {"type", "low", "high", "log", "step"},
+    "int": {"type", "low", "high", "log", "step"},
+    "categorical": {"type", "choices"},
+}
+"""The fields each type reads: any other would be ignored, so it is refused."""
 
 
 @dataclass
@@ -51,17 +58,19 @@ class ParamSpec:
         return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
 
 
-def schema_fields(config_class: type) -> dict[str, Any]:
-    """Every dotted leaf key of a config schema with its annotated type."""
+def schema_fields(config_class: type, *, with_inert: bool = True) -> dict[str, Any]:
+    """Every dotted leaf key of a config schema with its annotated type; ``with_inert=False``
+    leaves out the inherited fields a section says its task never reads (``INERT_FIELDS``)."""
     found: dict[str, Any] = {}
 
     def walk(cls: type, prefix: str) -> None:
         hints = get_type_hints(cls)
+        never_read = () if with_inert else getattr(cls, "INERT_FIELDS", ())
         for f in dataclasses.fields(cls):
             tp = hints[f.name]
             if dataclasses.is_dataclass(tp):
                 walk(tp, f"{prefix}{f.name}.")  # type: ignore[arg-type]
-            else:
+            elif f.name not in never_read:
                 found[f"{prefix}{f.name}"] = tp
 
     walk(config_class, "")
@@ -89,8 +98,11 @@ def _parse(key: str, raw: Any, field_type: Any, where: str) -> ParamSpec:
         hint = f"; did you mean {close[0]}?" if close else ""
         raise ConfigError(f"{where}: unknown field {name!r}{hint}")
     kind = raw.get("type")
-    if kind not in ("float", "int", "categorical"):
+    if kind not in TYPE_KEYS:
         raise ConfigError(f"{where}: type must be float, int or categorical, got {kind!r}")
+    foreign = sorted(set(raw) - TYPE_KEYS[kind])
+    if foreign:
+        raise ConfigError(f"{where}: a {kind} takes no {foreign[0]!r}")
     if kind == "categorical":
         choices = raw.get("choices")
         if not isinstance(choices, list) or not choices:
@@ -115,14 +127,30 @@ def _parse(key: str, raw: Any, field_type: Any, where: str) -> ParamSpec:
         raise ConfigError(f"{where}: low {low:g} is above high {high:g}")
     if log and low <= 0:
         raise ConfigError(f"{where}: a log range needs low > 0")
-    if log and step is not None:
-        raise ConfigError(f"{where}: Optuna cannot combine log and step")
+    if log and step is not None and not (kind == "int" and step == 1):
+        raise ConfigError(f"{where}: Optuna cannot combine log and a step (other than 1 for int)")
     expected = {"float": float, "int": int}[kind]
     if field_type is not expected:
         raise ConfigError(f"{where}: {key} is not a {kind} setting (its values are {field_type})")
     if kind == "int" and any(not float(v).is_integer() for v in (low, high, step or 1)):
         raise ConfigError(f"{where}: an int range needs whole numbers")
+    if step is not None:
+        _check_steps_reach_high(low, high, step, where)
     return ParamSpec(key, kind, low=low, high=high, log=log, step=step)
+
+
+def _check_steps_reach_high(low: float, high: float, step: float, where: str) -> None:
+    """Optuna searches low, low + step, … and quietly lowers a ``high`` that is not on that grid;
+    refuse it instead, naming the highest value on it. Decimal arithmetic, so that 0.1 + 2 × 0.2
+    reaches 0.5 as written."""
+    low_d, high_d, step_d = (Decimal(repr(v)) for v in (low, high, step))
+    steps = (high_d - low_d) // step_d
+    if low_d + steps * step_d != high_d:
+        top = low_d + steps * step_d
+        raise ConfigError(
+            f"{where}: high {high:g} is not low plus a whole number of steps of {step:g}; "
+            f"the highest value searched would be {float(top):g}"
+        )
 
 
 def load_space(path: str | Path, config_class: type) -> list[ParamSpec]:
@@ -130,10 +158,13 @@ def load_space(path: str | Path, config_class: type) -> list[ParamSpec]:
     data = read_yaml(path)
     if not data:
         raise ConfigError(f"{path}: the search space is empty")
-    fields = schema_fields(config_class)
+    fields = schema_fields(config_class, with_inert=False)
+    inert = schema_fields(config_class).keys() - fields.keys()
     specs = []
     for key, raw in data.items():
         key = str(key)
+        if key in inert:
+            raise ConfigError(f"{path}: {key} has no effect on this task's training")
         if key not in fields:
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f"; did you mean {close[0]}?" if close else ""

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from rnnlab.atomic import reported_as
-from rnnlab.config import apply_overrides, from_dict, read_yaml
+from rnnlab.config import apply_overrides, from_dict, named_data_only, read_yaml
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.rundir import create_run_dir, task_class
 from rnnlab.training.reporting import Reporter, SilentReporter
@@ -62,6 +62,7 @@ class StudyPlan:
 def plan_study(config_path: str | Path, space_path: str | Path, overrides: list[str]) -> StudyPlan:
     """Load the base config and the search space; every error surfaces here, before any trial."""
     base = apply_overrides(read_yaml(config_path), list(overrides))
+    named_data_only(base)
     task_name = str(base.get("task", ""))
     cls = task_class(task_name).config_class
     try:
