@@ -41,10 +41,12 @@ def assert_disk_full(exc: pytest.ExceptionInfo[WriteFailed], path: Path) -> None
 
 
 @needs_dev_full
-def test_atomic_write_keeps_the_old_file_on_a_full_disk(tmp_path: Path):
+def test_atomic_write_keeps_the_old_file_on_a_full_disk(tmp_path: Path, monkeypatch):
     target = tmp_path / "vocab.json"
     target.write_text("old", encoding="utf-8")
-    (tmp_path / ".vocab.json.tmp").symlink_to("/dev/full")  # the new version lands on a full disk
+    scratch = tmp_path / ".vocab.json.tmp"
+    scratch.symlink_to("/dev/full")  # the new version lands on a full disk
+    monkeypatch.setattr(atomic, "temporary_name", lambda path: scratch)
     with pytest.raises(WriteFailed) as exc:
         atomic_write_text(target, "new " * 10_000)
     assert_disk_full(exc, target)

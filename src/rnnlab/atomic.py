@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -62,10 +63,19 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def temporary_name(path: Path) -> Path:
+    """``.NAME.PID.RANDOM.tmp`` beside ``path``: this writer's own scratch file."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one step; on failure the old file is untouched."""
+    """Replace ``path`` with ``data`` in one step; on failure the old file is untouched.
+
+    The temporary file's name is this writer's own (process and a random part), so two processes
+    replacing the same file never write into, or rename away, each other's.
+    """
     path = Path(path)
-    temp = path.with_name(f".{path.name}.tmp")
+    temp = temporary_name(path)
     try:
         with reported_as(path):
             with temp.open("wb") as handle:
@@ -114,14 +124,15 @@ def fresh_build_dir(target: Path) -> Path:
 def atomic_replace_dir(build: Path, target: Path) -> None:
     """Move the finished directory ``build`` to ``target``, replacing it without a torn state.
 
-    Between the two renames only ``.NAME.old`` exists; readers fall back to it.
+    Between the two renames only ``.NAME.old`` exists; readers fall back to it. A ``.NAME.old``
+    left alone by an earlier kill there is the only copy, so it goes only once ``target`` exists.
     """
     fsync_dir(build)
     old = target.with_name(f".{target.name}.old")
     with reported_as(target):
-        if old.exists():
-            shutil.rmtree(old)
         if target.exists():
+            if old.exists():
+                shutil.rmtree(old)
             os.replace(target, old)
         os.replace(build, target)
     fsync_dir(target.parent)

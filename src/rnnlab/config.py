@@ -13,7 +13,17 @@ import difflib
 import math
 import types
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Literal,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 import yaml
 
@@ -36,6 +46,10 @@ def require_at_least(key: str, value: int, least: int) -> None:
 @dataclasses.dataclass
 class DataConfig:
     """Where the data is and how it becomes token ids; shared by every task."""
+
+    VOCABULARY_FIELDS: ClassVar[tuple[str, ...]] = ("min_freq",)
+    """Keys that shaped the saved vocabularies (with those of subclasses and mixins, see
+    ``vocabulary_fields``): a resumed run keeps its vocabularies, so it cannot change them."""
 
     train: str = ""
     """Training data file (or file prefix for aligned parallel files)."""
@@ -165,6 +179,11 @@ class PretrainedEmbeddingFields:
 @dataclasses.dataclass
 class VocabFromEmbeddingsFields:
     """Data keys of tasks whose vocabulary may grow from the embedding file (tagger, language model)."""
+
+    VOCABULARY_FIELDS: ClassVar[tuple[str, ...]] = (
+        "extend_vocab_from_embeddings",
+        "max_vocab_from_embeddings",
+    )
 
     extend_vocab_from_embeddings: bool = False
     """Words of model.pretrained_embeddings missing from the training data join the vocabulary."""
@@ -425,6 +444,17 @@ def named_data_only(data: dict[str, Any]) -> None:
         section["valid"] = ""
 
 
+def vocabulary_fields(data_config: type) -> list[str]:
+    """Every ``data.`` key that shaped a run's saved vocabularies, gathered over the class and
+    its bases (each declares its own ``VOCABULARY_FIELDS``)."""
+    found: list[str] = []
+    for klass in reversed(data_config.__mro__):
+        for name in vars(klass).get("VOCABULARY_FIELDS", ()):
+            if name not in found:
+                found.append(name)
+    return [f"data.{name}" for name in found]
+
+
 def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (keys in schema order)."""
     atomic_write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
@@ -472,4 +502,5 @@ __all__ = [
     "require_at_least",
     "save_config",
     "to_dict",
+    "vocabulary_fields",
 ]

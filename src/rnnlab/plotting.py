@@ -7,6 +7,7 @@ display and costs nothing to code that never plots.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,7 +87,10 @@ class RunCurves:
 
 
 def _series(records: list[dict[str, Any]], key: str, x: str) -> tuple[list[float], list[float]]:
-    points = [(r[x], r[key]) for r in records if key in r and x in r]
+    # null is a value that was not finite (a diverged loss): a gap in the line
+    points = [
+        (r[x], math.nan if r[key] is None else r[key]) for r in records if key in r and x in r
+    ]
     return [p[0] for p in points], [p[1] for p in points]
 
 

@@ -16,7 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnlab.config import apply_overrides, from_dict, load_config, read_yaml, save_config
+from rnnlab.config import (
+    apply_overrides,
+    from_dict,
+    load_config,
+    read_yaml,
+    save_config,
+    vocabulary_fields,
+)
 from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.nn.precision import check_bf16_kernels
 from rnnlab.tasks import TASKS, Task
@@ -160,6 +167,21 @@ def read_run_config(path: Path, overrides: list[str] | None = None) -> Any:
         return from_dict(task_class(str(data.get("task", ""))).config_class, data)
     except ConfigError as exc:
         raise ConfigError(f"{path / CONFIG_FILE}: {exc}") from None
+
+
+def refuse_vocabulary_changes(path: Path, config: Any) -> None:
+    """A resumed run keeps the vocabularies it was prepared with, so ``--set`` may not change a
+    key that shaped them (``config.vocabulary_fields``): the saved config would then describe a
+    tokenization the model never saw."""
+    saved = read_run_config(path)
+    for key in vocabulary_fields(type(config.data)):
+        name = key.removeprefix("data.")
+        before, after = getattr(saved.data, name), getattr(config.data, name)
+        if before != after:
+            raise RnnlabError(
+                f"{path}: {key} cannot change on --resume ({before!r} → {after!r}): the run's "
+                "vocabularies were built with the first; train a new run for the second"
+            )
 
 
 def check_compatible(task: Task, meta: dict[str, Any], source: Path) -> None:

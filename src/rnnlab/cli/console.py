@@ -4,13 +4,13 @@ blocks so output streams while a long input is still arriving."""
 from __future__ import annotations
 
 import codecs
-import json
-import math
 import signal
 import sys
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any, BinaryIO, TypeVar
+
+from rnnlab import strict_json
 
 EXIT_USER_ERROR = 2
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -64,21 +64,10 @@ def format_metrics(metrics: dict[str, Any]) -> str:
 def print_metrics(metrics: dict[str, Any], *, as_json: bool) -> None:
     """One JSON document, or one ``key<TAB>value`` line per (flattened) metric."""
     if as_json:  # strict JSON: a diverged model's inf or nan perplexity is null, not Infinity
-        print(json.dumps(_finite(metrics), indent=2, allow_nan=False))
+        print(strict_json.dumps(metrics, indent=2))
         return
     for key, value in _flatten(metrics):
         print(f"{key}\t{value:.4f}" if isinstance(value, float) else f"{key}\t{value}")
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every float that is not finite replaced by None (JSON has no inf or nan)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    return value
 
 
 def _flatten(metrics: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -100,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
     if args.nproc > 1 and not launched_by_torchrun():
         return _relaunch_with_torchrun(args.argv, args.nproc)
-    from rnnlab.training.run_lock import RunLocked
+    from rnnlab.training.distributed import FailedElsewhere
     from rnnlab.training.trainer import TrainingStopped
 
     config_device = _peek_device(args)
@@ -112,10 +112,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             cleanup.enter_context(stops.catching(signal.SIGTERM))
             try:
                 return _train(args, distributed, cleanup, stops)
-            except RunLocked:
-                if distributed.is_main:
-                    raise
-                return EXIT_USER_ERROR  # rank 0 names the holder; one line is enough
+            except FailedElsewhere:
+                return EXIT_USER_ERROR  # rank 0 reports the error; one line is enough
             except TrainingStopped:
                 interrupted = stops.received == signal.SIGINT
                 if distributed.is_main:
@@ -190,75 +188,73 @@ def _train(
         create_run_dir,
         load_task_config,
         read_run_config,
+        refuse_vocabulary_changes,
         task_class,
     )
-    from rnnlab.training.run_lock import RunLock, RunLocked
+    from rnnlab.training.run_lock import RunLock
     from rnnlab.training.trainer import Trainer, resolve_device, set_threads
 
     reporter = ConsoleReporter()
     stops.notify = reporter.message if distributed.is_main else None
     replaced: ReplacedRun | None = None
 
-    def lock(run_dir: Path | None) -> None:
-        """Only rank 0 writes the run directory, so only rank 0 holds its lock; every rank calls
-        this, so that all of them stop (silently but rank 0) when another trainer holds it."""
-        refused: RunLocked | None = None
+    # Setup runs in phases that every rank completes (``agreement``): a user error on any rank
+    # stops all of them at the phase's end, rank 0 reporting it in one line, before the next
+    # collective (the lock's, DDP's) could hang or fail with a traceback.
+    with distributed.agreement():
+        if args.resume:
+            # Every rank reads the run directory (on several machines: a shared filesystem).
+            run_dir = Path(args.resume)
+            config = read_run_config(run_dir, args.set)
+            if args.task and args.task != config.task:
+                raise RnnlabError(f"{run_dir}: a {config.task} run, not {args.task}")
+            refuse_vocabulary_changes(run_dir, config)
+        elif not distributed.is_main:
+            config = load_task_config(args.task, args.config, args.set)
+        else:
+            if not args.task or not args.out:
+                raise RnnlabError("train needs a TASK and --out RUN (or --resume RUN)")
+            config = load_task_config(args.task, args.config, args.set)
+            run_dir = Path(args.out)
+            with reported_as(run_dir):
+                run_dir.mkdir(parents=True, exist_ok=True)
+    # Only rank 0 writes the run directory, so only rank 0 holds its lock, taken before
+    # --overwrite may clear the directory.
+    with distributed.agreement():
         if distributed.is_main:
-            assert run_dir is not None
-            try:
-                held = cleanup.enter_context(RunLock.acquire(run_dir))
-            except RunLocked as exc:
-                refused = exc
-            else:
-                if held.notice:
-                    reporter.message(held.notice)
-        message = distributed.broadcast(str(refused) if refused else None)
-        if refused is not None:
-            raise refused
-        if message is not None:
-            raise RunLocked(message)
-
-    if args.resume:
-        # Every rank reads the run directory (on several machines: a shared filesystem).
-        run_dir = Path(args.resume)
-        config = read_run_config(run_dir, args.set)
-        if args.task and args.task != config.task:
-            raise RnnlabError(f"{run_dir}: a {config.task} run, not {args.task}")
-        lock(run_dir)
-        task = task_class(config.task)(config, run_dir)
-        task.prepare_resume()
-    elif not distributed.is_main:
-        # Other ranks build the same vocabularies from the same data, in a private directory:
-        # only rank 0 writes the run directory.
-        config = load_task_config(args.task, args.config, args.set)
-        lock(None)
-        run_dir = Path(tempfile.mkdtemp(prefix=f"rnnlab-rank{distributed.rank}-"))
-        atexit.register(shutil.rmtree, run_dir, ignore_errors=True)
-        task = task_class(config.task)(config, run_dir)
-        task.prepare_training()
-    else:
-        if not args.task or not args.out:
-            raise RnnlabError("train needs a TASK and --out RUN (or --resume RUN)")
-        config = load_task_config(args.task, args.config, args.set)
-        run_dir = Path(args.out)
-        with reported_as(run_dir):
-            run_dir.mkdir(parents=True, exist_ok=True)
-        lock(run_dir)  # before --overwrite may clear the directory
-        # An overwritten run comes back if the new one fails before training (a typo in a path).
-        replaced = cleanup.enter_context(create_run_dir(run_dir, config, overwrite=args.overwrite))
-        task = task_class(config.task)(config, run_dir)
-        if reporter.interactive:  # a person waits: vocabularies, subwords and ids take a while
-            reporter.message(f"preparing the training data from {config.data.train}")
-        task.prepare_training()
-        for note in task.setup_notes():
-            reporter.message(note)
-    set_threads(config.train.num_threads)
-    torch.manual_seed(config.seed)
-    model = task.new_model()
-    device = resolve_device(config.train.device)
-    if distributed.enabled and device.type == "cuda":
-        device = torch.device("cuda", distributed.local_rank)
-    _check_precision_kernels(config, model, device)
+            held = cleanup.enter_context(RunLock.acquire(run_dir))
+            if held.notice:
+                reporter.message(held.notice)
+    with distributed.agreement():
+        if args.resume:
+            task = task_class(config.task)(config, run_dir)
+            task.prepare_resume()
+        elif not distributed.is_main:
+            # Other ranks build the same vocabularies from the same data, in a private
+            # directory: only rank 0 writes the run directory.
+            run_dir = Path(tempfile.mkdtemp(prefix=f"rnnlab-rank{distributed.rank}-"))
+            atexit.register(shutil.rmtree, run_dir, ignore_errors=True)
+            task = task_class(config.task)(config, run_dir)
+            task.prepare_training()
+        else:
+            # An overwritten run comes back if the new one fails before training (a typo in a
+            # path).
+            replaced = cleanup.enter_context(
+                create_run_dir(run_dir, config, overwrite=args.overwrite)
+            )
+            task = task_class(config.task)(config, run_dir)
+            if reporter.interactive:  # a person waits: vocabularies, subwords and ids take a while
+                reporter.message(f"preparing the training data from {config.data.train}")
+            task.prepare_training()
+            for note in task.setup_notes():
+                reporter.message(note)
+        set_threads(config.train.num_threads)
+        torch.manual_seed(config.seed)
+        model = task.new_model()
+        device = resolve_device(config.train.device)
+        if distributed.enabled and device.type == "cuda":
+            device = torch.device("cuda", distributed.local_rank)
+        _check_precision_kernels(config, model, device)
     trainer = Trainer(
         task=task,
         model=model,
@@ -270,15 +266,16 @@ def _train(
         should_stop=stops.requested,
     )
     if args.resume:  # first, so that a broken checkpoint is the only line a person sees
-        trainer.load_checkpoint()
-        if args.set and distributed.is_main:
-            # The run goes on under the overrides, so its config says so: a later plain --resume
-            # (a requeued job) continues with them, and evaluation reads them too.
-            from rnnlab.config import save_config
-            from rnnlab.rundir import CONFIG_FILE
+        with distributed.agreement():
+            trainer.load_checkpoint()
+            if args.set and distributed.is_main:
+                # The run goes on under the overrides, so its config says so: a later plain
+                # --resume (a requeued job) continues with them, and evaluation reads them too.
+                from rnnlab.config import save_config
+                from rnnlab.rundir import CONFIG_FILE
 
-            with reported_as(run_dir / CONFIG_FILE):
-                save_config(config, run_dir / CONFIG_FILE)
+                with reported_as(run_dir / CONFIG_FILE):
+                    save_config(config, run_dir / CONFIG_FILE)
     if distributed.is_main:
         reporter.message(describe(model))
         for note in _precision_notices(config, device):
@@ -289,8 +286,8 @@ def _train(
             )
         if distributed.enabled:
             reporter.message(f"{distributed.world_size} processes, global batch split across them")
-    if args.resume:
-        reporter.message(f"resuming {run_dir} at step {trainer.state.step}")
+        if args.resume:
+            reporter.message(f"resuming {run_dir} at step {trainer.state.step}")
     if replaced is not None:
         replaced.discard()  # the new run has its data and model: the old one goes for good
     with stops.catching(signal.SIGINT):

@@ -29,6 +29,7 @@ class LMDataConfig(VocabFromEmbeddingsFields, DataConfig):
 
     INERT_FIELDS: ClassVar[tuple[str, ...]] = ("max_len",)
     """Inherited fields this task never reads: a search space may not vary them."""
+    VOCABULARY_FIELDS: ClassVar[tuple[str, ...]] = ("tokenizer", "clean")
 
     train: str = field(default_factory=lambda: bundled_path("timemachine/train.txt"))
     valid: str = field(default_factory=lambda: bundled_path("timemachine/valid.txt"))

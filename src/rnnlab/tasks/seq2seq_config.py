@@ -5,7 +5,7 @@ dataclass whose field docstrings are the reference for ``configs/seq2seq/*.yaml`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from rnnlab.config import DataConfig, ModelConfig, RunConfig, TrainConfig, require_at_least
 from rnnlab.data.bundled import bundled_path
@@ -20,6 +20,17 @@ from rnnlab.training.scheduled_sampling import (
 
 @dataclass
 class Seq2SeqDataConfig(DataConfig):
+    VOCABULARY_FIELDS: ClassVar[tuple[str, ...]] = (
+        "src_lang",
+        "tgt_lang",
+        "tsv_langs",
+        "preprocess",
+        "tokenizer",
+        "spm_vocab_size",
+        "spm_model_type",
+        "spm_joint",
+    )
+
     train: str = field(default_factory=lambda: bundled_path("fra-eng/train.tsv.gz"))
     valid: str = field(default_factory=lambda: bundled_path("fra-eng/valid.tsv"))
     test: str = ""

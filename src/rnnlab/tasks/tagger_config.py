@@ -5,7 +5,7 @@ field docstrings are the reference for ``configs/tagger/*.yaml``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 from rnnlab.config import (
     DataConfig,
@@ -25,6 +25,13 @@ from rnnlab.tasks import pretrained
 
 @dataclass
 class TaggerDataConfig(VocabFromEmbeddingsFields, DataConfig):
+    VOCABULARY_FIELDS: ClassVar[tuple[str, ...]] = (
+        "tag_column",
+        "aux_tag_column",
+        "lowercase",
+        "max_word_chars",
+    )
+
     train: str = field(default_factory=lambda: bundled_path("ud-ewt-sample/train.conllu"))
     valid: str = field(default_factory=lambda: bundled_path("ud-ewt-sample/dev.conllu"))
     test: str = ""

@@ -22,12 +22,21 @@ with the same or a different number of processes. Backends: gloo on CPU, NCCL on
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from rnnlab.errors import RnnlabError
+from rnnlab.nn.state import RecurrentState, map_state
+
+
+class FailedElsewhere(RnnlabError):
+    """Another rank's setup failed: rank 0 reports it in one line, this rank stops quietly."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,29 @@ class DistributedContext:
         if self.enabled:
             dist.barrier()
 
+    @contextmanager
+    def agreement(self) -> Iterator[None]:
+        """A setup phase that every rank runs to its end: a user error (``RnnlabError``) on any
+        rank stops every rank there, before the next collective could hang or fail with a
+        traceback. Rank 0 raises the error (its own first), the others ``FailedElsewhere``."""
+        error: RnnlabError | None = None
+        try:
+            yield
+        except RnnlabError as exc:
+            error = exc
+        if not self.enabled:
+            if error is not None:
+                raise error
+            return
+        messages: list[str | None] = [None] * self.world_size
+        dist.all_gather_object(messages, None if error is None else str(error))
+        first = next((m for m in messages if m is not None), None)
+        if first is None:
+            return
+        if not self.is_main:
+            raise FailedElsewhere(first)
+        raise error if error is not None else RnnlabError(first)
+
     def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank (any picklable object)."""
         if not self.enabled:
@@ -83,8 +115,41 @@ class DistributedContext:
             return _take_rows(batch, slice(0, 1)), False
         return _take_rows(batch, slice(self.rank, None, self.world_size)), True
 
+    # -- recurrent state carried across batches (batch on dim 1) ------------------------------
+    def gather_state(self, state: RecurrentState, has_rows: bool) -> RecurrentState:
+        """The whole global batch's state from every rank's shard of it (the inverse of
+        ``shard``), so a checkpoint holds the same carry whatever the number of processes."""
+        if not self.enabled:
+            return state
+        parts: list[Any] = [None] * self.world_size
+        mine = map_state(state, lambda t: t.detach().cpu())
+        dist.all_gather_object(parts, (mine, has_rows))
+        shards = [s for s, rows in parts if rows]  # ranks 0..k-1: global row j is on rank j % k
+
+        def interleave(index: int) -> Tensor:
+            pieces = [s[index] if isinstance(s, tuple) else s for s in shards]
+            rows = sum(p.size(1) for p in pieces)
+            order = [pieces[j % len(pieces)][:, j // len(pieces)] for j in range(rows)]
+            return torch.stack(order, dim=1).to(_device_of(state))
+
+        if isinstance(state, tuple):
+            return (interleave(0), interleave(1))
+        return interleave(0)
+
+    def local_state(self, state: RecurrentState) -> RecurrentState:
+        """This rank's rows of a global batch's state, as ``shard`` takes its rows of a batch."""
+        if not self.enabled:
+            return state
+        rows = int(state[0].size(1) if isinstance(state, tuple) else state.size(1))
+        take = slice(0, 1) if self.rank >= rows else slice(self.rank, None, self.world_size)
+        return map_state(state, lambda t: t[:, take].contiguous())
+
 
 SINGLE = DistributedContext()
+
+
+def _device_of(state: RecurrentState) -> torch.device:
+    return (state[0] if isinstance(state, tuple) else state).device
 
 
 def _batch_rows(batch: Any) -> int:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnlab import strict_json
 from rnnlab.atomic import append_text, atomic_write_text
 from rnnlab.config import TrainConfig, from_dict
 from rnnlab.errors import ConfigError, RnnlabError
@@ -117,21 +118,22 @@ class MetricsLog:
     """``metrics.jsonl``: one JSON object per line, truncated to the checkpoint on resume.
 
     Appends that fail (a full disk) leave no partial line and raise ``WriteFailed`` naming the file;
-    a line torn by a kill in an older run is dropped on resume rather than stopping it.
+    a line torn by a kill in an older run is dropped on resume rather than stopping it. Strict
+    JSON: a loss that diverged to nan or inf is written as null.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def append(self, record: dict[str, Any]) -> None:
-        append_text(self.path, json.dumps(record) + "\n")
+        append_text(self.path, strict_json.dumps(record) + "\n")
 
     def truncate_after(self, step: int) -> None:
         """Drop records written after the checkpoint a run resumes from."""
         if not self.path.exists():
             return
         kept = [
-            json.dumps(r)
+            strict_json.dumps(r)
             for r in self.read()
             if not isinstance(r.get("step"), int) or r["step"] <= step
         ]
@@ -141,8 +143,14 @@ class MetricsLog:
         """The records that parse as JSON objects, in order."""
         if not self.path.exists():
             return []
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:  # a directory, no permission
+            raise RnnlabError(
+                f"{self.path}: cannot read the training records ({exc.strerror})"
+            ) from None
         records = []
-        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+        for line in text.splitlines():
             try:
                 record = json.loads(line)
             except ValueError:
@@ -196,6 +204,8 @@ class Trainer:
         self.state = TrainerState()
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl")
         self.carry: Any = None
+        self.has_rows = True
+        """Whether this rank's shard of the last batch had rows of its own (see ``shard``)."""
         self.validated_step: int | None = None
         self.epoch_position = 0.0
         """Epochs trained, with the share of the current one (as validation records give it)."""
@@ -209,15 +219,13 @@ class Trainer:
         return self.average.model if self.average is not None else self.model
 
     # -- checkpoints ----------------------------------------------------------------------------
-    def _trainer_tensors(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    def _trainer_tensors(self, carry: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             for i, s in enumerate(torch.cuda.get_rng_state_all()):
                 tensors[f"rng.cuda.{i}"] = s
         optim_json = ckpt.flatten_state(self.optimizer.state_dict(), "optim", tensors)
-        carry_json = (
-            ckpt.flatten_state(self.carry, "carry", tensors) if self.carry is not None else None
-        )
+        carry_json = ckpt.flatten_state(carry, "carry", tensors) if carry is not None else None
         if self.average is not None:
             tensors.update(self.average.state_tensors())
         meta = {
@@ -229,9 +237,14 @@ class Trainer:
         return meta, tensors
 
     def save_checkpoint(self) -> None:
+        """Every rank calls this at the same step: the carried state is gathered from all of
+        them (each holds its shard's rows), then rank 0 writes."""
+        carry = self.carry
+        if carry is not None:
+            carry = self.distributed.gather_state(carry, self.has_rows)
         if not self.distributed.is_main:
             return
-        meta, tensors = self._trainer_tensors()
+        meta, tensors = self._trainer_tensors(carry)
         model_meta = {**self.task.model_meta(), "step": self.state.step}
         ckpt.save_last(self.run_dir, self.model, model_meta, meta, tensors)
         self.saved_step = self.state.step
@@ -266,7 +279,8 @@ class Trainer:
             raise RnnlabError(
                 f"{found.directory}: checkpoint does not fit this run ({reason[:300]})"
             ) from None
-        self.metrics.truncate_after(self.state.step)
+        if self.distributed.is_main:
+            self.metrics.truncate_after(self.state.step)
         self.saved_step = self.state.step
 
     def _apply_config_to_optimizer(self) -> None:
@@ -292,7 +306,7 @@ class Trainer:
         self._apply_config_to_optimizer()
         if meta.get("carry") is not None:
             carry = ckpt.unflatten_state(meta["carry"], tensors)
-            self.carry = _to_tuple(carry, self.device)
+            self.carry = self.distributed.local_state(_to_tuple(carry, self.device))
         torch.set_rng_state(tensors["rng.torch"])
         if torch.cuda.is_available():
             states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
@@ -344,6 +358,7 @@ class Trainer:
             self._set_scheduled_lr()
         dist = self.distributed
         local, has_rows = dist.shard(batch)
+        self.has_rows = has_rows
         self.step_stats = self.task.begin_step(self.state.step)
         with autocast(self.device, self.config.precision):
             out = self.loss_fn(local.to(self.device), self.carry)
