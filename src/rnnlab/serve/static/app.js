@@ -3,7 +3,29 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+const LOADING_POLL_MS = 1000;
 let models = [];
+// Each request takes a ticket; only the latest one's answer is shown, so a second click, or a
+// switch of model while a request is out, never shows an answer twice or under the wrong model.
+let ticket = 0;
+
+async function latest(request) {
+  const mine = ++ticket;
+  try {
+    const data = await request;
+    return mine === ticket ? data : null;
+  } catch (err) {
+    if (mine === ticket) throw err;
+    return null;  // an outdated request's failure is no longer news
+  }
+}
+
+// A textarea's lines as rnnlab reads a file's: a final line end adds no empty line.
+function lines(text) {
+  const pieces = text.split(/\r?\n/);
+  if (pieces.length > 1 && pieces[pieces.length - 1] === "") pieces.pop();
+  return pieces;
+}
 
 function showError(message) {
   const box = $("error");
@@ -46,9 +68,16 @@ function currentModel() {
 
 function selectModel() {
   const model = currentModel();
+  ticket++;  // an answer still on its way belongs to the model that was selected before
   showError("");
   for (const panel of ["translate", "tag", "generate"]) $(panel + "-panel").hidden = true;
+  $("model-info").textContent = "";
   if (!model) return;
+  if (!model.ready) {
+    $("model-info").textContent = `${model.name} is still loading…`;
+    setTimeout(loadModels, LOADING_POLL_MS);
+    return;
+  }
   const panel = { seq2seq: "translate", tagger: "tag", lm: "generate" }[model.task];
   $(panel + "-panel").hidden = false;
   const info = [model.task];
@@ -79,7 +108,7 @@ function heatmap(attention) {
 
 async function translate() {
   const model = currentModel();
-  const text = $("translate-input").value.split("\n");
+  const text = lines($("translate-input").value);
   const body = {
     text,
     beam: Number($("beam").value),
@@ -90,7 +119,9 @@ async function translate() {
   out.replaceChildren();
   try {
     showError("");
-    const data = await api(`/v1/models/${encodeURIComponent(model.name)}/translate`, body);
+    const data = await latest(api(`/v1/models/${encodeURIComponent(model.name)}/translate`, body));
+    if (!data) return;
+    out.replaceChildren();
     data.translations.forEach((t) => {
       const block = el("div", { class: "translation" },
         el("div", {}, el("span", { class: "text" }, t.text),
@@ -124,8 +155,11 @@ async function tag() {
   legend.replaceChildren();
   try {
     showError("");
-    const text = $("tag-input").value.split("\n").filter((line) => line.trim());
-    const data = await api(`/v1/models/${encodeURIComponent(model.name)}/tag`, { text });
+    const text = lines($("tag-input").value).filter((line) => line.trim());
+    const data = await latest(api(`/v1/models/${encodeURIComponent(model.name)}/tag`, { text }));
+    if (!data) return;
+    out.replaceChildren();
+    legend.replaceChildren();
     const seen = new Set();
     for (const sentence of data.sentences) {
       const line = el("div", { class: "tagged" });
@@ -150,15 +184,31 @@ async function generate() {
   $("generate-output").textContent = "";
   try {
     showError("");
-    const data = await api(`/v1/models/${encodeURIComponent(model.name)}/generate`, {
-      prefix: $("prefix").value,
-      length: Number($("length").value),
-      temperature: Number($("temperature").value),
-    });
+    const body = { prefix: $("prefix").value, temperature: Number($("temperature").value) };
+    // An empty Length box leaves the length to the server (its default fits its own limits).
+    if ($("length").value !== "") body.length = Number($("length").value);
+    const data = await latest(api(`/v1/models/${encodeURIComponent(model.name)}/generate`, body));
+    if (!data) return;
     $("generate-output").textContent = data.text;
   } catch (err) {
     showError(err.message);
   }
+}
+
+// The model list, again while a selected model is still loading; the selection is kept.
+async function loadModels() {
+  const selected = $("model").value;
+  try {
+    models = (await api("/v1/models")).models;
+  } catch (err) {
+    showError(err.message);
+    return;
+  }
+  const options = models.map((m) =>
+    el("option", { value: m.name }, m.ready ? `${m.name} (${m.task})` : `${m.name} (loading)`));
+  $("model").replaceChildren(...options);
+  if (models.some((m) => m.name === selected)) $("model").value = selected;
+  selectModel();
 }
 
 async function start() {
@@ -166,14 +216,7 @@ async function start() {
   $("translate-button").addEventListener("click", translate);
   $("tag-button").addEventListener("click", tag);
   $("generate-button").addEventListener("click", generate);
-  try {
-    models = (await api("/v1/models")).models;
-  } catch (err) {
-    showError(err.message);
-    return;
-  }
-  for (const m of models) $("model").append(el("option", { value: m.name }, `${m.name} (${m.task})`));
-  selectModel();
+  await loadModels();
 }
 
 start();
