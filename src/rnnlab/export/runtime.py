@@ -1050,7 +1050,9 @@ def main(argv: list[str]) -> int:
         try:  # bytes, as rnnlab reads them: strict UTF-8 in any locale, lines split at "\n" only
             lines = text_lines(sys.stdin.buffer.read().decode("utf-8"))
         except UnicodeDecodeError as exc:
-            raise ExportError(f"<stdin>: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            raise ExportError(
+                f"<stdin>: not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
         results = model.translate(lines) if isinstance(model, OnnxTranslator) else model.tag(lines)
         for result in results:
             print(result.line())
