@@ -22,6 +22,13 @@ class Hypothesis:
     """``log_prob`` divided by the length penalty: what hypotheses are ranked by."""
 
 
+def ended(hypothesis: Hypothesis, max_len: int) -> bool:
+    """Whether a search of at most ``max_len`` steps ended ``hypothesis`` with ``<eos>``: every
+    step adds one token, ``<eos>`` included, so only a hypothesis cut at the limit holds
+    ``max_len`` tokens (greedy and beam search alike)."""
+    return len(hypothesis.tokens) < max_len
+
+
 def unscored(tokens: list[int]) -> Hypothesis:
     """The hypothesis of a search that skipped scoring (greedy search without its softmax)."""
     return Hypothesis(tokens=tokens, log_prob=math.nan, score=math.nan)

@@ -316,7 +316,7 @@ def _length_sorted(lengths: list[int], batch_size: int, max_tokens: int = 0) -> 
 class AttentionMatrix:
     src_tokens: list[str]
     out_tokens: list[str]
-    """The output tokens, ending in ``<eos>``."""
+    """The output tokens, ending in ``<eos>`` unless the search was cut at ``max_len``."""
     weights: np.ndarray
     """(T_out, S); each row sums to 1."""
 
@@ -636,17 +636,20 @@ class OnnxTranslator(ExportedModel):
                 progress(len(ids))
         return results
 
-    def attention_of(self, src: list[int], hyp: list[int]) -> AttentionMatrix:
-        """Where each output token of ``hyp`` attended, read under teacher forcing."""
+    def attention_of(
+        self, src: list[int], hyp: list[int], *, ended: bool = True
+    ) -> AttentionMatrix:
+        """Where each output token of ``hyp`` attended, read under teacher forcing, and where
+        ``<eos>`` did if the search ``ended`` with it."""
         state = self._start([src])
         rows = []
-        for token in [self.bos_id, *hyp]:
+        for token in [self.bos_id, *hyp][: len(hyp) + ended]:
             _, weights, state = self._step(np.array([token], dtype=np.int64), state, attention=True)
             assert weights is not None
             rows.append(weights[0])
         return AttentionMatrix(
             src_tokens=[self.src_itos[i] for i in src],
-            out_tokens=[self.tgt_itos[i] for i in hyp] + [EOS],
+            out_tokens=[self.tgt_itos[i] for i in hyp] + [EOS] * ended,
             weights=np.stack(rows),
         )
 
@@ -687,14 +690,18 @@ class OnnxTranslator(ExportedModel):
             progress=progress,
         )
         out = [Translation(text="", tokens=[], score=0.0) for _ in lines]
+        limit = max_len or self.decode_max_len
         for i, src, hyps in zip(keep, sources, decoded, strict=True):
             best = hyps[0]
+            # Every step adds one token, <eos> included: only a search cut at the limit
+            # leaves max_len tokens (rnnlab.decoding.hypothesis.ended).
+            ended = len(best.tokens) < limit
             out[i] = Translation(
                 text=self.detokenize(best.tokens),
                 tokens=self.target_tokens(best.tokens),
                 score=best.score,
                 n_best=[(self.detokenize(h.tokens), h.score) for h in hyps],
-                attention=self.attention_of(src, best.tokens) if attention else None,
+                attention=self.attention_of(src, best.tokens, ended=ended) if attention else None,
             )
         return out
 

@@ -12,7 +12,9 @@ mean transition scores finds it exactly. Averaging per-token probabilities inste
 sequence that no member's transitions allow.
 
 Members are independent runs (another seed, another width, another vocabulary) of one tag set.
-Each encodes the sentences with its own vocabularies, so only the tags must agree. Accuracy on
+Each encodes the sentences with its own vocabularies, so only the tags must agree. A tag set is
+ordered by training frequency, so two members trained on different samples may list the same tags
+in another order: each member's scores are put in the first member's order by tag name. Accuracy on
 unseen words is reported against the first member's training words.
 """
 
@@ -35,18 +37,31 @@ from rnnlab.nn.masking import length_mask
 from rnnlab.tasks.tagger import tag_in_batches
 
 
-def mean_crf(members: Sequence[RNNTagger]) -> LinearChainCRF | None:
+def mean_crf(
+    members: Sequence[RNNTagger], orders: Sequence[Tensor] | None = None
+) -> LinearChainCRF | None:
     """A CRF whose scores are the mean of the members' (zero for a member without a CRF);
-    ``None`` when no member has one, and the ensemble decodes by per-token argmax."""
+    ``None`` when no member has one, and the ensemble decodes by per-token argmax. ``orders``
+    (one per member) lists, for each tag of the ensemble, the member's id of that tag."""
     crfs = [m.crf for m in members]
-    present = [crf for crf in crfs if crf is not None]
+    present = [
+        (crf, orders[i] if orders is not None else None)
+        for i, crf in enumerate(crfs)
+        if crf is not None
+    ]
     if not present:
         return None
-    num_tags = present[0].num_tags
-    mean = LinearChainCRF(num_tags).to(present[0].transitions.device)
+    first = present[0][0]
+    mean = LinearChainCRF(first.num_tags).to(first.transitions.device)
     with torch.no_grad():
         for name in ("transitions", "start_transitions", "end_transitions"):
-            total = sum(getattr(crf, name).float() for crf in present)
+            total = torch.zeros_like(getattr(first, name), dtype=torch.float32)
+            for crf, order in present:
+                scores = getattr(crf, name).float()
+                if order is not None:  # rows (and columns) in the ensemble's tag order
+                    index = order.to(scores.device)
+                    scores = scores[index][:, index] if scores.dim() == 2 else scores[index]
+                total += scores
             getattr(mean, name).copy_(total / len(crfs))
     return mean.eval()
 
@@ -77,7 +92,7 @@ class TaggerEnsemble:
                     f"{name}: tags the {member.tag_column} column, {names[0]} the "
                     f"{first.tag_column} column: an ensemble needs one tag column"
                 )
-            if _tags(member) != _tags(first):
+            if set(_tags(member)) != set(_tags(first)):
                 raise RnnlabError(
                     f"{name}: its tag set differs from that of {names[0]}: an ensemble needs one "
                     "tag set (train the members on the same data)"
@@ -90,7 +105,13 @@ class TaggerEnsemble:
         models = [_model(m) for m in self.members]
         for model in models:
             model.eval()
-        self.crf = mean_crf(models)
+        ours = _tags(first)
+        self.orders = [
+            torch.tensor([_tags(m).index(tag) for tag in ours], device=self.device)
+            for m in self.members
+        ]
+        """For each member, its id of each of the ensemble's (the first member's) tags."""
+        self.crf = mean_crf(models, self.orders)
 
     @property
     def tag_column(self) -> str:
@@ -105,8 +126,10 @@ class TaggerEnsemble:
     def decode(self, sentences: list[list[str]]) -> Tensor:
         """Tag ids (B, T) of non-empty sentences: Viterbi over the members' mean scores."""
         scores = [
-            member.task.emissions(member.model, sentences, member.device)[0].to(self.device)
-            for member in self.members
+            member.task.emissions(member.model, sentences, member.device)[0].to(self.device)[
+                ..., order
+            ]
+            for member, order in zip(self.members, self.orders, strict=True)
         ]
         lengths = torch.tensor([len(s) for s in sentences], device=self.device)
         return decode_mean(scores, self.crf, lengths)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnlab.decoding.hypothesis import length_penalty_problem
+from rnnlab.decoding.hypothesis import ended, length_penalty_problem
 from rnnlab.errors import RnnlabError
 from rnnlab.inference.inputs import require_list_of_texts
 from rnnlab.inference.results import Translation
@@ -102,6 +102,7 @@ class Translator:
         )
         out = [Translation(text="", tokens=[], score=0.0) for _ in lines]
         assert task.tgt_vocab is not None
+        limit = max_len or task.config.decode.max_len
         for i, src, hyps in zip(keep, sources, decoded, strict=True):
             best = hyps[0]
             out[i] = Translation(
@@ -110,7 +111,9 @@ class Translator:
                 score=best.score,
                 n_best=[(task.detokenize(h.tokens), h.score) for h in hyps],
                 attention=(
-                    task.attention_of(self.model, src, best.tokens, self.device)
+                    task.attention_of(
+                        self.model, src, best.tokens, self.device, ended=ended(best, limit)
+                    )
                     if attention and self.has_attention
                     else None
                 ),

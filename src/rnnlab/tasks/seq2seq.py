@@ -22,7 +22,7 @@ from rnnlab.data.id_sequences import IdSequences
 from rnnlab.data.parallel import SentencePair, iter_parallel
 from rnnlab.data.text import preprocess_textbook
 from rnnlab.data.tokenizers import SentencePieceTokenizer, Tokenizer, WordTokenizer
-from rnnlab.data.vocab import FirstSeenIds, Vocab
+from rnnlab.data.vocab import EOS, FirstSeenIds, Vocab
 from rnnlab.decoding.beam import beam_batch_size, beam_search_hypotheses
 from rnnlab.decoding.greedy import greedy_hypotheses, greedy_search
 from rnnlab.decoding.hypothesis import Hypothesis, unscored
@@ -61,7 +61,8 @@ class AttentionMatrix:
     src_tokens: list[str]
     """The source as the encoder saw it (after the vocabulary: ``<unk>`` for unknown words)."""
     out_tokens: list[str]
-    """The output tokens, ending in ``<eos>`` (whose row is the attention that produced it)."""
+    """The output tokens, ending in ``<eos>`` (whose row is the attention that produced it) when the
+    search ended with it; a translation cut at ``max_len`` has no such row."""
     weights: Tensor
     """(T_out, S) attention weights; each row sums to 1."""
 
@@ -428,9 +429,16 @@ class Seq2SeqTask(Task):
 
     @torch.no_grad()
     def attention_of(
-        self, model: nn.Module, src: list[int], output: list[int], device: torch.device
+        self,
+        model: nn.Module,
+        src: list[int],
+        output: list[int],
+        device: torch.device,
+        *,
+        ended: bool = True,
     ) -> AttentionMatrix:
-        """Where each token of ``output`` (a decoded hypothesis of ``src``) attended in the source."""
+        """Where each token of ``output`` (a decoded hypothesis of ``src``) attended in the source,
+        and where ``<eos>`` did if the search ``ended`` with it."""
         model = cast(EncoderDecoder, model)  # the task's own model: its methods, not nn.Module's
         assert self.src_vocab is not None and self.tgt_vocab is not None
         if not getattr(model, "has_attention", False):
@@ -438,9 +446,14 @@ class Seq2SeqTask(Task):
         src_ids = torch.tensor([src], device=device)
         tgt_in = torch.tensor([[self.tgt_vocab.bos_id, *output]], device=device)
         weights = model.attention_weights(src_ids, torch.tensor([len(src)]), tgt_in)[0]
+        out_tokens = self.tgt_vocab.decode(output, strip_specials=False)
+        if ended:
+            out_tokens.append(EOS)
+        else:
+            weights = weights[:-1]
         return AttentionMatrix(
             src_tokens=self.src_vocab.decode(src, strip_specials=False),
-            out_tokens=[*self.tgt_vocab.decode(output, strip_specials=False), "<eos>"],
+            out_tokens=out_tokens,
             weights=weights.cpu(),
         )
 
