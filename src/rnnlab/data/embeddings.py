@@ -141,6 +141,25 @@ def iter_vectors(
         yield from _iter_text(path, info, accept)
 
 
+def _check_spaced_word(path: Path, info: VectorFileInfo, word: str, dim: int, line: int) -> None:
+    """A word with a space must be a GloVe 840B phrase, not one number too many (``dog 3 4 5``
+    with D = 2, which gensim refuses too) or two spaces in a row: either would put a vector under
+    a word no one looks up, and the real word would silently have none."""
+    last = word.rsplit(" ", 1)[-1]
+    if info.format == "word2vec_text" or not last or _is_number(last):
+        found = len(word.split(" ")) - 1 + dim
+        what = "an empty field (two spaces in a row)" if not last else f"{found} numbers"
+        raise DataError(path, f"expected a word and {dim} numbers, found {what}", line)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _iter_text(
     path: Path, info: VectorFileInfo, keep: Callable[[str], bool]
 ) -> Iterator[tuple[str, np.ndarray]]:
@@ -162,6 +181,8 @@ def _iter_text(
                 raise DataError(path, f"not UTF-8 text (byte {exc.start + 1})", number) from None
             # The word is what precedes the last D fields; it holds spaces in GloVe 840B.
             spaced = text.count(" ") > dim
+            if spaced:
+                _check_spaced_word(path, info, text.rsplit(" ", dim)[0], dim, number)
             if not keep(text.rsplit(" ", dim)[0] if spaced else text.partition(" ")[0]):
                 continue
             parts = text.rsplit(" ", dim)
@@ -290,15 +311,31 @@ def match_vocabulary(
 
     def addable(word: str) -> bool:
         room = max_added <= 0 or len(added) < max_added
-        return extend and room and form(word) not in known
+        folded = form(word)
+        return extend and room and bool(folded) and folded not in known
 
-    for word, vector in iter_vectors(path, lambda w: w in wanted or addable(w)):
+    # Every spelling of an added word, first line of each: its vector is then chosen in
+    # ``lookup_keys`` order, as a training word's is (an exact "zebra" before "Zebra").
+    spellings: dict[str, dict[str, np.ndarray]] = {}
+
+    def spelling_of_added(word: str) -> bool:
+        return extend and form(word) in spellings
+
+    def keep(word: str) -> bool:
+        return word in wanted or addable(word) or spelling_of_added(word)
+
+    for word, vector in iter_vectors(path, keep):
         if word in wanted:
             found.setdefault(word, vector)
         if addable(word):
             known.add(form(word))
             added.append(form(word))
-            extra[form(word)] = vector
+            spellings[form(word)] = {}
+        if spelling_of_added(word):
+            spellings[form(word)].setdefault(word, vector)
+    for folded, seen in spellings.items():
+        key = next((key for _, key in lookup_keys(folded) if key in seen), next(iter(seen)))
+        extra[folded] = seen[key]
     coverage = Coverage(file=str(path), format=info.format, dim=info.dim, vocab_size=len(lookups))
     all_words = [*words, *added]
     vectors: dict[int, np.ndarray] = {}
@@ -316,7 +353,12 @@ def match_vocabulary(
         covered_tokens += token_counts[word] if token_counts is not None else 0
     for offset, word in enumerate(added):
         vectors[len(words) + offset] = extra[word]
-    total_tokens = sum(token_counts.values()) if token_counts is not None else 0
+    # Special tokens (a language model's <eos> per line) are never looked up.
+    total_tokens = (
+        sum(n for token, n in token_counts.items() if token not in special)
+        if token_counts is not None
+        else 0
+    )
     coverage.token_coverage = covered_tokens / total_tokens if total_tokens else 0.0
     coverage.added_words = len(added)
     return PretrainedMatch(words=all_words, vectors=vectors, coverage=coverage)

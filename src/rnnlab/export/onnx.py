@@ -479,6 +479,7 @@ def _export_lm(task: Any, model: Any, out: Path) -> dict[str, Any]:
         ],
         "vocab": {"tokens": "vocab.json"},
         "tokenizer": {"level": config.data.tokenizer, "clean": config.data.clean},
+        "never_generated": task.vocab.decode(list(task.never_generated()), strip_specials=False),
         "copy": {"vocab.json": "vocab.json"},
     }
 

@@ -900,6 +900,9 @@ class OnnxLanguageModel(ExportedModel):
         self.stoi = {tok: i for i, tok in enumerate(self.itos)}
         self.level = m["tokenizer"]["level"]
         self.clean = m["tokenizer"]["clean"]
+        self.never_generated: list[str] = m.get("never_generated", [PAD, BOS])
+        """Tokens generation never emits (``LanguageModelTask.never_generated``; exports made
+        before it was recorded ban ``<pad>`` and ``<bos>``)."""
 
     def describe(self) -> dict[str, Any]:
         return {"task": self.task_name, "tokenizer": self.level, "vocab_size": len(self.itos)}
@@ -987,11 +990,11 @@ class OnnxLanguageModel(ExportedModel):
         rng = np.random.default_rng(seed)
         token = np.asarray([ids[-1]], dtype=np.int64)
         generated: list[int] = []
-        never = [self.stoi[marker] for marker in (PAD, BOS) if marker in self.stoi]
+        never = [self.stoi[token] for token in self.never_generated if token in self.stoi]
         for _ in range(length):
             log_probs, state = self._run(self.step, token, state)
             row = log_probs[0].astype(np.float64)
-            row[never] = -np.inf  # as rnnlab.decoding.banned: never <pad> or <bos>
+            row[never] = -np.inf  # as rnnlab.decoding.banned
             if temperature == 0:
                 choice = int(row.argmax())
             else:

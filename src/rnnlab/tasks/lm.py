@@ -119,7 +119,7 @@ class LanguageModelTask(Task):
             counts.update(tokens)
         self.vocab = Vocab.from_counts(counts, min_freq=data.min_freq)
         self.vocab, self.pretrained = pretrained.match_word_embeddings(
-            self.config, self.vocab, counts, self.run_dir, side="token"
+            self.config, self.vocab, counts, self.run_dir, side="token", normalise=self.file_word
         )
         self.vocab.save(self.run_dir / "vocab.json")
         self.train_ids = self.encode_file(data.train, max_lines=data.max_examples)
@@ -251,6 +251,24 @@ class LanguageModelTask(Task):
         return tokens
 
     @torch.no_grad()
+    def file_word(self, word: str) -> str:
+        """A vector file's word as this model's text reads it (``data.clean``), for words that join
+        the vocabulary from the file; "" for one that cleans to no word or to several."""
+        tokens = text_tokens(word, level="word", clean=self.config.data.clean)
+        return tokens[0] if len(tokens) == 1 else ""
+
+    def never_generated(self) -> tuple[int, ...]:
+        """Tokens a generation never emits, as none is ever a training target: ``<pad>`` and
+        ``<bos>`` (``Vocab.never_emitted``) and, at character level, ``<eos>`` (a line ends in a
+        "\\n" there) and ``<unk>`` unless ``data.min_freq`` left some character below it."""
+        assert self.vocab is not None
+        never = list(self.vocab.never_emitted)
+        if self.config.data.tokenizer == "char":
+            never.append(self.vocab.eos_id)
+            if self.config.data.min_freq <= 1:
+                never.append(self.vocab.unk_id)
+        return tuple(never)
+
     def generate(
         self,
         model: RNNLanguageModel,
@@ -293,7 +311,7 @@ class LanguageModelTask(Task):
             temperature=temperature,
             top_k=top_k,
             generator=generator,
-            banned=self.vocab.never_emitted,
+            banned=self.never_generated(),
         )
         return [
             tokens_text(tokens + self.vocab.decode(out, strip_specials=False), level=level)

@@ -17,6 +17,7 @@ from rnnlab.config import (
     require_at_least,
 )
 from rnnlab.data.bundled import bundled_path
+from rnnlab.errors import ConfigError
 from rnnlab.tasks import pretrained
 
 EVAL_CHUNK = 256
@@ -84,6 +85,11 @@ class LMConfig(RunConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require_at_least("train.bptt", self.train.bptt, 1)
+        if self.model.tie_weights and self.model.freeze_embeddings:
+            raise ConfigError(
+                "model.tie_weights with model.freeze_embeddings would freeze the output "
+                "projection's rows too; choose one"
+            )
         pretrained.check_config(
             path=self.model.pretrained_embeddings,
             freeze=self.model.freeze_embeddings,
