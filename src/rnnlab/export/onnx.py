@@ -299,6 +299,7 @@ def _export_seq2seq(task: Any, model: Any, out: Path) -> dict[str, Any]:
         "kind": config.data.tokenizer,
         "preprocess": config.data.preprocess,
         "max_len": config.data.max_len,
+        "num_steps": config.data.num_steps,
     }
     if config.data.tokenizer == "sentencepiece":
         src_spm, tgt_spm = task._spm_paths()

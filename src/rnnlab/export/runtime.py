@@ -398,6 +398,9 @@ class OnnxTranslator(ExportedModel):
         tokenizer = m["tokenizer"]
         self.preprocess = tokenizer["preprocess"]
         self.max_src_len = tokenizer["max_len"]
+        self.max_src_ids = tokenizer.get("num_steps", 0)
+        """The textbook's fixed length (``data.num_steps``): source ids, ``<eos>`` included, are cut
+        to it as in training; 0 = not cut."""
         if tokenizer["kind"] == "sentencepiece":
             self.src_tokenizer: Any = SentencePieceTokenizer(
                 self.folder / tokenizer["spm_src"], self.preprocess
@@ -429,7 +432,8 @@ class OnnxTranslator(ExportedModel):
         tokens = self.src_tokenizer.encode(text)
         if self.max_src_len > 0:
             tokens = tokens[: self.max_src_len]
-        return [self.src_stoi.get(tok, self.unk_id) for tok in tokens] + [self.eos_id]
+        ids = [self.src_stoi.get(tok, self.unk_id) for tok in tokens] + [self.eos_id]
+        return ids[: self.max_src_ids] if self.max_src_ids > 0 else ids
 
     def target_tokens(self, ids: list[int]) -> list[str]:
         skip = {self.pad_id, self.bos_id, self.eos_id}

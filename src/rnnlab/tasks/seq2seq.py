@@ -114,9 +114,14 @@ class Seq2SeqTask(Task):
         return tokens[:max_len] if max_len > 0 else tokens
 
     def encode_source(self, text: str) -> list[int]:
+        """Source ids ending in ``<eos>``; in the textbook's fixed-length mode (``data.num_steps``)
+        cut to ``num_steps`` ids as training batches are (and the textbook's ``predict_seq2seq``),
+        so translation never shows the encoder more of a sentence than training did."""
         assert self.src_vocab is not None
         tokens = self._truncate(self.src_tokenizer.encode(text))
-        return self.src_vocab.encode_text(tokens) + [self.src_vocab.eos_id]
+        ids = self.src_vocab.encode_text(tokens) + [self.src_vocab.eos_id]
+        num_steps = self.config.data.num_steps
+        return ids[:num_steps] if num_steps > 0 else ids
 
     def encode_pairs(
         self, pairs: Iterable[SentencePair], *, references: bool = True
