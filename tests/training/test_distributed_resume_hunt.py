@@ -541,6 +541,26 @@ def test_two_process_checkpoint_resumed_in_two_processes_equals_uninterrupted(
         assert loss == pytest.approx(expected[step], rel=1e-6), step
 
 
+def test_a_validation_mid_epoch_under_two_processes_saves_every_ranks_state(
+    root: Path, ddp_text: Path, tmp_path: Path
+):
+    """A validation checkpoints while the state is carried: every rank must take part in
+    gathering it (rank 0 alone would wait for the others forever). The checkpoint, resumed in
+    one process, then continues as an uninterrupted one-process run with the same validations."""
+    sets = [*lm_sets(ddp_text, ddp_text), "--set", "train.valid_every=2"]
+    ddp = tmp_path / "ddp"
+    done = rnnlab_subprocess(
+        "train", "lm", "--out", ddp, *sets, "--nproc", "2", "--set", "train.max_steps=2"
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    code, printed = rnnlab("train", "--resume", ddp, "--set", "train.max_steps=4")
+    assert code == 0, printed
+    one = tmp_path / "one"
+    code, printed = rnnlab("train", "lm", "--out", one, *sets, "--set", "train.max_steps=4")
+    assert code == 0, printed
+    assert_same_records(records(ddp), records(one))
+
+
 def test_a_two_process_resume_announces_itself_once(
     ddp_resumed: tuple[Path, subprocess.CompletedProcess[str]],
 ):

@@ -428,6 +428,7 @@ class Trainer:
             )
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+        self.save_checkpoint()  # every rank: the carried state is gathered from all of them
         self.validated_stop = stop
         return stop
 
@@ -471,7 +472,6 @@ class Trainer:
                 self.state.early_stopped = stop = True
         if self.on_validation is not None and self.on_validation(self.state.step, metrics):
             stop = True
-        self.save_checkpoint()
         return stop
 
     def ensure_validated(self) -> None:
