@@ -398,7 +398,7 @@ class OnnxTranslator(ExportedModel):
         tokenizer = m["tokenizer"]
         self.preprocess = tokenizer["preprocess"]
         self.max_src_len = tokenizer["max_len"]
-        self.max_src_ids = tokenizer.get("num_steps", 0)
+        self.max_src_ids = int(tokenizer.get("num_steps", 0))
         """The textbook's fixed length (``data.num_steps``): source ids, ``<eos>`` included, are cut
         to it as in training; 0 = not cut."""
         if tokenizer["kind"] == "sentencepiece":
@@ -904,9 +904,10 @@ class OnnxLanguageModel(ExportedModel):
         self.stoi = {tok: i for i, tok in enumerate(self.itos)}
         self.level = m["tokenizer"]["level"]
         self.clean = m["tokenizer"]["clean"]
-        self.never_generated: list[str] = m.get("never_generated", [PAD, BOS])
-        """Tokens generation never emits (``LanguageModelTask.never_generated``; exports made
-        before it was recorded ban ``<pad>`` and ``<bos>``)."""
+        never = m.get("never_generated", [PAD, BOS])
+        self.never_generated = [self.stoi[token] for token in never if token in self.stoi]
+        """Ids generation never emits (``LanguageModelTask.never_generated``; exports made before
+        it was recorded ban ``<pad>`` and ``<bos>``)."""
 
     def describe(self) -> dict[str, Any]:
         return {"task": self.task_name, "tokenizer": self.level, "vocab_size": len(self.itos)}
@@ -994,7 +995,7 @@ class OnnxLanguageModel(ExportedModel):
         rng = np.random.default_rng(seed)
         token = np.asarray([ids[-1]], dtype=np.int64)
         generated: list[int] = []
-        never = [self.stoi[token] for token in self.never_generated if token in self.stoi]
+        never = self.never_generated
         for _ in range(length):
             log_probs, state = self._run(self.step, token, state)
             row = log_probs[0].astype(np.float64)
