@@ -242,6 +242,22 @@ def test_a_name_with_an_encoded_slash_is_a_json_404(client: httpx.Client) -> Non
     error_of(client.post("/v1/models/rev%2Ferse/translate", json={"text": ["a"]}), 404)
 
 
+@pytest.mark.parametrize("path", ["/v1/models/", "/v1/models/reverse/translate/"])
+def test_a_trailing_slash_is_a_json_404_not_a_redirect_to_the_host_header(
+    client: httpx.Client, path: str
+) -> None:
+    """Starlette would redirect to an absolute URL built from the Host header the client sent."""
+    response = client.request(
+        "POST" if path.endswith("translate/") else "GET",
+        path,
+        json={"text": ["a"]},
+        headers={"Host": "attacker.example"},
+    )
+    assert "location" not in response.headers
+    message = error_of(response, 404)
+    assert path.rstrip("/") in message
+
+
 def test_percent_encoded_letters_name_the_same_model(client: httpx.Client) -> None:
     # RFC 3986 §6.2.2.2: an encoded unreserved character is the character itself.
     response = client.post("/v1/models/rev%65rse/translate", json={"text": ["a b"]})

@@ -156,7 +156,11 @@ def create_app(
             await loading
         await registry.stop_queues()
 
-    app = FastAPI(title="rnnlab", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No redirect for a path with a trailing slash: Starlette's would send clients to an absolute
+    # URL built from the request's Host header; a 404 naming the path without it says as much.
+    app = FastAPI(
+        title="rnnlab", lifespan=lifespan, docs_url=None, redoc_url=None, redirect_slashes=False
+    )
     app.add_middleware(_RequestMetrics, metrics=metrics)
 
     @app.exception_handler(ApiError)
@@ -165,7 +169,11 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), headers=exc.headers)  # 405 keeps Allow
+        message = str(exc.detail)
+        path = request.url.path
+        if exc.status_code == 404 and len(path) > 1 and path.endswith("/"):
+            message = f"no endpoint {path}; without the final slash: {path.rstrip('/')}"
+        return _error(exc.status_code, message, headers=exc.headers)  # 405 keeps Allow
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
