@@ -6,18 +6,20 @@ A run directory is self-contained: ``config.yaml`` (the resolved config), the ta
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import torch
 from torch import nn
 
 from rnnlab.config import (
     apply_overrides,
+    coerce_value,
     from_dict,
     load_config,
     read_yaml,
@@ -172,11 +174,28 @@ def read_run_config(path: Path, overrides: list[str] | None = None) -> Any:
 def refuse_vocabulary_changes(path: Path, config: Any) -> None:
     """A resumed run keeps the vocabularies it was prepared with, so ``--set`` may not change a
     key that shaped them (``config.vocabulary_fields``): the saved config would then describe a
-    tokenization the model never saw."""
-    saved = read_run_config(path)
-    for key in vocabulary_fields(type(config.data)):
+    tokenization the model never saw.
+
+    The saved values are read from the file as written, without the checks a config gets when it
+    loads: a run saved before a newer check still resumes, with ``--set`` fixing what it refuses.
+    """
+    section = read_yaml(path / CONFIG_FILE).get("data")
+    saved = section if isinstance(section, dict) else {}
+    data_class = type(config.data)
+    hints = get_type_hints(data_class)
+    defaults = {f.name: f for f in dataclasses.fields(data_class)}
+    for key in vocabulary_fields(data_class):
         name = key.removeprefix("data.")
-        before, after = getattr(saved.data, name), getattr(config.data, name)
+        if name in saved:
+            try:
+                before = coerce_value(saved[name], hints[name], key)
+            except ConfigError:
+                continue  # not a value training could have used; loading the config says so
+        else:
+            field_ = defaults[name]
+            factory = field_.default_factory
+            before = factory() if factory is not dataclasses.MISSING else field_.default
+        after = getattr(config.data, name)
         if before != after:
             raise RnnlabError(
                 f"{path}: {key} cannot change on --resume ({before!r} → {after!r}): the run's "

@@ -152,12 +152,13 @@ def _check_spaced_word(path: Path, info: VectorFileInfo, word: str, dim: int, li
         raise DataError(path, f"expected a word and {dim} numbers, found {what}", line)
 
 
+_DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+"""A vector value as files write them; ``float`` also reads "inf", "nan" or "1_000", which end
+GloVe 840B phrases ("to Infinity") and are never finite vector values anyway."""
+
+
 def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    return _DECIMAL.fullmatch(text) is not None and text.isascii()
 
 
 def _iter_text(

@@ -904,7 +904,11 @@ class OnnxLanguageModel(ExportedModel):
         self.stoi = {tok: i for i, tok in enumerate(self.itos)}
         self.level = m["tokenizer"]["level"]
         self.clean = m["tokenizer"]["clean"]
-        never = m.get("never_generated", [PAD, BOS])
+        # Exports made before the list was recorded: what LanguageModelTask.never_generated
+        # gives at the default data.min_freq of 1.
+        never = m.get(
+            "never_generated", [PAD, BOS, EOS, UNK] if self.level == "char" else [PAD, BOS]
+        )
         self.never_generated = [self.stoi[token] for token in never if token in self.stoi]
         """Ids generation never emits (``LanguageModelTask.never_generated``; exports made before
         it was recorded ban ``<pad>`` and ``<bos>``)."""

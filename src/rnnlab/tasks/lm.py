@@ -250,7 +250,6 @@ class LanguageModelTask(Task):
             raise RnnlabError("prefix is empty; a character-level model needs text to continue")
         return tokens
 
-    @torch.no_grad()
     def file_word(self, word: str) -> str:
         """A vector file's word as this model's text reads it (``data.clean``), for words that join
         the vocabulary from the file; "" for one that cleans to no word or to several."""
@@ -269,6 +268,7 @@ class LanguageModelTask(Task):
                 never.append(self.vocab.unk_id)
         return tuple(never)
 
+    @torch.no_grad()
     def generate(
         self,
         model: RNNLanguageModel,

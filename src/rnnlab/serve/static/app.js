@@ -8,6 +8,8 @@ let models = [];
 // Each request takes a ticket; only the latest one's answer is shown, so a second click, or a
 // switch of model while a request is out, never shows an answer twice or under the wrong model.
 let ticket = 0;
+let shown = null;  // the name of the model the panels were last set up for
+let poll = null;  // the one pending refresh of the model list while a model loads
 
 async function latest(request) {
   const mine = ++ticket;
@@ -68,14 +70,20 @@ function currentModel() {
 
 function selectModel() {
   const model = currentModel();
-  ticket++;  // an answer still on its way belongs to the model that was selected before
+  const name = model ? model.name : null;
+  if (name !== shown) {
+    ticket++;  // an answer still on its way belongs to the model that was selected before
+    shown = name;
+  }
   showError("");
   for (const panel of ["translate", "tag", "generate"]) $(panel + "-panel").hidden = true;
   $("model-info").textContent = "";
   if (!model) return;
   if (!model.ready) {
     $("model-info").textContent = `${model.name} is still loading…`;
-    setTimeout(loadModels, LOADING_POLL_MS);
+    if (poll === null) {
+      poll = setTimeout(() => { poll = null; loadModels(); }, LOADING_POLL_MS);
+    }
     return;
   }
   const panel = { seq2seq: "translate", tagger: "tag", lm: "generate" }[model.task];
