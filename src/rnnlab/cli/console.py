@@ -40,8 +40,24 @@ class ConsoleReporter:
         else:
             print(text, file=self.stream, flush=True)
 
+    def output(self, text: str) -> None:
+        """``text`` on stdout, the command's output. On a terminal that also shows a live bar,
+        the bar is cleared first and drawn again after, so no output line starts on the bar's."""
+        if self.interactive:
+            from tqdm import tqdm
+
+            with tqdm.external_write_mode(file=sys.stdout):
+                sys.stdout.write(text)
+                sys.stdout.flush()
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
     def progress(self, total: int, desc: str, initial: int = 0) -> Any:
-        """A bar over ``total`` items; ``total`` 0 counts items of unknown number (a stream)."""
+        """A bar over ``total`` items; ``total`` 0 counts items of unknown number (a stream).
+
+        Use it in a ``with`` block: it is then cleared however the block ends, so an error or
+        the output that follows starts on a line of its own."""
         from tqdm import tqdm
 
         return tqdm(
@@ -80,7 +96,8 @@ def _flatten(metrics: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, A
 
 
 def notice(text: str) -> None:
-    print(f"rnnlab: notice: {text}", file=sys.stderr, flush=True)
+    """A line on stderr, above a live bar if one is drawn there."""
+    ConsoleReporter().message(f"rnnlab: notice: {text}")
 
 
 class StrictUtf8Lines:

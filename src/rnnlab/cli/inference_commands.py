@@ -34,15 +34,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     extra: dict[str, Any] = {}
     if getattr(args, "beam", None):
         extra["beam_size"] = args.beam
-    if run.task.name == "seq2seq":
-        extra["progress"] = ConsoleReporter().progress(0, "decoding").update
     if getattr(args, "per_tag", False):
         if run.task.name != "tagger":
             raise RnnlabError(
                 f"{args.run}: --per-tag needs a tagger run, this is a {run.task.name} run"
             )
         extra["per_tag"] = True
-    metrics = run.task.evaluate(run.model, args.data, run.device, **extra)
+    with ConsoleReporter().progress(0, "decoding") as bar:
+        if run.task.name == "seq2seq":
+            extra["progress"] = bar.update
+        metrics = run.task.evaluate(run.model, args.data, run.device, **extra)
     print_metrics(metrics, as_json=args.json)
     return 0
 
@@ -68,10 +69,10 @@ def _evaluate_exported(args: argparse.Namespace) -> int:
             "export the run again with the setting, or use the run directory"
         )
     model = open_export(args.run)
-    progress = ConsoleReporter().progress(0, "decoding").update
-    metrics = evaluate_export(
-        model, args.data, beam_size=args.beam, per_tag=args.per_tag, progress=progress
-    )
+    with ConsoleReporter().progress(0, "decoding") as bar:
+        metrics = evaluate_export(
+            model, args.data, beam_size=args.beam, per_tag=args.per_tag, progress=bar.update
+        )
     print_metrics(metrics, as_json=args.json)
     return 0
 
@@ -103,19 +104,18 @@ def cmd_translate(args: argparse.Namespace) -> int:
         )
     beam = max(args.beam or translator.default_beam, args.n_best)
     plotted = False
-    bar = ConsoleReporter().progress(0, "translating")
-    for block in stdin_blocks(max(translator.batch_size, 1) * 8):
-        translations = translator.translate(
-            block, beam=beam, n_best=args.n_best, max_len=args.max_len, progress=bar.update
-        )
-        for translation in translations:
-            print(translation.line())
-        sys.stdout.flush()
-        first = next((line for line in block if line.strip()), None)
-        if args.attention_plot and first is not None and not plotted:
-            _plot_attention(args, translator, first, beam)
-            plotted = True
-    bar.close()
+    console = ConsoleReporter()
+    with console.progress(0, "translating") as bar:
+        for block in stdin_blocks(max(translator.batch_size, 1) * 8):
+            translations = translator.translate(
+                block, beam=beam, n_best=args.n_best, max_len=args.max_len, progress=bar.update
+            )
+            console.output("".join(f"{t.line()}\n" for t in translations))
+            first = next((line for line in block if line.strip()), None)
+            if args.attention_plot and first is not None and not plotted:
+                path = _plot_attention(args, translator, first, beam)
+                console.message(f"attention plot written to {path}")
+                plotted = True
     if args.attention_plot and not plotted:
         raise RnnlabError("--attention-plot: no input sentence to plot")
     return 0
@@ -166,35 +166,36 @@ def cmd_tag(args: argparse.Namespace) -> int:
     if args.batch_size:
         tagger.batch_size = args.batch_size
     block_size = max(tagger.batch_size, 1) * 8
-    bar = ConsoleReporter().progress(0, "tagging")
-    if args.format == "conllu":
-        column = tagger.tag_column
-        for sentences in stdin_conllu_blocks(block_size):
-            tagged = tagger.tag([s.words for s in sentences], progress=bar.update)
-            for sentence, result in zip(sentences, tagged, strict=True):
-                sys.stdout.write(sentence.with_tags(column, result.tags))
-            sys.stdout.flush()
-    else:
-        for block in stdin_blocks(block_size):
-            for result in tagger.tag(block, progress=bar.update):
-                print(result.line())
-            sys.stdout.flush()
-    bar.close()
+    console = ConsoleReporter()
+    with console.progress(0, "tagging") as bar:
+        if args.format == "conllu":
+            column = tagger.tag_column
+            for sentences in stdin_conllu_blocks(block_size):
+                tagged = tagger.tag([s.words for s in sentences], progress=bar.update)
+                console.output(
+                    "".join(
+                        s.with_tags(column, r.tags) for s, r in zip(sentences, tagged, strict=True)
+                    )
+                )
+        else:
+            for block in stdin_blocks(block_size):
+                console.output(
+                    "".join(f"{r.line()}\n" for r in tagger.tag(block, progress=bar.update))
+                )
     return 0
 
 
-def _plot_attention(args: argparse.Namespace, translator: Any, sentence: str, beam: int) -> None:
-    """Heatmap of the first input sentence's attention, decoded as it was translated."""
+def _plot_attention(args: argparse.Namespace, translator: Any, sentence: str, beam: int) -> Path:
+    """Heatmap of the first input sentence's attention, decoded as it was translated; its path."""
     from rnnlab.plotting import plot_attention
 
     [translation] = translator.translate(
         [sentence], beam=beam, n_best=1, max_len=args.max_len, attention=True
     )
     matrix = translation.attention
-    path = plot_attention(
+    return plot_attention(
         matrix.weights, matrix.src_tokens, matrix.out_tokens, args.attention_plot, title=sentence
     )
-    print(f"attention plot written to {path}", file=sys.stderr)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -49,7 +49,13 @@ class SentencePieceTokenizer:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise DataError(self.model_path, "sentencepiece model is missing")
-        self.processor = spm.SentencePieceProcessor(model_file=str(self.model_path))
+        try:
+            self.processor = spm.SentencePieceProcessor(model_file=str(self.model_path))
+        except (RuntimeError, OSError) as exc:  # an empty or damaged file: "could not parse"
+            reason = " ".join(str(exc).split())[:200]
+            raise DataError(
+                self.model_path, f"not a valid sentencepiece model ({reason})"
+            ) from None
         self.preprocess = preprocess
 
     @classmethod

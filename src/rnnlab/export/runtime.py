@@ -220,7 +220,11 @@ class SentencePieceTokenizer:
     def __init__(self, path: Path, preprocess: str) -> None:
         import sentencepiece as spm
 
-        self.processor = spm.SentencePieceProcessor(model_file=str(path))
+        try:
+            self.processor = spm.SentencePieceProcessor(model_file=str(path))
+        except (RuntimeError, OSError) as exc:  # an empty or damaged file: "could not parse"
+            reason = " ".join(str(exc).split())[:200]
+            raise ExportError(f"{path}: not a valid sentencepiece model ({reason})") from None
         self.preprocess = preprocess
 
     def encode(self, text: str) -> list[str]:

@@ -59,6 +59,13 @@ class Seq2SeqDataConfig(DataConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require_at_least("data.spm_vocab_size", self.spm_vocab_size, 1)
+        if self.src_lang == self.tgt_lang:  # one column would be read as both sides: a copy model
+            raise ConfigError(
+                f"data.src_lang and data.tgt_lang are both {self.src_lang!r}; name the target "
+                "language with data.tgt_lang"
+            )
+        if len(set(self.tsv_langs)) != len(self.tsv_langs):
+            raise ConfigError(f"data.tsv_langs names a language twice: {self.tsv_langs}")
 
 
 @dataclass

@@ -146,9 +146,7 @@ class MetricsLog:
         try:
             text = self.path.read_text(encoding="utf-8", errors="replace")
         except OSError as exc:  # a directory, no permission
-            raise RnnlabError(
-                f"{self.path}: cannot read the training records ({exc.strerror})"
-            ) from None
+            raise RnnlabError(f"{self.path}: cannot read it ({exc.strerror})") from None
         records = []
         for line in text.splitlines():
             try:
