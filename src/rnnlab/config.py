@@ -204,6 +204,11 @@ class RunConfig:
         if not 0 <= self.seed < 2**63:  # what torch.manual_seed and NumPy both take
             raise ConfigError(f"seed: {self.seed!r} is not between 0 and 2**63 - 1")
 
+    def check_new_run(self) -> None:
+        """Checks of a config about to start training from scratch (``rnnlab train``, each tuning
+        trial) that a saved run's config does not get: a run saved before such a check existed
+        still evaluates, translates and resumes. A ``ConfigError`` names the key."""
+
 
 # ---------------------------------------------------------------------------------------------------
 # Loading

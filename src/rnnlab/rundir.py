@@ -58,6 +58,10 @@ def load_task_config(task: str, path: str | Path | None, overrides: list[str] | 
     config = load_config(task_class(task).config_class, path, overrides)
     if config.task != task:
         raise ConfigError(f"task {config.task!r} set, but the command trains {task!r}")
+    try:
+        config.check_new_run()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path is not None else str(exc)) from None
     return config
 
 

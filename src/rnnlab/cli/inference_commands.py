@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 f"{args.run}: --per-tag needs a tagger run, this is a {run.task.name} run"
             )
         extra["per_tag"] = True
-    with ConsoleReporter().progress(0, "decoding") as bar:
-        if run.task.name == "seq2seq":
+    decodes = run.task.name == "seq2seq"  # the only task whose evaluation reports progress
+    bar: Any = ConsoleReporter().progress(0, "decoding") if decodes else contextlib.nullcontext()
+    with bar:
+        if decodes:
             extra["progress"] = bar.update
         metrics = run.task.evaluate(run.model, args.data, run.device, **extra)
     print_metrics(metrics, as_json=args.json)

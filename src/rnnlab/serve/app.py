@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rnnlab.errors import RnnlabError
@@ -73,6 +74,12 @@ class _RequestMetrics:
             if endpoint is None:  # mounted files have no route of their own
                 endpoint = STATIC_PREFIX if _is_static(scope) else "unmatched"
             self.metrics.observe_request(endpoint, status, time.perf_counter() - start)
+
+
+def _routed(app: FastAPI, request: Request, path: str) -> bool:
+    """Whether some route of ``app`` serves ``path`` (for any method)."""
+    scope = {**request.scope, "path": path}
+    return any(route.matches(scope)[0] != Match.NONE for route in app.router.routes)
 
 
 def _error(
@@ -171,7 +178,11 @@ def create_app(
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = str(exc.detail)
         path = request.url.path
-        if exc.status_code == 404 and len(path) > 1 and path.endswith("/"):
+        if (
+            exc.status_code == 404
+            and path.endswith("/")
+            and _routed(app, request, path.rstrip("/"))
+        ):
             message = f"no endpoint {path}; without the final slash: {path.rstrip('/')}"
         return _error(exc.status_code, message, headers=exc.headers)  # 405 keeps Allow
 

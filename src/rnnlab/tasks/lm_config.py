@@ -85,11 +85,6 @@ class LMConfig(RunConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require_at_least("train.bptt", self.train.bptt, 1)
-        if self.model.tie_weights and self.model.freeze_embeddings:
-            raise ConfigError(
-                "model.tie_weights with model.freeze_embeddings would freeze the output "
-                "projection's rows too; choose one"
-            )
         pretrained.check_config(
             path=self.model.pretrained_embeddings,
             freeze=self.model.freeze_embeddings,
@@ -97,3 +92,10 @@ class LMConfig(RunConfig):
             one_hot=self.model.one_hot,
             weight_decay=self.train.weight_decay,
         )
+
+    def check_new_run(self) -> None:
+        if self.model.tie_weights and self.model.freeze_embeddings:
+            raise ConfigError(
+                "model.tie_weights with model.freeze_embeddings would freeze the output "
+                "projection's rows too; choose one"
+            )

@@ -59,13 +59,6 @@ class Seq2SeqDataConfig(DataConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         require_at_least("data.spm_vocab_size", self.spm_vocab_size, 1)
-        if self.src_lang == self.tgt_lang:  # one column would be read as both sides: a copy model
-            raise ConfigError(
-                f"data.src_lang and data.tgt_lang are both {self.src_lang!r}; name the target "
-                "language with data.tgt_lang"
-            )
-        if len(set(self.tsv_langs)) != len(self.tsv_langs):
-            raise ConfigError(f"data.tsv_langs names a language twice: {self.tsv_langs}")
 
 
 @dataclass
@@ -177,3 +170,13 @@ class Seq2SeqConfig(RunConfig):
                 "model.tie_weights with model.freeze_tgt_embeddings would freeze the output "
                 "projection's rows too; choose one"
             )
+
+    def check_new_run(self) -> None:
+        data = self.data
+        if data.src_lang == data.tgt_lang:  # one column would be read as both sides: a copy model
+            raise ConfigError(
+                f"data.src_lang and data.tgt_lang are both {data.src_lang!r}; name the target "
+                "language with data.tgt_lang"
+            )
+        if len(set(data.tsv_langs)) != len(data.tsv_langs):
+            raise ConfigError(f"data.tsv_langs names a language twice: {data.tsv_langs}")

@@ -67,6 +67,7 @@ def plan_study(config_path: str | Path, space_path: str | Path, overrides: list[
     cls = task_class(task_name).config_class
     try:
         config = from_dict(cls, base)
+        config.check_new_run()
     except ConfigError as exc:
         raise ConfigError(f"{config_path}: {exc}") from None
     if not getattr(getattr(config, "data", None), "valid", ""):
