@@ -240,16 +240,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise RnnlabError(str(exc).replace("max_", "--max-").replace("_", "-")) from None
+    if args.threads < 0:
+        raise RnnlabError(f"--threads must be 0 (the default) or more, got {args.threads}")
+    from rnnlab.training.trainer import resolve_device
+
+    resolve_device(args.device, setting="--device")
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
-    print(
-        f"rnnlab: serving {', '.join(names)} on http://{host}:{port}", file=sys.stderr, flush=True
-    )
+    address = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in a URL
+
+    def announce() -> None:
+        print(f"rnnlab: serving {', '.join(names)} on http://{address}:{port}", file=sys.stderr)
+        sys.stderr.flush()
+
     failure = serve(
         specs,
         sock,
         settings=settings,
         loader=lambda path: load(path, device=args.device, threads=args.threads),
+        announce=announce,
     )
     if failure is not None:
         raise RnnlabError(failure)

@@ -10,8 +10,8 @@ accepting requests while a long batch decodes::
     request B: [b1]    ─┼─ queue ─ batch (key k) ──┼─ b1    → B       (model thread)
     request C: [c1 c2] ─┘   (FIFO, ≤ max_batch)    └─ c1 c2 → C
 
-Items of another key stay queued, in order, for a later batch. An item whose request went away
-(cancelled future) is dropped before the batch runs.
+Items of another key stay queued, in order, for a later batch. The items of a request that went
+away (cancelled) leave the queue at once, freeing their places.
 """
 
 from __future__ import annotations
@@ -100,8 +100,14 @@ class BatchQueue:
         try:
             return list(await asyncio.gather(*(item.future for item in items)))
         except asyncio.CancelledError:
+            # Withdrawn at once: the places free up for the next request, the depth gauge drops,
+            # and a worker waiting for company for one of these items stops waiting.
             for item in items:
                 item.future.cancel()
+            mine = {id(item) for item in items}
+            self._items = deque(item for item in self._items if id(item) not in mine)
+            self.on_depth(self.depth)
+            self._arrived.set()
             raise
 
     def _take(self, key: Hashable) -> list[_Item]:
@@ -133,7 +139,11 @@ class BatchQueue:
                 self._items.popleft()
                 continue
             deadline = first.arrived + self.max_wait_s
-            while not first.alone and self._count(first.key) < self.max_batch:
+            while (
+                not first.alone
+                and not first.future.done()  # withdrawn while it waited: take the next head
+                and self._count(first.key) < self.max_batch
+            ):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

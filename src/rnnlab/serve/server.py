@@ -11,7 +11,7 @@ import contextlib
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
@@ -24,14 +24,22 @@ from rnnlab.serve.settings import ServeSettings
 GRACEFUL_SHUTDOWN_S = 60
 
 
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
 class _Server(uvicorn.Server):
+    early_signals: list[int]
+    """Signals received after the socket was bound but before uvicorn's handlers were in place:
+    replayed to them, so a stop sent right after the startup line is a graceful one too."""
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         if threading.current_thread() is not threading.main_thread():
             yield  # signals reach the main thread only (a server run by a test, say)
             return
-        handled = (signal.SIGINT, signal.SIGTERM)
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED}
+        for sig in getattr(self, "early_signals", []):
+            self.handle_exit(sig, None)
         try:
             yield
         finally:
@@ -67,8 +75,38 @@ def serve(
     settings: ServeSettings,
     loader: Loader,
     log_level: str = "info",
+    announce: Callable[[], None] = lambda: None,
 ) -> str | None:
-    """Serve until a signal; the one-line reason when a model failed to load, else None."""
+    """Serve until a signal; the one-line reason when a model failed to load, else None.
+
+    ``announce`` (the startup line) runs once SIGTERM and SIGINT are caught: a signal from then
+    on stops the server gracefully, even before uvicorn has started."""
+    early: list[int] = []
+    main_thread = threading.current_thread() is threading.main_thread()
+    original = (
+        {sig: signal.signal(sig, lambda s, _: early.append(s)) for sig in HANDLED}
+        if main_thread
+        else {}
+    )
+    try:
+        announce()
+        return _serve(
+            specs, sock, settings=settings, loader=loader, log_level=log_level, early=early
+        )
+    finally:
+        for sig, handler in original.items():
+            signal.signal(sig, handler)
+
+
+def _serve(
+    specs: list[ModelSpec],
+    sock: socket.socket,
+    *,
+    settings: ServeSettings,
+    loader: Loader,
+    log_level: str,
+    early: list[int],
+) -> str | None:
     metrics = ServeMetrics()
     registry = ModelRegistry(specs, settings=settings, metrics=metrics, loader=loader)
     failures: list[str] = []
@@ -87,5 +125,6 @@ def serve(
         lifespan="on",
     )
     servers.append(_Server(config))
+    servers[0].early_signals = early
     servers[0].run(sockets=[sock])
     return failures[0] if failures else None
