@@ -136,3 +136,21 @@ def test_a_nan_loss_fails_the_trial_and_the_study_goes_on(files, capsys):
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 2
     assert "not finite" in study.trials[0].user_attrs["error"]
     assert not (files["out"] / "best.yaml").exists()
+
+
+def test_a_trial_whose_own_values_break_a_new_run_check_fails(files, tmp_path, capsys):
+    """The base config passes ``check_new_run``; a searched value that breaks it (tied output
+    weights with frozen embeddings) fails that trial, as a rejected config does."""
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("".join(f"{w} {' '.join(['0.1'] * 16)}\n" for w in "the time a"))
+    config = yaml.safe_load(files["config"].read_text(encoding="utf-8"))
+    config["data"]["tokenizer"] = "word"
+    config["model"].update(embed_size=16, tie_weights=True, pretrained_embeddings=str(vectors))
+    files["config"].write_text(yaml.safe_dump(config), encoding="utf-8")
+    files["space"].write_text(
+        "model.freeze_embeddings: {type: categorical, choices: [true]}\n", encoding="utf-8"
+    )
+    assert tune(files, 1) == 0
+    study = load_study(files["out"])
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+    assert "model.tie_weights with model.freeze_embeddings" in study.trials[0].user_attrs["error"]

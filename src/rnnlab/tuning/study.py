@@ -141,6 +141,7 @@ def _run_trial(
     for spec in plan.space:
         set_dotted(data, spec.key, spec.suggest(trial))
     config: Any = from_dict(plan.config_class, data)
+    config.check_new_run()  # the trial's own values may break it where the base config did not
     if run_dir.exists():
         shutil.rmtree(run_dir)
     create_run_dir(run_dir, config)
