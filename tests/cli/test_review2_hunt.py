@@ -27,6 +27,7 @@ from rnnlab.cli.console import ConsoleReporter, notice
 from rnnlab.config import load_config
 from rnnlab.errors import RnnlabError
 from rnnlab.tasks import TASKS
+from tests.terminal import FakeTerminal, screen
 
 REPO = Path(__file__).resolve().parents[2]
 EWT_DEV = REPO / "data" / "ud-ewt-sample" / "dev.conllu"
@@ -34,32 +35,6 @@ SYMBOLS = ["a", "b", "c", "d", "e", "f", "g", "h"]
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-class FakeTerminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def screen(text: str) -> list[str]:
-    """The non-blank lines a terminal shows: ``\\r`` returns to column 0 and overwrites."""
-    lines: list[list[str]] = [[]]
-    column = 0
-    for ch in text:
-        if ch == "\n":
-            lines.append([])
-            column = 0
-        elif ch == "\r":
-            column = 0
-        else:
-            line = lines[-1]
-            if column < len(line):
-                line[column] = ch
-            else:
-                line.append(ch)
-            column += 1
-    rendered = ("".join(line).rstrip() for line in lines)
-    return [line for line in rendered if line]
 
 
 def cli(monkeypatch, *argv: object, stdin: bytes = b"", stderr=None, stdout=None):
@@ -422,49 +397,3 @@ def test_an_export_whose_manifest_predates_the_new_fields_translates_the_same(
     assert (
         sum(g == " ".join(reversed(s.split())) for g, s in zip(got_new, sources, strict=True)) >= 15
     )
-
-
-# -- server -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def page_client():
-    from fastapi.testclient import TestClient
-
-    from rnnlab.serve.app import create_app
-    from rnnlab.serve.metrics import ServeMetrics
-    from rnnlab.serve.models import ModelRegistry
-    from rnnlab.serve.settings import ServeSettings
-
-    settings, metrics = ServeSettings(), ServeMetrics()
-    registry = ModelRegistry([], settings=settings, metrics=metrics, loader=lambda path: None)
-    with TestClient(create_app(registry, settings, metrics), follow_redirects=False) as client:
-        yield client
-
-
-def test_the_page_and_its_static_files_are_still_served(page_client):
-    page = page_client.get("/")
-    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    for path in ("/static/app.js", "/static/style.css"):
-        assert f'"{path}"' in page.text  # the page links it
-        response = page_client.get(path)
-        assert response.status_code == 200, path
-        shipped = REPO / "src" / "rnnlab" / "serve" / path.lstrip("/")
-        assert response.content == shipped.read_bytes()
-
-
-def test_a_trailing_slash_is_a_json_404_and_never_a_redirect(page_client):
-    response = page_client.get("/v1/models/", headers={"Host": "elsewhere.example"})
-    assert response.status_code == 404 and "location" not in response.headers
-    assert "/v1/models" in response.json()["error"]
-    assert page_client.get("/v1/models").status_code == 200
-
-
-@pytest.mark.parametrize("path", ["/nope/", "/static/"])
-def test_the_trailing_slash_404_points_only_to_a_path_that_exists(page_client, path: str):
-    response = page_client.get(path)
-    assert response.status_code == 404
-    message = response.json()["error"]
-    suggested = path.rstrip("/")
-    if f"without the final slash: {suggested}" in message:
-        assert page_client.get(suggested).status_code != 404, message

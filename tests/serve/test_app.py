@@ -35,6 +35,7 @@ import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 
 import rnnlab
+import rnnlab.serve
 from rnnlab.errors import RnnlabError
 from rnnlab.serve.app import create_app
 from rnnlab.serve.metrics import ServeMetrics
@@ -256,6 +257,26 @@ def test_a_trailing_slash_is_a_json_404_not_a_redirect_to_the_host_header(
     assert "location" not in response.headers
     message = error_of(response, 404)
     assert path.rstrip("/") in message
+
+
+@pytest.mark.parametrize("path", ["/nope/", "/static/"])
+def test_the_trailing_slash_404_hints_only_at_a_path_that_exists(
+    client: httpx.Client, path: str
+) -> None:
+    message = error_of(client.get(path), 404)
+    assert "without the final slash" not in message
+    assert client.get(path.rstrip("/")).status_code == 404
+
+
+def test_the_page_and_its_static_files_are_the_shipped_ones(client: httpx.Client) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    static = Path(rnnlab.serve.__file__).parent / "static"
+    for name in ("app.js", "style.css"):
+        assert f'"/static/{name}"' in page.text  # the page links it
+        response = client.get(f"/static/{name}")
+        assert response.status_code == 200, name
+        assert response.content == (static / name).read_bytes()
 
 
 def test_percent_encoded_letters_name_the_same_model(client: httpx.Client) -> None:

@@ -29,6 +29,7 @@ import torch
 from rnnlab.cli import main
 from rnnlab.rundir import open_run
 from tests.cli_runner import Cli, Result, assert_user_error, run_cli
+from tests.terminal import FakeTerminal, screen
 
 GERMAN = ["hund", "katze", "haus", "baum", "kind", "ball", "mann", "bänke"]
 ENGLISH = dict(
@@ -471,35 +472,6 @@ def test_translate_into_a_closed_pipe_exits_quietly(
 # What a terminal shows
 
 
-class FakeTerminal(io.StringIO):
-    """A stream that says it is a terminal; stdout and stderr both on it share one screen."""
-
-    def isatty(self) -> bool:
-        return True
-
-
-def _screen(text: str) -> list[str]:
-    """The non-blank lines a terminal shows after ``text``: ``\\r`` returns to column 0 and
-    later characters overwrite earlier ones."""
-    lines: list[list[str]] = [[]]
-    column = 0
-    for ch in text:
-        if ch == "\n":
-            lines.append([])
-            column = 0
-        elif ch == "\r":
-            column = 0
-        else:
-            line = lines[-1]
-            if column < len(line):
-                line[column] = ch
-            else:
-                line.append(ch)
-            column += 1
-    rendered = ("".join(line).rstrip() for line in lines)
-    return [line for line in rendered if line]
-
-
 def _in_terminal(
     monkeypatch: pytest.MonkeyPatch,
     argv: list[object],
@@ -545,26 +517,28 @@ def test_translations_on_the_same_terminal_are_not_glued_to_the_bar(
 ):
     expected = _translate(rnnlab, word_run, corpus.valid_de)
     stdin = "".join(f"{s}\n" for s in corpus.valid_de).encode()
-    code, _, screen = _in_terminal(monkeypatch, ["translate", word_run], stdin)
+    code, _, shown_text = _in_terminal(monkeypatch, ["translate", word_run], stdin)
     assert code == 0
-    assert [line for line in _screen(screen) if "translating" not in line] == expected
+    assert [line for line in screen(shown_text) if "translating" not in line] == expected
 
 
 def test_metrics_on_the_same_terminal_are_not_glued_to_the_bar(
     monkeypatch: pytest.MonkeyPatch, rnnlab: Cli, word_run: Path, corpus: Corpus
 ):
     plain = rnnlab("evaluate", word_run, "--data", corpus.tsv_valid)
-    code, _, screen = _in_terminal(monkeypatch, ["evaluate", word_run, "--data", corpus.tsv_valid])
+    code, _, shown_text = _in_terminal(
+        monkeypatch, ["evaluate", word_run, "--data", corpus.tsv_valid]
+    )
     assert code == 0
-    assert [line for line in _screen(screen) if "decoding" not in line] == _lines(plain.out)
+    assert [line for line in screen(shown_text) if "decoding" not in line] == _lines(plain.out)
 
 
 def test_an_error_on_a_terminal_is_a_line_of_its_own(
     monkeypatch: pytest.MonkeyPatch, word_run: Path
 ):
-    code, _, screen = _in_terminal(monkeypatch, ["translate", word_run], b"Hund.\n\xff\n")
+    code, _, shown_text = _in_terminal(monkeypatch, ["translate", word_run], b"Hund.\n\xff\n")
     assert code == 2
-    shown = _screen(screen)
+    shown = screen(shown_text)
     assert [line for line in shown if "rnnlab: error:" in line] == [
         "rnnlab: error: <stdin>:2: not UTF-8 text (invalid start byte)"
     ]
