@@ -207,6 +207,19 @@ def refuse_vocabulary_changes(path: Path, config: Any) -> None:
             )
 
 
+def refuse_new_run_problems(path: Path, config: Any) -> None:
+    """``--resume --set`` may not create what a new run is refused (``check_new_run``) from a
+    saved config that has none of it; a run saved before such a check keeps what it had."""
+    try:
+        read_run_config(path).check_new_run()
+    except ConfigError:
+        return
+    try:
+        config.check_new_run()
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
 def check_compatible(task: Task, meta: dict[str, Any], source: Path) -> None:
     """Refuse weights trained for another task or with other vocabularies."""
     for key, expected in task.model_meta().items():

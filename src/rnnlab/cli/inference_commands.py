@@ -242,9 +242,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise RnnlabError(str(exc).replace("max_", "--max-").replace("_", "-")) from None
     if args.threads < 0:
         raise RnnlabError(f"--threads must be 0 (the default) or more, got {args.threads}")
-    from rnnlab.training.trainer import resolve_device
+    if any(directory_kind(spec.path) == "run" for spec in specs):  # an export ignores it
+        from rnnlab.training.trainer import resolve_device
 
-    resolve_device(args.device, setting="--device")
+        resolve_device(args.device, setting="--device")
     sock = bind(args.host, args.port)
     host, port = sock.getsockname()[:2]
     address = f"[{host}]" if ":" in host else host  # an IPv6 address is bracketed in a URL

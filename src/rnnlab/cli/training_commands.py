@@ -188,6 +188,7 @@ def _train(
         create_run_dir,
         load_task_config,
         read_run_config,
+        refuse_new_run_problems,
         refuse_vocabulary_changes,
         task_class,
     )
@@ -209,6 +210,8 @@ def _train(
             if args.task and args.task != config.task:
                 raise RnnlabError(f"{run_dir}: a {config.task} run, not {args.task}")
             refuse_vocabulary_changes(run_dir, config)
+            if args.set:
+                refuse_new_run_problems(run_dir, config)
         elif not distributed.is_main:
             config = load_task_config(args.task, args.config, args.set)
         else:

@@ -12,6 +12,7 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import uvicorn
 
@@ -31,6 +32,9 @@ class _Server(uvicorn.Server):
     early_signals: list[int]
     """Signals received after the socket was bound but before uvicorn's handlers were in place:
     replayed to them, so a stop sent right after the startup line is a graceful one too."""
+    handlers_after: dict[signal.Signals, Any]
+    """The handlers from before the early ones, put back when uvicorn stops: a second SIGTERM
+    while shutdown waits (for a model still loading, say) then ends the process as it would."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -38,6 +42,7 @@ class _Server(uvicorn.Server):
             yield  # signals reach the main thread only (a server run by a test, say)
             return
         previous = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED}
+        previous.update(getattr(self, "handlers_after", {}))
         for sig in getattr(self, "early_signals", []):
             self.handle_exit(sig, None)
         try:
@@ -91,7 +96,13 @@ def serve(
     try:
         announce()
         return _serve(
-            specs, sock, settings=settings, loader=loader, log_level=log_level, early=early
+            specs,
+            sock,
+            settings=settings,
+            loader=loader,
+            log_level=log_level,
+            early=early,
+            handlers_after=original,
         )
     finally:
         for sig, handler in original.items():
@@ -106,6 +117,7 @@ def _serve(
     loader: Loader,
     log_level: str,
     early: list[int],
+    handlers_after: dict[signal.Signals, Any],
 ) -> str | None:
     metrics = ServeMetrics()
     registry = ModelRegistry(specs, settings=settings, metrics=metrics, loader=loader)
@@ -126,5 +138,6 @@ def _serve(
     )
     servers.append(_Server(config))
     servers[0].early_signals = early
+    servers[0].handlers_after = handlers_after
     servers[0].run(sockets=[sock])
     return failures[0] if failures else None
