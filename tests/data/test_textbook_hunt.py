@@ -38,6 +38,7 @@ from rnnlab.tasks.seq2seq import Seq2SeqTask
 from rnnlab.tasks.seq2seq_config import Seq2SeqConfig
 from rnnlab.training.losses import MaskedSoftmaxCELoss
 from rnnlab.training.trainer import Trainer
+from tests.textbook_reference import textbook_bleu
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data"
@@ -128,22 +129,6 @@ def d2l_random_pieces(corpus, num_steps, offset):
     return [
         (tuple(corpus[j : j + num_steps]), tuple(corpus[j + 1 : j + 1 + num_steps])) for j in starts
     ]
-
-
-def d2l_bleu_reference(pred_seq: str, label_seq: str, k: int) -> float:
-    pred_tokens, label_tokens = pred_seq.split(" "), label_seq.split(" ")
-    len_pred, len_label = len(pred_tokens), len(label_tokens)
-    score = math.exp(min(0, 1 - len_label / len_pred))
-    for n in range(1, k + 1):
-        num_matches, label_subs = 0, collections.defaultdict(int)
-        for i in range(len_label - n + 1):
-            label_subs[" ".join(label_tokens[i : i + n])] += 1
-        for i in range(len_pred - n + 1):
-            if label_subs[" ".join(pred_tokens[i : i + n])] > 0:
-                num_matches += 1
-                label_subs[" ".join(pred_tokens[i : i + n])] -= 1
-        score *= math.pow(num_matches / (len_pred - n + 1), math.pow(0.5, n))
-    return score
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -536,7 +521,7 @@ def test_batched_greedy_search_equals_textbook_predict_seq2seq():
     ],
 )
 def test_d2l_bleu_of_the_textbook_examples(pred, label):
-    assert d2l_bleu(pred, label, k=2) == pytest.approx(d2l_bleu_reference(pred, label, 2))
+    assert d2l_bleu(pred, label, k=2) == pytest.approx(textbook_bleu(pred, label, 2))
 
 
 def test_evaluate_d2l_bleu_scores_detokenized_text_as_the_textbook_scores_tokens(tmp_path):
@@ -546,7 +531,7 @@ def test_evaluate_d2l_bleu_scores_detokenized_text_as_the_textbook_scores_tokens
     data = task.encode_pairs([SentencePair("go .", r) for r in refs])
     report = task.translation_report(hyps, data, nll=4.0, count=4)
     expected = [
-        d2l_bleu_reference(preprocess_textbook(h), r, 2) for h, r in zip(hyps, refs, strict=True)
+        textbook_bleu(preprocess_textbook(h), r, 2) for h, r in zip(hyps, refs, strict=True)
     ]
     assert report["d2l_bleu"] == pytest.approx(sum(expected) / len(expected))
     assert report["perplexity"] == pytest.approx(math.e)

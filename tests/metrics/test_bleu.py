@@ -1,4 +1,3 @@
-import collections
 import math
 import random
 
@@ -8,6 +7,7 @@ import sacrebleu
 import rnnlab
 from rnnlab.metrics.bleu import corpus_bleu_with_signature, mean_d2l_bleu
 from rnnlab.metrics.perplexity import perplexity
+from tests.textbook_reference import textbook_bleu
 
 
 def test_d2l_bleu_worked_example():
@@ -92,23 +92,6 @@ def test_perplexity_definitions():
     assert perplexity(0.0, 10) == 1.0
     assert perplexity(10 * math.log(7), 10) == pytest.approx(7.0)
     assert perplexity(1e6, 1) == math.inf
-
-
-def textbook_bleu(pred_seq: str, label_seq: str, k: int) -> float:
-    """The d2l chapter's ``bleu`` as printed (it divides by zero when the prediction is short)."""
-    pred_tokens, label_tokens = pred_seq.split(" "), label_seq.split(" ")
-    len_pred, len_label = len(pred_tokens), len(label_tokens)
-    score = math.exp(min(0, 1 - len_label / len_pred))
-    for n in range(1, k + 1):
-        num_matches, label_subs = 0, collections.defaultdict(int)
-        for i in range(len_label - n + 1):
-            label_subs[" ".join(label_tokens[i : i + n])] += 1
-        for i in range(len_pred - n + 1):
-            if label_subs[" ".join(pred_tokens[i : i + n])] > 0:
-                num_matches += 1
-                label_subs[" ".join(pred_tokens[i : i + n])] -= 1
-        score *= math.pow(num_matches / (len_pred - n + 1), math.pow(0.5, n))
-    return score
 
 
 def test_d2l_bleu_equals_the_textbook_wherever_the_textbook_is_defined():
