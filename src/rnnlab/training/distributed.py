@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from rnnlab.errors import RnnlabError
-from rnnlab.nn.state import RecurrentState, map_state
+from rnnlab.nn.state import RecurrentState, hidden_of, map_state
 
 
 class FailedElsewhere(RnnlabError):
@@ -130,7 +130,7 @@ class DistributedContext:
             pieces = [s[index] if isinstance(s, tuple) else s for s in shards]
             rows = sum(p.size(1) for p in pieces)
             order = [pieces[j % len(pieces)][:, j // len(pieces)] for j in range(rows)]
-            return torch.stack(order, dim=1).to(_device_of(state))
+            return torch.stack(order, dim=1).to(hidden_of(state).device)
 
         if isinstance(state, tuple):
             return (interleave(0), interleave(1))
@@ -140,16 +140,12 @@ class DistributedContext:
         """This rank's rows of a global batch's state, as ``shard`` takes its rows of a batch."""
         if not self.enabled:
             return state
-        rows = int(state[0].size(1) if isinstance(state, tuple) else state.size(1))
+        rows = hidden_of(state).size(1)
         take = slice(0, 1) if self.rank >= rows else slice(self.rank, None, self.world_size)
         return map_state(state, lambda t: t[:, take].contiguous())
 
 
 SINGLE = DistributedContext()
-
-
-def _device_of(state: RecurrentState) -> torch.device:
-    return (state[0] if isinstance(state, tuple) else state).device
 
 
 def _batch_rows(batch: Any) -> int:
