@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import pytest
@@ -19,6 +20,23 @@ class Result(NamedTuple):
 
 
 Cli = Callable[..., Result]
+
+
+@contextlib.contextmanager
+def threads_kept() -> Iterator[None]:
+    """A command sets PyTorch's thread count for the whole process; put it back afterwards, so one
+    test's ``train.num_threads`` does not slow or change the next."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def call_main(*argv: object) -> int:
+    """``rnnlab ARGV`` in this process (arguments made strings), with the thread count put back."""
+    with threads_kept():
+        return main([str(a) for a in argv])
 
 
 def run_cli(
@@ -38,13 +56,10 @@ def run_cli(
         stream = stdin
     monkeypatch.setattr("sys.stdin", stream)
     capsys.readouterr()
-    threads = torch.get_num_threads()
     try:
-        code: int | str | None = main([str(a) for a in argv])
+        code: int | str | None = call_main(*argv)
     except SystemExit as exc:
         code = exc.code
-    finally:
-        torch.set_num_threads(threads)
     captured = capsys.readouterr()
     return Result(code, captured.out, captured.err)
 

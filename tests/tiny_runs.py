@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from rnnlab.cli import main
+from tests.cli_runner import call_main
 
 REPO = Path(__file__).resolve().parents[1]
 EWT_SAMPLE = REPO / "data" / "ud-ewt-sample"
@@ -22,11 +20,7 @@ def _sets(settings: dict[str, object]) -> list[str]:
 
 
 def _train(task: str, out: Path, *args: str) -> Path:
-    threads = torch.get_num_threads()
-    try:
-        code = main(["train", task, "--out", str(out), *args])
-    finally:
-        torch.set_num_threads(threads)
+    code = call_main("train", task, "--out", out, *args)
     assert code == 0, f"training the tiny {task} run failed"
     return out
 

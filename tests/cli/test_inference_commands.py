@@ -11,22 +11,18 @@ import io
 from pathlib import Path
 
 import pytest
-import torch
 
-from rnnlab.cli import EXIT_USER_ERROR, main
+from rnnlab.cli import EXIT_USER_ERROR
 from rnnlab.data.conllu_io import parse_conllu
 from rnnlab.rundir import open_run
+from tests.cli_runner import call_main
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def run_cli(monkeypatch, capsys, argv: list[str], stdin: str = "") -> tuple[int, str, str]:
     monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-    threads = torch.get_num_threads()
-    try:
-        code = main(argv)
-    finally:
-        torch.set_num_threads(threads)
+    code = call_main(*argv)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

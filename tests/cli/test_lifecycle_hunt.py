@@ -26,8 +26,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import rnnlab.training.checkpoint as ckpt
-from rnnlab.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USER_ERROR, main
+from rnnlab.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USER_ERROR
 from rnnlab.tasks.lm import LanguageModelTask
+from tests.cli_runner import call_main
 from tests.conftest import PANGRAM
 
 TIMINGS = ("tokens_per_sec", "minutes")
@@ -59,11 +60,7 @@ def lm_args(text: Path, **overrides: object) -> list[str]:
 
 
 def rnnlab(*argv: object) -> int:
-    threads = torch.get_num_threads()
-    try:
-        return main([str(a) for a in argv])
-    finally:
-        torch.set_num_threads(threads)
+    return call_main(*argv)
 
 
 def records(run: Path) -> list[dict[str, Any]]:

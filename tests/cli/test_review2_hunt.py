@@ -19,14 +19,13 @@ import threading
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
-from rnnlab.cli import main
 from rnnlab.cli.console import ConsoleReporter, notice
 from rnnlab.config import load_config
 from rnnlab.errors import RnnlabError
 from rnnlab.tasks import TASKS
+from tests.cli_runner import call_main
 from tests.terminal import FakeTerminal, screen
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,11 +43,9 @@ def cli(monkeypatch, *argv: object, stdin: bytes = b"", stderr=None, stdout=None
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
     monkeypatch.setattr("sys.stdout", out)
     monkeypatch.setattr("sys.stderr", err)
-    threads = torch.get_num_threads()
     try:
-        code = main([str(a) for a in argv])
+        code = call_main(*argv)
     finally:
-        torch.set_num_threads(threads)
         monkeypatch.undo()
     return code, out.getvalue(), err.getvalue()
 
@@ -180,11 +177,7 @@ def old_autoencoder_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     args = [a for k, v in settings.items() for a in ("--set", f"{k}={v}")]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(seq2seq_config.Seq2SeqConfig, "check_new_run", lambda self: None)
-        threads = torch.get_num_threads()
-        try:
-            assert main(["train", "seq2seq", "--out", str(root / "run"), *args]) == 0
-        finally:
-            torch.set_num_threads(threads)
+        assert call_main("train", "seq2seq", "--out", root / "run", *args) == 0
     return root
 
 

@@ -13,14 +13,14 @@ from rnnlab.decoding.beam import beam_search_hypotheses
 from rnnlab.errors import RnnlabError
 from rnnlab.inference import LanguageModel, Tagger, Translator, load_as
 from rnnlab.rundir import open_run
+from tests.cli_runner import threads_kept
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with threads_kept():
+        torch.set_num_threads(1)
+        yield
 
 
 @pytest.fixture(scope="module")

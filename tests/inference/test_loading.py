@@ -29,15 +29,15 @@ pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime")
 
 from rnnlab.rundir import open_run  # noqa: E402
+from tests.cli_runner import threads_kept
 from tests.pickles import CreatesAFileWhenUnpickled
 
 
 @pytest.fixture(autouse=True)
 def _keep_threads() -> Iterator[None]:
     """``load`` sets PyTorch's threads for the whole process; give them back after each test."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+    with threads_kept():
+        yield
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from rnnlab.tasks.lm import LanguageModelTask
 from rnnlab.tasks.lm_config import LMConfig
 from rnnlab.tasks.tagger import TaggerTask
 from rnnlab.tasks.tagger_config import TaggerConfig
-from tests.cli_runner import assert_user_error, run_cli
+from tests.cli_runner import assert_user_error, call_main, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "ud-ewt-sample"
@@ -107,20 +107,14 @@ def word_lm(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         "train.num_threads": 1,
         "train.device": "cpu",
     }
-    from rnnlab.cli import main
 
-    threads = torch.get_num_threads()
-    try:
-        assert main(["train", "lm", "--out", str(root / "run"), *sets(settings)]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert call_main("train", "lm", "--out", root / "run", *sets(settings)) == 0
     vectors.unlink()
     return {"run": root / "run", "kv": kv, "train": train, "valid": valid, "root": root}
 
 
 @pytest.fixture(scope="module")
 def char_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from rnnlab.cli import main
 
     root = tmp_path_factory.mktemp("char_lm")
     text = root / "pangram.txt"
@@ -137,11 +131,7 @@ def char_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "train.num_threads": 1,
         "train.device": "cpu",
     }
-    threads = torch.get_num_threads()
-    try:
-        assert main(["train", "lm", "--out", str(root / "run"), *sets(settings)]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert call_main("train", "lm", "--out", root / "run", *sets(settings)) == 0
     return root / "run"
 
 

@@ -24,11 +24,10 @@ from typing import NamedTuple
 import pytest
 import sacrebleu
 import sentencepiece as spm
-import torch
 
 from rnnlab.cli import main
 from rnnlab.rundir import open_run
-from tests.cli_runner import Cli, Result, assert_user_error, run_cli
+from tests.cli_runner import Cli, Result, assert_user_error, call_main, run_cli
 from tests.terminal import FakeTerminal, screen
 
 GERMAN = ["hund", "katze", "haus", "baum", "kind", "ball", "mann", "bänke"]
@@ -103,11 +102,7 @@ def _sets(settings: dict[str, object]) -> list[str]:
 
 
 def _train(out: Path, **settings: object) -> Path:
-    threads = torch.get_num_threads()
-    try:
-        code = main(["train", "seq2seq", "--out", str(out), *_sets({**TINY, **settings})])
-    finally:
-        torch.set_num_threads(threads)
+    code = call_main("train", "seq2seq", "--out", out, *_sets({**TINY, **settings}))
     assert code == 0
     return out
 
@@ -485,11 +480,7 @@ def _in_terminal(
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8"))
     monkeypatch.setattr("sys.stdout", stdout)
     monkeypatch.setattr("sys.stderr", terminal)
-    threads = torch.get_num_threads()
-    try:
-        code = main([str(a) for a in argv])
-    finally:
-        torch.set_num_threads(threads)
+    code = call_main(*argv)
     return code, stdout.getvalue(), terminal.getvalue()
 
 

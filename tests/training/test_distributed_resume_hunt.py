@@ -27,14 +27,13 @@ from torch import nn
 
 import rnnlab.atomic as atomic
 import rnnlab.training.checkpoint as ckpt
-from rnnlab.cli import main
 from rnnlab.errors import RnnlabError
 from rnnlab.rundir import read_run_config, task_class
 from rnnlab.tasks.lm import LMBatch
 from rnnlab.training.distributed import DistributedContext
 from rnnlab.training.run_lock import RunLock
 from rnnlab.training.trainer import Trainer
-from tests.cli_runner import assert_user_error, run_cli
+from tests.cli_runner import assert_user_error, call_main, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "and", "cat"]
@@ -72,13 +71,9 @@ def lm_sets(train: Path, valid: Path | str = "", **overrides: object) -> list[st
 
 def rnnlab(*argv: object) -> tuple[int, str]:
     """``rnnlab ARGV`` in this process: (exit status, what it printed on stdout and stderr)."""
-    threads = torch.get_num_threads()
     printed = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(printed), contextlib.redirect_stdout(printed):
-            code = main([str(a) for a in argv])
-    finally:
-        torch.set_num_threads(threads)
+    with contextlib.redirect_stderr(printed), contextlib.redirect_stdout(printed):
+        code = call_main(*argv)
     return code, printed.getvalue()
 
 
