@@ -68,10 +68,21 @@ class _Cell(nn.Module):
         """Add the batch axis to unbatched input (I,) and fill missing states with zeros (B, H)."""
         if x.dim() not in (1, 2):
             raise ValueError(f"expected 1-D (unbatched) or 2-D input, got {x.dim()}-D")
+        for state in states:
+            if state is not None and state.dim() != x.dim():
+                raise RuntimeError(
+                    f"hidden state must be {x.dim()}-D for {x.dim()}-D input, got {state.dim()}-D"
+                )
         if x.dim() == 1:
             x = x.unsqueeze(0)
             states = tuple(None if s is None else s.unsqueeze(0) for s in states)
-        zeros = x.new_zeros(x.size(0), self.hidden_size)
+        expected = (x.size(0), self.hidden_size)
+        for state in states:
+            if state is not None and tuple(state.shape) != expected:
+                raise RuntimeError(
+                    f"hidden state has shape {tuple(state.shape)}; expected {expected}"
+                )
+        zeros = x.new_zeros(expected)
         return x, [zeros if s is None else s for s in states]
 
     def extra_repr(self) -> str:

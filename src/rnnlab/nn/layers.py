@@ -64,8 +64,8 @@ class _RecurrentStack(nn.Module):
         super().__init__()
         if not 0 <= dropout <= 1 or isinstance(dropout, bool):
             raise ValueError(f"dropout should be a number in range [0, 1], got {dropout}")
-        if hidden_size <= 0 or num_layers <= 0:
-            raise ValueError("hidden_size and num_layers must be positive")
+        if input_size <= 0 or hidden_size <= 0 or num_layers <= 0:
+            raise ValueError("input_size, hidden_size and num_layers must be positive")
         if proj_size and not self.projects:
             raise ValueError(f"proj_size is only supported by LSTM, not {type(self).__name__}")
         if proj_size < 0 or (proj_size and proj_size >= hidden_size):
@@ -198,8 +198,31 @@ class _RecurrentStack(nn.Module):
                 f"got {data.shape[-1]}"
             )
         states = self._initial_states(hx, batch, data, unbatched, sorted_indices)
+        with torch.autocast(data.device.type, enabled=False):
+            layer_input, last_states = self._run_layers(data, states, schedule)
 
-        layer_input = data
+        if isinstance(input, PackedSequence):
+            packed = PackedSequence(layer_input, batch_sizes, sorted_indices, unsorted_indices)
+            if unsorted_indices is not None:
+                last_states = [state.index_select(1, unsorted_indices) for state in last_states]
+            return packed, self._final(last_states)
+        output = layer_input.view(steps, batch, self.num_directions * self.output_size)
+        if unbatched:
+            output, last_states = output.squeeze(1), [s.squeeze(1) for s in last_states]
+        elif self.batch_first:
+            output = output.transpose(0, 1)  # (B, T, D·P)
+        return output, self._final(last_states)
+
+    def _run_layers(
+        self, data: Tensor, states: list[Tensor], schedule: Schedule
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Every layer over the tokens ``data`` (N, I): the last layer's outputs (N, D·P) and the
+        final states (D·L, B, ·). The hand-written loops add products in place, so they run in the
+        parameters' dtype with autocast off (as ``torch.nn``'s layers compute their gates in one
+        dtype): under bf16 autocast the input and states are cast to it."""
+        dtype = self.all_weights[0][0].dtype
+        layer_input = data.to(dtype)
+        states = [state.to(dtype) for state in states]
         finals: list[list[Tensor]] = [[] for _ in states]
         for layer in range(self.num_layers):
             outputs = []
@@ -217,19 +240,7 @@ class _RecurrentStack(nn.Module):
             layer_input = torch.cat(outputs, 1) if len(outputs) > 1 else outputs[0]  # (N, D·P)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-        last_states = [torch.stack(collected) for collected in finals]  # (D·L, B, ·)
-
-        if isinstance(input, PackedSequence):
-            packed = PackedSequence(layer_input, batch_sizes, sorted_indices, unsorted_indices)
-            if unsorted_indices is not None:
-                last_states = [state.index_select(1, unsorted_indices) for state in last_states]
-            return packed, self._final(last_states)
-        output = layer_input.view(steps, batch, -1)  # (T, B, D·P)
-        if unbatched:
-            output, last_states = output.squeeze(1), [s.squeeze(1) for s in last_states]
-        elif self.batch_first:
-            output = output.transpose(0, 1)  # (B, T, D·P)
-        return output, self._final(last_states)
+        return layer_input, [torch.stack(collected) for collected in finals]
 
     def _final(self, last_states: list[Tensor]) -> State:
         """h_n, or (h_n, c_n) for the LSTM family."""

@@ -45,6 +45,23 @@ class _Shared:
     def __init__(self, *operands: Tensor | None) -> None:
         self.operands = operands
         self.pairs: list[tuple[Tensor, Tensor]] = []
+        self.pass_id = -1
+        """The backward pass (autograd graph task) that made ``pairs``. A pass that asks for the
+        steps' input gradients only never reaches the token, so its pairs must not be summed into
+        the operands' gradients by a later pass over the same (retained) graph."""
+
+    def keep(self, x: Tensor, grad: Tensor) -> None:
+        """Record one step's pair for this backward pass, dropping those of an earlier pass."""
+        current = torch._C._current_graph_task_id()
+        if current != self.pass_id:
+            self.pairs, self.pass_id = [], current
+        self.pairs.append((x, grad))
+
+    def take_pairs(self) -> list[tuple[Tensor, Tensor]]:
+        """This pass's pairs, consumed (none if they came from an earlier pass)."""
+        pairs = self.pairs if self.pass_id == torch._C._current_graph_task_id() else []
+        self.pairs, self.pass_id = [], -1
+        return pairs
 
     @property
     def dtype(self) -> torch.dtype:
@@ -58,8 +75,10 @@ class _Shared:
     def input_grad(self, grad: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def operand_grads(self, needed: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
-        """The shared operands' gradients from all pairs (consumed)."""
+    def operand_grads(
+        self, pairs: list[tuple[Tensor, Tensor]], needed: tuple[bool, ...]
+    ) -> tuple[Tensor | None, ...]:
+        """The shared operands' gradients summed over the steps' (input, output gradient) pairs."""
         raise NotImplementedError
 
 
@@ -74,9 +93,11 @@ class _Linear(_Shared):
         assert weight is not None
         return grad.matmul(weight)
 
-    def operand_grads(self, needed: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
-        inputs = torch.cat([x.reshape(-1, x.size(-1)) for x, _ in self.pairs])  # (T·B, I)
-        grads = torch.cat([g.reshape(-1, g.size(-1)) for _, g in self.pairs])  # (T·B, O)
+    def operand_grads(
+        self, pairs: list[tuple[Tensor, Tensor]], needed: tuple[bool, ...]
+    ) -> tuple[Tensor | None, ...]:
+        inputs = torch.cat([x.reshape(-1, x.size(-1)) for x, _ in pairs])  # (T·B, I)
+        grads = torch.cat([g.reshape(-1, g.size(-1)) for _, g in pairs])  # (T·B, O)
         has_bias = self.operands[1] is not None
         return (
             grads.t().mm(inputs) if needed[0] else None,
@@ -95,11 +116,13 @@ class _Bmm(_Shared):
         assert right is not None
         return bmm_in_dtype(grad, right.transpose(1, 2))
 
-    def operand_grads(self, needed: tuple[bool, ...]) -> tuple[Tensor | None, ...]:
+    def operand_grads(
+        self, pairs: list[tuple[Tensor, Tensor]], needed: tuple[bool, ...]
+    ) -> tuple[Tensor | None, ...]:
         if not needed[0]:
             return (None,)
-        inputs = torch.cat([x for x, _ in self.pairs], dim=1)  # (B, T·Q, S)
-        grads = torch.cat([g for _, g in self.pairs], dim=1)  # (B, T·Q, C)
+        inputs = torch.cat([x for x, _ in pairs], dim=1)  # (B, T·Q, S)
+        grads = torch.cat([g for _, g in pairs], dim=1)  # (B, T·Q, C)
         return (torch.bmm(inputs.transpose(1, 2), grads),)
 
 
@@ -117,11 +140,10 @@ class _OperandToken(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, _token_grad: Tensor) -> tuple[Tensor | None, ...]:
         shared: _Shared = ctx.shared
-        if not shared.pairs:
+        pairs = shared.take_pairs()
+        if not pairs:
             return (None,) * len(ctx.needs_input_grad)
-        grads = shared.operand_grads(ctx.needs_input_grad[1:])
-        shared.pairs = []
-        return (None, *grads)
+        return (None, *shared.operand_grads(pairs, ctx.needs_input_grad[1:]))
 
 
 class _StepProduct(torch.autograd.Function):
@@ -140,7 +162,7 @@ class _StepProduct(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         shared: _Shared = ctx.shared
         grad = grad.to(shared.dtype)
-        shared.pairs.append((x, grad))
+        shared.keep(x, grad)
         return (shared.input_grad(grad) if ctx.needs_input_grad[0] else None), None, None
 
 
