@@ -48,6 +48,7 @@ from rnnlab.cli.parser import build_parser
 from rnnlab.config import read_yaml
 from rnnlab.rundir import load_task_config, task_class
 from tests.cli_runner import call_main, run_cli
+from tests.textbook_reference import textbook_bleu
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -1311,23 +1312,6 @@ def test_readme_python_api_snippet(readme_runs: Path, capsys: pytest.CaptureFixt
     assert len(text_tags) == 5 and set(text_tags) <= UPOS
 
 
-def d2l_bleu_reference(pred_seq: str, label_seq: str, k: int) -> float:
-    """d2l.ai, section 10.7 (Machine Translation), ``bleu``, as printed in the book."""
-    pred_tokens, label_tokens = pred_seq.split(" "), label_seq.split(" ")
-    len_pred, len_label = len(pred_tokens), len(label_tokens)
-    score = math.exp(min(0, 1 - len_label / len_pred))
-    for n in range(1, min(k, len_pred) + 1):
-        num_matches, label_subs = 0, Counter()
-        for i in range(len_label - n + 1):
-            label_subs[" ".join(label_tokens[i : i + n])] += 1
-        for i in range(len_pred - n + 1):
-            if label_subs[" ".join(pred_tokens[i : i + n])] > 0:
-                num_matches += 1
-                label_subs[" ".join(pred_tokens[i : i + n])] -= 1
-        score *= math.pow(num_matches / (len_pred - n + 1), math.pow(0.5, n))
-    return score
-
-
 def metrics_snippet() -> str:
     [(_, code)] = [(n, b) for n, b in python_blocks() if "corpus_bleu" in b]
     return code
@@ -1349,7 +1333,7 @@ def test_readme_metrics_snippet_values() -> None:
     assert bleu == pytest.approx(
         sacrebleu.corpus_bleu(["il est calme ."], [["il est calme ."]]).score
     )
-    assert d2l == pytest.approx(d2l_bleu_reference("A B B C D", "A B C D E F", k=2))
+    assert d2l == pytest.approx(textbook_bleu("A B B C D", "A B C D E F", k=2))
     assert mask.tolist() == [[1, 0, 0], [4, 5, 0]]
     # Uniform logits over 10 classes: each valid token costs ln 10, averaged over the 4 steps.
     expected = [math.log(10) * valid / 4 for valid in (4, 2, 0)]
