@@ -12,6 +12,8 @@ from typing import Literal
 
 from torch import nn
 
+from rnnlab.nn.layers import check_dropout
+
 CellName = Literal["rnn", "gru", "lstm", "peephole_lstm", "coupled_lstm"]
 RnnImpl = Literal["fused", "scratch"]
 
@@ -58,9 +60,8 @@ def make_rnn(
         raise ValueError(f"unknown cell {cell!r}; expected one of {', '.join(CELLS)}")
     if impl not in IMPLS:
         raise ValueError(f"unknown rnn_impl {impl!r}; expected one of {', '.join(IMPLS)}")
-    if not 0 <= dropout <= 1:
-        # Checked here because one layer's dropout is replaced by 0 below, unseen by the layer.
-        raise ValueError(f"dropout should be a number in range [0, 1], got {dropout}")
+    # Checked here because one layer's dropout is replaced by 0 below, unseen by the layer.
+    check_dropout(dropout)
     kwargs = dict(
         input_size=input_size,
         hidden_size=hidden_size,

@@ -20,6 +20,7 @@ P is the output size of a layer: ``proj_size`` when the LSTM projects, else H.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from typing import Any
 
@@ -33,6 +34,16 @@ from rnnlab.nn.schedule import Schedule
 
 State = Tensor | tuple[Tensor, Tensor]
 ParamShapes = list[tuple[str, tuple[int, ...] | None]]
+
+
+def check_dropout(dropout: object) -> None:
+    """Refuse what ``torch.nn``'s layers refuse: a bool, a non-number, a value outside [0, 1]."""
+    if (
+        isinstance(dropout, bool)
+        or not isinstance(dropout, numbers.Real)
+        or not 0 <= float(dropout) <= 1
+    ):
+        raise ValueError(f"dropout should be a number in range [0, 1], got {dropout!r}")
 
 
 class _RecurrentStack(nn.Module):
@@ -62,8 +73,7 @@ class _RecurrentStack(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if not 0 <= dropout <= 1 or isinstance(dropout, bool):
-            raise ValueError(f"dropout should be a number in range [0, 1], got {dropout}")
+        check_dropout(dropout)
         if input_size <= 0 or hidden_size <= 0 or num_layers <= 0:
             raise ValueError("input_size, hidden_size and num_layers must be positive")
         if proj_size and not self.projects:
@@ -198,6 +208,7 @@ class _RecurrentStack(nn.Module):
                 f"got {data.shape[-1]}"
             )
         states = self._initial_states(hx, batch, data, unbatched, sorted_indices)
+        data, states = self._in_parameter_dtype(data, states)
         with torch.autocast(data.device.type, enabled=False):
             layer_input, last_states = self._run_layers(data, states, schedule)
 
@@ -213,16 +224,28 @@ class _RecurrentStack(nn.Module):
             output = output.transpose(0, 1)  # (B, T, D·P)
         return output, self._final(last_states)
 
+    def _in_parameter_dtype(
+        self, data: Tensor, states: list[Tensor]
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The tokens and initial states in the parameters' dtype. The hand-written loops add
+        products in place, so they run in one dtype with autocast off (as ``torch.nn``'s layers
+        compute their gates in one dtype): under autocast the input and states are cast to it;
+        without it another dtype is refused, as ``torch.nn`` refuses it."""
+        dtype = self.all_weights[0][0].dtype
+        if torch.is_autocast_enabled(data.device.type):
+            return data.to(dtype), [state.to(dtype) for state in states]
+        if data.dtype != dtype:
+            raise ValueError(f"input must have the type {dtype}, got type {data.dtype}")
+        if any(state.dtype != dtype for state in states):
+            raise RuntimeError(f"hidden states must have the type {dtype}, as the input has")
+        return data, states
+
     def _run_layers(
         self, data: Tensor, states: list[Tensor], schedule: Schedule
     ) -> tuple[Tensor, list[Tensor]]:
         """Every layer over the tokens ``data`` (N, I): the last layer's outputs (N, D·P) and the
-        final states (D·L, B, ·). The hand-written loops add products in place, so they run in the
-        parameters' dtype with autocast off (as ``torch.nn``'s layers compute their gates in one
-        dtype): under bf16 autocast the input and states are cast to it."""
-        dtype = self.all_weights[0][0].dtype
-        layer_input = data.to(dtype)
-        states = [state.to(dtype) for state in states]
+        final states (D·L, B, ·)."""
+        layer_input = data
         finals: list[list[Tensor]] = [[] for _ in states]
         for layer in range(self.num_layers):
             outputs = []

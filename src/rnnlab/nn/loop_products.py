@@ -44,24 +44,20 @@ class _Shared:
 
     def __init__(self, *operands: Tensor | None) -> None:
         self.operands = operands
-        self.pairs: list[tuple[Tensor, Tensor]] = []
-        self.pass_id = -1
-        """The backward pass (autograd graph task) that made ``pairs``. A pass that asks for the
-        steps' input gradients only never reaches the token, so its pairs must not be summed into
-        the operands' gradients by a later pass over the same (retained) graph."""
+        self.pairs: dict[int, list[tuple[Tensor, Tensor]]] = {}
+        """The pairs by backward pass (autograd graph task). A pass that asks for the steps' input
+        gradients only never reaches the token, so its pairs must not be summed into the operands'
+        gradients by a later pass over the same (retained) graph; and a pass nested in another
+        (``torch.autograd.grad`` in a hook) must not take or drop the outer pass's pairs."""
 
     def keep(self, x: Tensor, grad: Tensor) -> None:
-        """Record one step's pair for this backward pass, dropping those of an earlier pass."""
-        current = torch._C._current_graph_task_id()
-        if current != self.pass_id:
-            self.pairs, self.pass_id = [], current
-        self.pairs.append((x, grad))
+        """Record one step's pair for the running backward pass."""
+        self.pairs.setdefault(torch._C._current_graph_task_id(), []).append((x, grad))
 
     def take_pairs(self) -> list[tuple[Tensor, Tensor]]:
-        """This pass's pairs, consumed (none if they came from an earlier pass)."""
-        pairs = self.pairs if self.pass_id == torch._C._current_graph_task_id() else []
-        self.pairs, self.pass_id = [], -1
-        return pairs
+        """The running pass's pairs, consumed. Those of a pass that never reached the token stay
+        until this object goes with the forward pass's graph."""
+        return self.pairs.pop(torch._C._current_graph_task_id(), [])
 
     @property
     def dtype(self) -> torch.dtype:
