@@ -231,7 +231,9 @@ class _RecurrentStack(nn.Module):
         products in place, so they run in one dtype with autocast off (as ``torch.nn``'s layers
         compute their gates in one dtype): under autocast the input and states are cast to it;
         without it another dtype is refused, as ``torch.nn`` refuses it."""
-        dtype = self.all_weights[0][0].dtype
+        first = self._params(0)[0]  # weight_ih_l0
+        assert first is not None
+        dtype = first.dtype
         if torch.is_autocast_enabled(data.device.type):
             return data.to(dtype), [state.to(dtype) for state in states]
         if data.dtype != dtype:
