@@ -239,6 +239,28 @@ def clean_text(text: str, clean: str) -> str:
     return _NON_LETTERS.sub(" ", text).lower() if clean == "timemachine" else text
 
 
+MAX_LINE_CHARS = 10_000
+"""Characters of one input line given to a model; longer ones are cut, with a notice on stderr
+(``rnnlab.data.limits``: the same limit, so a run and its export read the same words)."""
+
+
+def cut_input_lines(text: str) -> list[str]:
+    """stdin's lines as ``rnnlab`` reads them: ``text_lines``, each cut to ``MAX_LINE_CHARS``
+    characters, counting a first line's byte order mark as rnnlab does (it cuts, then drops it)."""
+    bom = int(text.startswith("\ufeff"))
+    lines = text_lines(text)
+    for number, line in enumerate(lines, start=1):
+        extra = bom if number == 1 else 0
+        if len(line) + extra > MAX_LINE_CHARS:
+            print(
+                f"runtime: notice: <stdin>:{number}: line of {len(line) + extra:,} characters cut "
+                f"to the first {MAX_LINE_CHARS:,} (the input line limit)",
+                file=sys.stderr,
+            )
+            lines[number - 1] = line[: MAX_LINE_CHARS - extra]
+    return lines
+
+
 def text_lines(text: str) -> list[str]:
     """A text's lines as a file's are read: split at "\n" only, a trailing "\r" and a leading
     byte order mark dropped, no empty line after a final line end (``rnnlab.data.lm_corpus``)."""
@@ -1062,16 +1084,23 @@ def main(argv: list[str]) -> int:
         model = load(argv[0])
         if isinstance(model, OnnxLanguageModel):
             options = dict(zip(argv[1::2], argv[2::2], strict=False))
+            prefix = options.get("--prefix", "")
+            if len(prefix) > MAX_LINE_CHARS:
+                print(
+                    f"runtime: notice: --prefix: line of {len(prefix):,} characters cut to the first "
+                    f"{MAX_LINE_CHARS:,} (the input line limit)",
+                    file=sys.stderr,
+                )
             print(
                 model.generate(
-                    options.get("--prefix", ""),
+                    prefix[:MAX_LINE_CHARS],
                     length=int(options.get("--length", 100)),
                     temperature=0,
                 )
             )
             return 0
         try:  # bytes, as rnnlab reads them: strict UTF-8 in any locale, lines split at "\n" only
-            lines = text_lines(sys.stdin.buffer.read().decode("utf-8"))
+            lines = cut_input_lines(sys.stdin.buffer.read().decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise ExportError(
                 f"<stdin>: not UTF-8 text ({exc.reason} at byte {exc.start})"
