@@ -64,18 +64,23 @@ def read_limited_lines(stream: TextIO, limit: int = MAX_LINE_CHARS) -> Iterator[
             text = head.rstrip("\r\n")
             yield CutLine(text, len(text))
             continue
-        length, last = len(head), head
-        while True:
-            rest = stream.readline(_CHUNK)
-            if not rest:
+        # Count the rest, less the line end and the "\r"s before it (as ``rstrip`` drops them
+        # from a short line), even where they are split across pieces.
+        total, trailing = len(head), _trailing_returns(head, 0)
+        while rest := stream.readline(_CHUNK):
+            ended = rest.endswith("\n")
+            piece = rest[:-1] if ended else rest
+            total, trailing = total + len(piece), _trailing_returns(piece, trailing)
+            if ended:
                 break
-            if rest.endswith("\n"):
-                # Do not count the line end, even a "\r\n" split across two pieces.
-                end = 2 if rest.endswith("\r\n") else 1
-                length += len(rest) - end - (rest == "\n" and last.endswith("\r"))
-                break
-            length, last = length + len(rest), rest
-        yield CutLine(head[:limit], length)
+        length = total - trailing
+        yield CutLine(head[: min(limit, length)], length)
+
+
+def _trailing_returns(piece: str, before: int) -> int:
+    """The "\r"s ending the text read so far, after ``piece``; ``before`` ended what preceded it."""
+    kept = piece.rstrip("\r")
+    return before + len(piece) if not kept else len(piece) - len(kept)
 
 
 __all__ = ["MAX_LINE_CHARS", "CutLine", "cut_line", "read_limited_lines"]

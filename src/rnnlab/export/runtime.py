@@ -264,9 +264,11 @@ def cut_input_lines(text: str) -> list[str]:
 def text_lines(text: str) -> list[str]:
     """A text's lines as a file's are read: split at "\n" only, a trailing "\r" and a leading
     byte order mark dropped, no empty line after a final line end (``rnnlab.data.lm_corpus``)."""
-    pieces = text.removeprefix("\ufeff").split("\n")
+    pieces = text.split("\n")
     if pieces[-1] == "":
         pieces.pop()
+    if pieces:
+        pieces[0] = pieces[0].removeprefix("\ufeff")
     return [piece.rstrip("\r\n") for piece in pieces]
 
 

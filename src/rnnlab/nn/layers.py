@@ -37,12 +37,17 @@ ParamShapes = list[tuple[str, tuple[int, ...] | None]]
 
 
 def check_dropout(dropout: object) -> None:
-    """Refuse what ``torch.nn``'s layers refuse: a bool, a non-number, a value outside [0, 1]."""
-    if (
-        isinstance(dropout, bool)
-        or not isinstance(dropout, numbers.Real)
-        or not 0 <= float(dropout) <= 1
-    ):
+    """Refuse what ``torch.nn``'s layers refuse: a bool, a non-number, a value outside [0, 1]
+    (compared exactly, before any rounding to float)."""
+    try:
+        in_range = (
+            isinstance(dropout, numbers.Number)
+            and not isinstance(dropout, bool)
+            and 0 <= dropout <= 1  # type: ignore[operator]
+        )
+    except TypeError:  # a number without an order, such as a complex one
+        in_range = False
+    if not in_range:
         raise ValueError(f"dropout should be a number in range [0, 1], got {dropout!r}")
 
 

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd import Variable
 from torch.autograd.function import once_differentiable
 
 from rnnlab.nn.capture import capturing_graph
@@ -52,11 +53,19 @@ class _Shared:
 
     def keep(self, x: Tensor, grad: Tensor) -> None:
         """Record one step's pair for the running backward pass."""
-        self.pairs.setdefault(torch._C._current_graph_task_id(), []).append((x, grad))
+        task = torch._C._current_graph_task_id()
+        pairs = self.pairs.get(task)
+        if pairs is None:
+            pairs = self.pairs[task] = []
+            # The pass's pairs go when it ends, also where it never reached the token.
+            Variable._execution_engine.queue_callback(lambda: self._drop(task))
+        pairs.append((x, grad))
+
+    def _drop(self, task: int) -> None:
+        self.pairs.pop(task, None)
 
     def take_pairs(self) -> list[tuple[Tensor, Tensor]]:
-        """The running pass's pairs, consumed. Those of a pass that never reached the token stay
-        until this object goes with the forward pass's graph."""
+        """The running pass's pairs, consumed."""
         return self.pairs.pop(torch._C._current_graph_task_id(), [])
 
     @property
