@@ -45,7 +45,7 @@ def check_dropout(dropout: object) -> None:
             and not isinstance(dropout, bool)
             and 0 <= dropout <= 1  # type: ignore[operator]
         )
-    except TypeError:  # a number without an order, such as a complex one
+    except (TypeError, ArithmeticError):  # no order (a complex number), or a Decimal NaN
         in_range = False
     if not in_range:
         raise ValueError(f"dropout should be a number in range [0, 1], got {dropout!r}")

@@ -27,6 +27,7 @@ the decoder's ``W_hh`` 0.0069 → 0.0049, of its ``W_ih`` 0.0071 → 0.0054).
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -39,34 +40,52 @@ from rnnlab.nn.capture import capturing_graph
 from rnnlab.nn.precision import bmm_in_dtype
 
 
+class _PassPairs:
+    """One backward pass's (input, output gradient) pairs."""
+
+    __slots__ = ("items", "__weakref__")
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Tensor, Tensor]] = []
+
+    def clear(self) -> None:
+        self.items = []
+
+
 class _Shared:
     """A product with shared operands (detached), and the (input, output gradient) pairs of the
     steps already back-propagated."""
 
     def __init__(self, *operands: Tensor | None) -> None:
         self.operands = operands
-        self.pairs: dict[int, list[tuple[Tensor, Tensor]]] = {}
-        """The pairs by backward pass (autograd graph task). A pass that asks for the steps' input
-        gradients only never reaches the token, so its pairs must not be summed into the operands'
-        gradients by a later pass over the same (retained) graph; and a pass nested in another
-        (``torch.autograd.grad`` in a hook) must not take or drop the outer pass's pairs."""
+        self.passes: dict[int, weakref.ref[_PassPairs]] = {}
+        """Each backward pass's pairs (by autograd graph task). A pass that asks for the steps'
+        input gradients only never reaches the token, so its pairs must not be summed into the
+        operands' gradients by a later pass over the same (retained) graph; and a pass nested in
+        another (``torch.autograd.grad`` in a hook) must not take or drop the outer pass's pairs.
+        Only the engine's end-of-pass callback holds a pass's pairs, so they go when the pass ends,
+        whether it reached the token, never did, or failed (then the callback goes unrun)."""
 
     def keep(self, x: Tensor, grad: Tensor) -> None:
         """Record one step's pair for the running backward pass."""
         task = torch._C._current_graph_task_id()
-        pairs = self.pairs.get(task)
+        ref = self.passes.get(task)
+        pairs = ref() if ref is not None else None
         if pairs is None:
-            pairs = self.pairs[task] = []
-            # The pass's pairs go when it ends, also where it never reached the token.
-            Variable._execution_engine.queue_callback(lambda: self._drop(task))
-        pairs.append((x, grad))
-
-    def _drop(self, task: int) -> None:
-        self.pairs.pop(task, None)
+            self.passes = {t: r for t, r in self.passes.items() if r() is not None}
+            pairs = _PassPairs()
+            self.passes[task] = weakref.ref(pairs)
+            Variable._execution_engine.queue_callback(pairs.clear)
+        pairs.items.append((x, grad))
 
     def take_pairs(self) -> list[tuple[Tensor, Tensor]]:
         """The running pass's pairs, consumed."""
-        return self.pairs.pop(torch._C._current_graph_task_id(), [])
+        ref = self.passes.pop(torch._C._current_graph_task_id(), None)
+        pairs = ref() if ref is not None else None
+        if pairs is None:
+            return []
+        items, pairs.items = pairs.items, []
+        return items
 
     @property
     def dtype(self) -> torch.dtype:
