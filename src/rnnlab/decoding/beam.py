@@ -26,7 +26,9 @@ by one of two rules (``stop``):
   for 1,004 of them.
 
 A done sentence leaves the batch, as in greedy search. At ``max_len`` steps the live beams are finished
-without ``<eos>``. With K = 1 and α = 0 this is exactly greedy search.
+without ``<eos>``. With K = 1 and α = 0 this is exactly greedy search, except where tokens tie
+for the best score: greedy search takes the first, as ``torch.argmax`` does, and the ranking of
+``rnnlab.decoding.extensions`` leaves the order of equal scores unspecified, as ``torch.topk`` does.
 """
 
 from __future__ import annotations
@@ -147,8 +149,10 @@ def beam_search_hypotheses(
         # below the worst of them: exact, even if all its future tokens had probability 1 (scores
         # only fall, and dividing a negative score by the largest lp gives its highest value);
         # heuristic, if it ended at the next step.
+        # In float64, as finished scores are: a float32 quotient may round one step below the
+        # score the beam would finish with, and stop a sentence that beam still wins.
         bound_len = max_len if stop == "exact" else t + 2
-        best_live = scores[:, 0] / length_penalty(bound_len, alpha)  # (B_a,)
+        best_live = scores[:, 0].double() / length_penalty(bound_len, alpha)  # (B_a,)
         done = (best_live < finished.nth_best(active)) | ~torch.isfinite(best_live)
         if bool(done.any()):
             keep_blocks = (~done).nonzero(as_tuple=True)[0]

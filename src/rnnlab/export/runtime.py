@@ -611,7 +611,8 @@ class OnnxTranslator(ExportedModel):
             if t == max_len - 1:
                 break
             bound_len = max_len if self.beam_stop == "exact" else t + 2
-            best_live = scores[:, 0] / length_penalty(bound_len, alpha)
+            # float64, as the finished scores: a float32 quotient can round below them.
+            best_live = scores[:, 0].astype(np.float64) / length_penalty(bound_len, alpha)
             done = (best_live < nth_best[active]) | ~np.isfinite(best_live)
             if done.any():
                 keep_blocks = np.flatnonzero(~done)
