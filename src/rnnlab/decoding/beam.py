@@ -25,7 +25,9 @@ by one of two rules (``stop``):
   this one, which ran 1.37× faster at one thread and 1.16× at two, and gave the exact rule's output
   for 1,004 of them.
 
-A done sentence leaves the batch, as in greedy search. At ``max_len`` steps the live beams are finished
+A done sentence leaves the batch, as in greedy search. Log-probabilities must not be NaN (only a
+diverged model makes them): ``torch.topk`` ranks NaN first, so such a candidate becomes the best
+live beam and ends its sentence. At ``max_len`` steps the live beams are finished
 without ``<eos>``. With K = 1 and α = 0 this is exactly greedy search, except where tokens tie
 for the best score: greedy search takes the first, as ``torch.argmax`` does, and the ranking of
 ``rnnlab.decoding.extensions`` leaves the order of equal scores unspecified, as ``torch.topk`` does.
