@@ -430,7 +430,7 @@ def test_the_runtime_on_float64_step_outputs_sums_and_ranks_in_float64():
         assert expected[:3] != reference(lambda p, s=sentence: model.dist(s, p), 3, 6, 0.6)[:3]
 
 
-# -- -inf -------------------------------------------------------------------------------------------------
+# -- -inf ------------------------------------------------------------------------------------------
 
 
 def test_a_sentence_whose_beams_all_die_keeps_what_it_finished():
