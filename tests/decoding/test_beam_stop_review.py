@@ -156,8 +156,9 @@ def as_tuples(hyps):
 def random_table(
     seed, sentences, states, vocab, *, zeros=0.0, dead=0.0, eos_bias=0.0, dtype=np.float32
 ):
-    """log_softmax of N(0, 2) rows (``eos_bias`` added to <eos> first); a share ``zeros`` of rows certain of one token (0.0, the rest
-    -inf) and a share ``dead`` of the remaining entries -inf (never a whole row, never <eos>)."""
+    """log_softmax of N(0, 2) rows (``eos_bias`` added to <eos> first); a share ``zeros`` of rows
+    certain of one token (0.0, the rest -inf) and a share ``dead`` of the remaining entries -inf
+    (never a whole row, never <eos>)."""
     rng = np.random.default_rng(seed)
     x = rng.normal(0.0, 2.0, (sentences, states, vocab))
     x[..., EOS] += rng.normal(0.0, 1.5) + eos_bias
@@ -176,8 +177,8 @@ def random_table(
 
 
 def absorbing_table(a: float, e: float, tiny: float) -> np.ndarray:
-    """Five tokens, one sentence, states by code: the first step gives token 3 ``a`` and <eos> ``e``;
-    later steps give token 3 ``tiny`` (0.0, or absorbed by a float32 sum near ``a``), token 4
+    """Five tokens, one sentence, states by code: the first step gives token 3 ``a`` and <eos>
+    ``e``; later steps give token 3 ``tiny`` (0.0, or absorbed by a float32 sum near ``a``), token 4
     -5 and <eos> -30."""
     table = np.full((1, 997, 5), -np.inf, dtype=np.float32)
     table[0, :, 3], table[0, :, 4], table[0, :, EOS] = tiny, -5.0, -30.0
