@@ -178,7 +178,7 @@ def _tags(member: Tagger) -> list[str]:
 
 
 def load_ensemble(
-    paths: Sequence[str | Path],
+    paths: str | Path | Sequence[str | Path],
     *,
     command: str = "ensemble",
     device: str = "auto",
@@ -186,7 +186,13 @@ def load_ensemble(
     overrides: list[str] | None = None,
 ) -> TaggerEnsemble:
     """The tagger runs at ``paths`` as one ``TaggerEnsemble``; a one-line error naming the run
-    for an export folder, a run of another task, or another tag set."""
+    for an export folder, a run of another task, or another tag set.
+
+    One path (a string or ``Path``, as ``rnnlab.load`` takes) is an ensemble of that run alone, not
+    a sequence of one-character paths.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
     members: list[Tagger] = []
     for path in paths:
         if directory_kind(Path(path)) == "export":
