@@ -25,12 +25,13 @@ by one of two rules (``stop``):
   this one, which ran 1.37× faster at one thread and 1.16× at two, and gave the exact rule's output
   for 1,004 of them.
 
-A done sentence leaves the batch, as in greedy search. Log-probabilities must not be NaN (only a
-diverged model makes them): ``torch.topk`` ranks NaN first, so such a candidate becomes the best
-live beam and ends its sentence. At ``max_len`` steps the live beams are finished
-without ``<eos>``. With K = 1 and α = 0 this is exactly greedy search, except where tokens tie
-for the best score: greedy search takes the first, as ``torch.argmax`` does, and the ranking of
+A done sentence leaves the batch, as in greedy search. At ``max_len`` steps the live beams are finished
+without ``<eos>``. With K = 1 and α = 0 this is exactly greedy search, except where tokens tie for the
+best score: greedy search takes the first, as ``torch.argmax`` does, and the ranking of
 ``rnnlab.decoding.extensions`` leaves the order of equal scores unspecified, as ``torch.topk`` does.
+
+Log-probabilities must not be NaN (only a diverged model makes them): ``torch.topk`` ranks NaN first,
+so such a candidate becomes the best live beam and ends its sentence.
 """
 
 from __future__ import annotations
@@ -150,9 +151,9 @@ def beam_search_hypotheses(
         # A sentence is done once n_best finished hypotheses exist and the best live beam would score
         # below the worst of them: exact, even if all its future tokens had probability 1 (scores
         # only fall, and dividing a negative score by the largest lp gives its highest value);
-        # heuristic, if it ended at the next step.
-        # In float64, as finished scores are: a float32 quotient may round one step below the
-        # score the beam would finish with, and stop a sentence that beam still wins.
+        # heuristic, if it ended at the next step. The bound is divided in float64, as finished
+        # scores are: a float32 quotient may round one step below the score the beam would finish
+        # with, and stop a sentence that beam still wins.
         bound_len = max_len if stop == "exact" else t + 2
         best_live = scores[:, 0].double() / length_penalty(bound_len, alpha)  # (B_a,)
         done = (best_live < finished.nth_best(active)) | ~torch.isfinite(best_live)

@@ -67,7 +67,8 @@ class FinishedHypotheses:
         self.tokens[sentences] = kept(self.tokens[sentences], F.pad(tokens, (0, width - length)))
 
     def nth_best(self, sentences: Tensor) -> Tensor:
-        """(S,) float64 score of each sentence's ``n_best``-th best hypothesis; ``-inf`` if it has fewer."""
+        """(S,) float64 score of each sentence's ``n_best``-th best hypothesis; ``-inf`` if it has
+        fewer."""
         return self.score[sentences, -1]
 
     def hypotheses(self) -> list[list[Hypothesis]]:
