@@ -350,6 +350,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """Apply ``section.field=value`` overrides to a nested dict; values are parsed as YAML scalars
     (see ``OverrideText``)."""
     for item in overrides:
+        if not isinstance(item, str):
+            raise ConfigError(f"override {item!r} is not a key=value string")
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from rnnlab.errors import RnnlabError
+from rnnlab.inference.inputs import settings
 from rnnlab.inference.loading import directory_kind, load_as
 from rnnlab.inference.results import TaggedSentence
 from rnnlab.inference.tagger import Tagger, tag_sentences
@@ -191,8 +192,8 @@ def load_ensemble(
     One path (a string or ``Path``, as ``rnnlab.load`` takes) is an ensemble of that run alone, not
     a sequence of one-character paths.
     """
-    if isinstance(paths, (str, Path)):
-        paths = [paths]
+    paths = [paths] if isinstance(paths, (str, bytes, Path)) else list(paths)  # a generator: once
+    overrides = settings(overrides)
     members: list[Tagger] = []
     for path in paths:
         if directory_kind(Path(path)) == "export":

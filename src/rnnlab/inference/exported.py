@@ -15,11 +15,11 @@ from typing import Any
 import torch
 
 from rnnlab.export.loading import open_export, runtime_call
-from rnnlab.inference.inputs import require_list_of_texts
-from rnnlab.inference.language_model import LanguageModel
+from rnnlab.inference.inputs import string_argument, text_lines, token_sentences
+from rnnlab.inference.language_model import LanguageModel, generate_options
 from rnnlab.inference.results import TaggedSentence, Translation
 from rnnlab.inference.tagger import Tagger
-from rnnlab.inference.translator import Translator
+from rnnlab.inference.translator import Translator, translate_options
 from rnnlab.rundir import read_run_config
 from rnnlab.tasks.seq2seq import AttentionMatrix
 
@@ -75,7 +75,10 @@ class ExportedTranslator(Translator):
         attention: bool = False,
         progress: Callable[[int], None] | None = None,
     ) -> list[Translation]:
-        require_list_of_texts(lines, "translate")
+        lines = text_lines(lines, "translate")
+        beam, n_best, length_penalty, max_len = translate_options(
+            beam, n_best, length_penalty, max_len
+        )
         results = runtime_call(
             self.runtime.translate,
             lines,
@@ -133,7 +136,7 @@ class ExportedTagger(Tagger):
         *,
         progress: Callable[[int], None] | None = None,
     ) -> list[TaggedSentence]:
-        require_list_of_texts(sentences, "tag")
+        sentences = token_sentences(sentences, "tag")
         results = runtime_call(
             self.runtime.tag, sentences, batch_size=self.batch_size, progress=progress
         )
@@ -160,6 +163,9 @@ class ExportedLanguageModel(LanguageModel):
         top_k: int = 0,
         seed: int | None = None,
     ) -> str:
+        prefix, length, temperature, top_k, seed = generate_options(
+            prefix, length, temperature, top_k, seed
+        )
         return runtime_call(
             self.runtime.generate,
             prefix,
@@ -170,7 +176,7 @@ class ExportedLanguageModel(LanguageModel):
         )
 
     def perplexity(self, text: str) -> float:
-        return float(runtime_call(self.runtime.perplexity, text))
+        return float(runtime_call(self.runtime.perplexity, string_argument(text, "text")))
 
 
 EXPORTED: dict[str, Callable[[Any], Translator | Tagger | LanguageModel]] = {

@@ -14,6 +14,7 @@ import torch
 
 from rnnlab.data.lm_corpus import corpus_tokens
 from rnnlab.errors import RnnlabError
+from rnnlab.inference.inputs import SEED_LIMIT, real_number, string_argument, whole_number
 from rnnlab.metrics.perplexity import perplexity
 from rnnlab.models.language_model import RNNLanguageModel
 from rnnlab.tasks.lm import LanguageModelTask, stream_nll
@@ -52,10 +53,9 @@ class LanguageModel:
         seed: int | None = None,
     ) -> str:
         """The (cleaned) prefix followed by ``length`` generated tokens, as text."""
-        if not temperature >= 0:  # also refuses nan
-            raise RnnlabError(f"temperature must be 0 (greedy) or more, got {temperature}")
-        if seed is None:
-            seed = random.SystemRandom().randrange(2**63)
+        prefix, length, temperature, top_k, seed = generate_options(
+            prefix, length, temperature, top_k, seed
+        )
         greedy = temperature == 0
         return self.task.generate(
             self.model,
@@ -71,10 +71,29 @@ class LanguageModel:
     def perplexity(self, text: str) -> float:
         """exp of the mean NLL per token of ``text``, read as one stream like ``rnnlab evaluate``."""
         config = self.task.config.data
-        tokens = corpus_tokens(text, level=config.tokenizer, clean=config.clean)
+        tokens = corpus_tokens(
+            string_argument(text, "text"), level=config.tokenizer, clean=config.clean
+        )
         assert self.task.vocab is not None
         if len(tokens) < 2:
             raise RnnlabError("text too short to score (a language model needs at least 2 tokens)")
         ids = torch.tensor(self.task.vocab.encode(tokens), dtype=torch.long)  # (N,)
         nll, count = stream_nll(self.model, ids, self.device)
         return perplexity(nll, count)
+
+
+def generate_options(
+    prefix: object, length: object, temperature: object, top_k: object, seed: object
+) -> tuple[str, int, float, int, int]:
+    """``generate``'s arguments checked by name; ``seed=None`` becomes a fresh random seed."""
+    prefix = string_argument(prefix, "prefix")
+    length, top_k = whole_number(length, "length"), whole_number(top_k, "top_k")
+    temperature = real_number(temperature, "temperature")
+    if not temperature >= 0:  # also refuses nan
+        raise RnnlabError(f"temperature must be 0 (greedy) or more, got {temperature}")
+    if seed is None:
+        seed = random.SystemRandom().randrange(SEED_LIMIT)
+    seed = whole_number(seed, "seed")
+    if not 0 <= seed < SEED_LIMIT:
+        raise RnnlabError(f"seed must be between 0 and 2^63 - 1, got {seed}")
+    return prefix, length, temperature, top_k, seed

@@ -13,6 +13,7 @@ from typing import Literal, TypeVar
 
 from rnnlab.errors import RnnlabError
 from rnnlab.export.loading import MANIFEST as EXPORT_MANIFEST
+from rnnlab.inference.inputs import settings, whole_number
 from rnnlab.inference.language_model import LanguageModel
 from rnnlab.inference.tagger import Tagger
 from rnnlab.inference.translator import Translator
@@ -57,6 +58,7 @@ def load(
     """
     from rnnlab.training.trainer import set_threads
 
+    threads, overrides = whole_number(threads, "threads"), settings(overrides)
     if threads < 0:
         raise RnnlabError(f"threads must be 0 (the default) or more, got {threads}")
     path = Path(path)
@@ -87,6 +89,7 @@ def load_as(
     """``load`` for a command that needs one kind of model; a one-line error for another kind."""
     from rnnlab.rundir import read_run_config
 
+    overrides = settings(overrides)
     kind = directory_kind(Path(path))
     if kind == "run":
         task_name = read_run_config(Path(path), overrides).task

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rnnlab.inference.inputs import require_list_of_texts
+from rnnlab.inference.inputs import token_sentences
 from rnnlab.inference.results import TaggedSentence
 from rnnlab.tasks.tagger import TaggerTask
 
@@ -64,7 +64,6 @@ def tag_sentences(
 ) -> list[TaggedSentence]:
     """``tag_words`` of the sentences as token lists (a string split on whitespace), paired with
     their tokens in input order."""
-    require_list_of_texts(sentences, "tag")
-    words = [s.split() if isinstance(s, str) else list(s) for s in sentences]
+    words = token_sentences(sentences, "tag")
     tags = tag_words(words)
     return [TaggedSentence(tokens=w, tags=t) for w, t in zip(words, tags, strict=True)]

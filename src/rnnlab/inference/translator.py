@@ -14,7 +14,7 @@ from torch import nn
 
 from rnnlab.decoding.hypothesis import ended, length_penalty_problem
 from rnnlab.errors import RnnlabError
-from rnnlab.inference.inputs import require_list_of_texts
+from rnnlab.inference.inputs import real_number, text_lines, whole_number
 from rnnlab.inference.results import Translation
 from rnnlab.tasks.seq2seq import Seq2SeqTask
 
@@ -76,16 +76,10 @@ class Translator:
         ``length_penalty`` (GNMT α) and ``max_len`` default to the run's ``decode`` settings.
         ``attention`` adds the best hypothesis's attention matrix when the model has attention.
         """
-        require_list_of_texts(lines, "translate")
-        if beam < 1:
-            raise RnnlabError(f"beam must be 1 or more, got {beam}")
-        if not 1 <= n_best <= beam:
-            raise RnnlabError(f"n_best must be between 1 and the beam size {beam}, got {n_best}")
-        if max_len is not None and max_len < 1:
-            raise RnnlabError(f"max_len must be 1 or more, got {max_len}")
-        problem = None if length_penalty is None else length_penalty_problem(length_penalty)
-        if problem is not None:
-            raise RnnlabError(f"length_penalty {problem}")
+        lines = text_lines(lines, "translate")
+        beam, n_best, length_penalty, max_len = translate_options(
+            beam, n_best, length_penalty, max_len
+        )
         task = self.task
         keep = [i for i, line in enumerate(lines) if line.strip()]
         sources = [task.encode_source(lines[i]) for i in keep]
@@ -119,3 +113,24 @@ class Translator:
                 ),
             )
         return out
+
+
+def translate_options(
+    beam: object, n_best: object, length_penalty: object, max_len: object
+) -> tuple[int, int, float | None, int | None]:
+    """``translate``'s numbers checked by name: whole numbers in range, a valid GNMT α."""
+    beam, n_best = whole_number(beam, "beam"), whole_number(n_best, "n_best")
+    if beam < 1:
+        raise RnnlabError(f"beam must be 1 or more, got {beam}")
+    if not 1 <= n_best <= beam:
+        raise RnnlabError(f"n_best must be between 1 and the beam size {beam}, got {n_best}")
+    if max_len is not None:
+        max_len = whole_number(max_len, "max_len")
+        if max_len < 1:
+            raise RnnlabError(f"max_len must be 1 or more, got {max_len}")
+    if length_penalty is not None:
+        length_penalty = real_number(length_penalty, "length_penalty")
+        problem = length_penalty_problem(length_penalty)
+        if problem is not None:
+            raise RnnlabError(f"length_penalty {problem}")
+    return beam, n_best, length_penalty, max_len
