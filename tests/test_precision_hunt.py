@@ -23,7 +23,7 @@ import rnnlab
 from rnnlab.data.batching import pad_batch
 from rnnlab.decoding.beam import beam_search_hypotheses
 from rnnlab.decoding.greedy import greedy_hypotheses
-from rnnlab.nn.precision import autocast, native_bf16
+from rnnlab.nn.precision import autocast, bf16_pays, native_bf16
 from rnnlab.rundir import open_run
 from tests.cli_runner import call_main
 from tests.conftest import PANGRAM, reverse_pairs, write_tsv
@@ -285,7 +285,7 @@ def test_training_says_what_auto_chose(runs, task, tmp_path, monkeypatch, capsys
         monkeypatch, capsys, "train", task, "--out", tmp_path / task, *_sets(settings)
     )
     assert code == 0, err
-    chosen = "bf16" if native_bf16("cpu") else "fp32"
+    chosen = "bf16" if bf16_pays("cpu") else "fp32"
     assert f"train.precision: auto → {chosen}" in err
 
 

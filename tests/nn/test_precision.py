@@ -17,6 +17,8 @@ from rnnlab.nn import precision
 from rnnlab.nn.precision import (
     autocast,
     autocast_operand,
+    bf16_pays,
+    bf16_speedup,
     bmm_in_dtype,
     check_bf16_kernels,
     full_precision,
@@ -237,20 +239,46 @@ def test_native_bf16_on_cpu_agrees_with_the_kernels_cpu_flags():
     assert native_bf16("cpu") == bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_auto_is_bf16_exactly_where_the_device_runs_it_natively(monkeypatch, native):
+@pytest.mark.parametrize(
+    ("native", "speedup", "expected"),
+    [
+        (True, 3.0, "bf16"),
+        (True, 1.25, "bf16"),
+        (True, 1.2, "fp32"),
+        (True, 0.6, "fp32"),
+        (False, 3.0, "fp32"),
+    ],
+)
+def test_auto_is_bf16_exactly_where_native_bf16_products_run_clearly_faster(
+    monkeypatch, native, speedup, expected
+):
     monkeypatch.setattr(precision, "native_bf16", lambda device: native)
-    expected = "bf16" if native else "fp32"
+    monkeypatch.setattr(precision, "bf16_speedup", lambda device_type: speedup)
     assert resolve_precision("auto", "cpu") == expected
     assert resolve_precision("bf16", "cpu") == "bf16"  # asked for explicitly: always
     assert resolve_precision("fp32", "cpu") == "fp32"
     layer = nn.Linear(4, 3)
     with autocast("cpu", "auto"):
         dtype = layer(torch.randn(2, 4)).dtype
-    assert dtype == (torch.bfloat16 if native else torch.float32)
+    assert dtype == (torch.bfloat16 if expected == "bf16" else torch.float32)
 
 
-def test_notices_say_what_auto_chose_and_warn_of_emulated_bf16(monkeypatch):
+def test_on_cuda_auto_follows_native_bf16_without_timing(monkeypatch):
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    assert bf16_speedup("cuda") == float("inf")
+    assert resolve_precision("auto", "cuda") == "bf16"
+
+
+def test_the_cpu_probe_times_real_products_once_per_process():
+    if not native_bf16("cpu"):
+        pytest.skip("the probe runs only where the CPU has native bfloat16")
+    first = bf16_speedup("cpu")
+    assert 0 < first < float("inf")
+    assert bf16_speedup("cpu") == first  # measured once: a run never changes its mind
+    assert bf16_pays("cpu") == (first >= precision.BF16_MIN_SPEEDUP)
+
+
+def test_notices_say_what_auto_chose_and_warn_of_slow_bf16(monkeypatch):
     monkeypatch.setattr(precision, "native_bf16", lambda device: False)
     assert precision_notice("train.precision", "auto", "cpu") == (
         "train.precision: auto → fp32 (this CPU has no native bfloat16)"
@@ -259,10 +287,19 @@ def test_notices_say_what_auto_chose_and_warn_of_emulated_bf16(monkeypatch):
     assert slow is not None and "slower than fp32" in slow and "train.precision: auto" in slow
     assert precision_notice("train.precision", "fp32", "cpu") is None
     monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    monkeypatch.setattr(precision, "bf16_speedup", lambda device_type: 3.0)
     assert precision_notice("decode.precision", "auto", "cpu") == (
-        "decode.precision: auto → bf16 (this CPU runs bfloat16 natively)"
+        "decode.precision: auto → bf16 (this CPU runs bfloat16 natively; "
+        "its bfloat16 products ran 3.00× as fast as float32's)"
     )
     assert precision_notice("train.precision", "bf16", "cpu") is None
+    monkeypatch.setattr(precision, "bf16_speedup", lambda device_type: 0.6)
+    assert precision_notice("decode.precision", "auto", "cpu") == (
+        "decode.precision: auto → fp32 (this CPU runs bfloat16 natively; "
+        "its bfloat16 products ran 0.60× as fast as float32's)"
+    )
+    slow = precision_notice("train.precision", "bf16", "cpu")
+    assert slow is not None and "0.60×" in slow and "auto would pick fp32" in slow
 
 
 def test_loss_and_attention_softmax_reduce_in_float32_under_bf16():

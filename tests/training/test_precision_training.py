@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from rnnlab.cli import main
 from rnnlab.inference import Translator
-from rnnlab.nn.precision import native_bf16
+from rnnlab.nn.precision import bf16_pays
 from rnnlab.rundir import open_run
 
 TINY = [
@@ -68,7 +68,7 @@ def test_auto_precision_trains_and_says_what_it_chose(reverse_corpus, tmp_path, 
     for item in [*sets, "train.precision=auto", "decode.precision=auto"]:
         argv += ["--set", item]
     assert main(argv) == 0
-    chosen = "bf16" if native_bf16("cpu") else "fp32"
+    chosen = "bf16" if bf16_pays("cpu") else "fp32"
     err = capsys.readouterr().err
     assert f"train.precision: auto → {chosen}" in err
     assert f"decode.precision: auto → {chosen}" in err

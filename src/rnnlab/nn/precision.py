@@ -7,15 +7,19 @@ mantissa would hurt — the log-softmax and cross-entropy over the vocabulary, t
 scores — the models and tasks cast their scores to float32 before reducing them.
 
 On CPUs with AVX512-BF16 (or AMX) oneDNN runs bfloat16 products natively; elsewhere they are emulated
-and far slower than float32 (a 256 × 1024 × 1024 product took 60× as long on an AVX2-only CPU), which is
-why float32 stays the default and ``precision: auto`` exists: bfloat16 where the device runs it
-natively, float32 elsewhere, so one config is fast on every machine. The shipped recipes use it.
+and far slower than float32 (a 256 × 1024 × 1024 product took 60× as long on an AVX2-only CPU). Native
+is not always faster either: on an Intel Xeon whose AMX units the virtual machine did not expose,
+oneDNN's AVX512-BF16 products ran at 0.55–0.71× of MKL's float32 ones, and training at 0.62–0.71×.
+That is why float32 stays the default and ``precision: auto`` exists: bfloat16 where the device runs
+it natively *and*, on a CPU, a short timed product shows it clearly faster than float32; float32
+elsewhere, so one config is fast on every machine. The shipped recipes use it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import time
 from collections.abc import Callable
 from typing import Literal
 
@@ -43,14 +47,68 @@ def native_bf16(device: torch.device | str) -> bool:
     return _native_bf16(torch.device(device).type)
 
 
+PROBE_SHAPE = (128, 512, 1536)
+"""Rows, inputs and outputs of the product ``bf16_speedup`` times: a recurrent layer's gate product
+at a realistic batch and width (3 GRU gates of 512)."""
+
+BF16_MIN_SPEEDUP = 1.25
+"""How much faster than float32 a CPU's bfloat16 product must run for ``auto`` to pick bf16.
+
+Outside the product a bf16 step pays for casts (and its narrower mantissa costs a little accuracy),
+so bfloat16 products only as fast as float32 ones make training slower. The CPUs measured so far lie
+far from the line: 0.55–0.71× on an Intel Xeon without AMX, 3–7× with it.
+"""
+
+
+def _best_seconds(product: Callable[[], torch.Tensor], calls: int = 3, rounds: int = 3) -> float:
+    product()  # oneDNN compiles a kernel for each new shape: keep that out of the timing
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            product()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+@functools.cache
+def bf16_speedup(device_type: str) -> float:
+    """float32 time over bfloat16 time of one ``PROBE_SHAPE`` product on this CPU (> 1: bf16 is
+    faster), measured once per process (about 50 ms) at the current thread count.
+
+    Only for a CPU that runs bfloat16 natively; the best of three rounds, so a busy moment on a
+    shared machine does not decide it. ``inf`` for CUDA, whose bfloat16 support means tensor cores.
+    """
+    if device_type != "cpu":
+        return float("inf")
+    rows, inputs, outputs = PROBE_SHAPE
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, inputs, generator=generator)
+    w = torch.randn(outputs, inputs, generator=generator)
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):
+        fp32 = _best_seconds(lambda: F.linear(x, w))
+        xb, wb = x.bfloat16(), w.bfloat16()
+        bf16 = _best_seconds(lambda: F.linear(xb, wb))
+    return fp32 / bf16
+
+
+def bf16_pays(device: torch.device | str) -> bool:
+    """Whether ``auto`` picks bf16 on ``device``: native bfloat16, and on a CPU products at least
+    ``BF16_MIN_SPEEDUP`` times as fast as float32's (``bf16_speedup``)."""
+    device_type = torch.device(device).type
+    if not native_bf16(device):
+        return False
+    return device_type != "cpu" or bf16_speedup(device_type) >= BF16_MIN_SPEEDUP
+
+
 def resolve_precision(precision: str, device: torch.device | str) -> Literal["fp32", "bf16"]:
-    """``fp32`` or ``bf16``: what ``precision`` means on ``device`` (``auto``: bf16 if native)."""
+    """``fp32`` or ``bf16``: what ``precision`` means on ``device`` (``auto``: bf16 where it pays)."""
     if precision not in PRECISIONS:
         raise ValueError(
             f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}"
         )
     if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
+        return "bf16" if bf16_pays(device) else "fp32"
     return "bf16" if precision == "bf16" else "fp32"
 
 
@@ -62,14 +120,25 @@ def precision_notice(key: str, precision: str, device: torch.device | str) -> st
     """
     resolved = resolve_precision(precision, device)
     device_type = torch.device(device).type
+    native = native_bf16(device)
+    measured = (
+        f"; its bfloat16 products ran {bf16_speedup(device_type):.2f}× as fast as float32's"
+        if native and device_type == "cpu"
+        else ""
+    )
     if precision == "auto":
-        why = "runs bfloat16 natively" if resolved == "bf16" else "has no native bfloat16"
-        return f"{key}: auto → {resolved} (this {device_type.upper()} {why})"
-    if resolved == "bf16" and not native_bf16(device):
+        why = "runs bfloat16 natively" if native else "has no native bfloat16"
+        return f"{key}: auto → {resolved} (this {device_type.upper()} {why}{measured})"
+    if resolved == "bf16" and not native:
         hardware = " (AVX512-BF16 or AMX)" if device_type == "cpu" else ""
         return (
             f"{key}: bf16 on a {device_type.upper()} without native bfloat16{hardware}: "
             f"emulated bfloat16 is many times slower than fp32 here; set {key}: auto or fp32"
+        )
+    if resolved == "bf16" and not bf16_pays(device):
+        return (
+            f"{key}: bf16 on this {device_type.upper()}, which runs bfloat16 natively{measured}: "
+            f"bf16 will likely train and decode slower than fp32 here; {key}: auto would pick fp32"
         )
     return None
 
@@ -191,6 +260,8 @@ __all__ = [
     "Precision",
     "autocast",
     "autocast_operand",
+    "bf16_pays",
+    "bf16_speedup",
     "bmm_in_dtype",
     "check_bf16_kernels",
     "full_precision",

@@ -127,7 +127,7 @@ class DecodeConfig:
     length penalty; the same rule as ``exact`` when ``length_penalty`` is 0)."""
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
     """bf16: decode under bfloat16 autocast (scores and search stay float32); auto: bf16 where the
-    device runs bfloat16 natively, else fp32 (as ``train.precision``)."""
+    device runs bfloat16 natively and faster than float32, else fp32 (as ``train.precision``)."""
 
     def __post_init__(self) -> None:
         require_at_least("decode.batch_size", self.batch_size, 1)
