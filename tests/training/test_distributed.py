@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -106,3 +107,35 @@ def test_adversarial_tagger_takes_the_same_steps_in_two_processes(tmp_path):
     # Gradients summed over two ranks round differently; Adam turns that into a few 1e-6 on the
     # rows of characters seen once. A wrong step would differ by about the learning rate (2e-3).
     assert_same_weights(one, two, atol=5e-5)
+
+
+def _agree(rank: int, store_file: str, speedups: list[float], results: Any) -> None:
+    import torch.distributed as dist
+
+    from rnnlab.nn import precision
+    from rnnlab.training.distributed import agree_on_bf16_speedup
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store_file}", rank=rank, world_size=len(speedups)
+    )
+    try:
+        precision.settle_bf16_speedup("cpu", speedups[rank])  # as if this rank had timed it
+        agree_on_bf16_speedup()
+        results[rank] = precision.bf16_speedup("cpu")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_take_the_slowest_ranks_bf16_speedup_so_all_pick_one_precision(tmp_path):
+    """Two ranks whose own timings fall either side of the line end up with the same ratio: the
+    smaller one, under which ``precision: auto`` picks float32 on both."""
+    import torch.multiprocessing as mp
+
+    from rnnlab.nn.precision import BF16_MIN_SPEEDUP
+
+    speedups = [3.0, 0.9]
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_agree, args=(str(tmp_path / "store"), speedups, results), nprocs=2, join=True)
+        assert dict(results) == {0: 0.9, 1: 0.9}
+    assert min(speedups) < BF16_MIN_SPEEDUP <= max(speedups)

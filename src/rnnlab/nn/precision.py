@@ -71,16 +71,32 @@ def _best_seconds(product: Callable[[], torch.Tensor], calls: int = 3, rounds: i
     return best
 
 
-@functools.cache
+_SPEEDUPS: dict[str, float] = {}
+
+
 def bf16_speedup(device_type: str) -> float:
     """float32 time over bfloat16 time of one ``PROBE_SHAPE`` product on this CPU (> 1: bf16 is
     faster), measured once per process (about 50 ms) at the current thread count.
 
     Only for a CPU that runs bfloat16 natively; the best of three rounds, so a busy moment on a
     shared machine does not decide it. ``inf`` for CUDA, whose bfloat16 support means tensor cores.
+    Measured once, so a run never changes precision halfway; ``settle_bf16_speedup`` replaces the
+    value where processes must agree.
     """
     if device_type != "cpu":
         return float("inf")
+    if device_type not in _SPEEDUPS:
+        _SPEEDUPS[device_type] = _time_bf16_speedup()
+    return _SPEEDUPS[device_type]
+
+
+def settle_bf16_speedup(device_type: str, speedup: float) -> None:
+    """Make ``bf16_speedup(device_type)`` return ``speedup`` for the rest of this process: data-parallel
+    ranks take their slowest rank's ratio, so that all of them pick the same precision."""
+    _SPEEDUPS[device_type] = speedup
+
+
+def _time_bf16_speedup() -> float:
     rows, inputs, outputs = PROBE_SHAPE
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(rows, inputs, generator=generator)
@@ -269,6 +285,7 @@ __all__ = [
     "precision_notice",
     "project_padded_rows",
     "resolve_precision",
+    "settle_bf16_speedup",
     "step_read_operand",
     "tanh_in_float32_on_cpu",
 ]

@@ -32,6 +32,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from rnnlab.errors import RnnlabError
+from rnnlab.nn.precision import bf16_speedup, native_bf16, settle_bf16_speedup
 from rnnlab.nn.state import RecurrentState, hidden_of, map_state
 
 
@@ -183,7 +184,21 @@ def init_from_env(device_type: str) -> DistributedContext:
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    if device_type == "cpu" and native_bf16("cpu"):
+        agree_on_bf16_speedup()
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def agree_on_bf16_speedup() -> None:
+    """Give every rank the smallest of the ranks' timed bfloat16 speedups (``precision: auto``).
+
+    Each rank times the products itself, and on a shared machine the ranks can measure different
+    ratios; one rank training in bfloat16 beside another in float32 would average gradients of two
+    different computations. With the minimum, the ranks use bfloat16 only where all of them gain.
+    """
+    speedup = torch.tensor([bf16_speedup("cpu")], dtype=torch.float64)
+    dist.all_reduce(speedup, op=dist.ReduceOp.MIN)
+    settle_bf16_speedup("cpu", float(speedup.item()))
 
 
 def shutdown(context: DistributedContext) -> None:
