@@ -271,8 +271,13 @@ def open_run(
     which: str = "best",
     device: str = "auto",
     overrides: list[str] | None = None,
+    decodes: bool = True,
 ) -> TrainedRun:
-    """Load a finished (or interrupted) run for evaluation and decoding."""
+    """Load a finished (or interrupted) run for evaluation and decoding.
+
+    ``decodes=False`` (export) skips the check of ``decode.precision`` against the device's
+    kernels: a run that is only converted never decodes under it here.
+    """
     from rnnlab.training.trainer import resolve_device
 
     path = Path(path)
@@ -287,6 +292,6 @@ def open_run(
     resolved = resolve_device(device, "--device")
     model.to(resolved).eval()
     decode = getattr(task.config, "decode", None)
-    if decode is not None and hasattr(decode, "precision"):
+    if decodes and decode is not None and hasattr(decode, "precision"):
         check_bf16_kernels(model, "decode.precision", decode.precision, resolved)
     return TrainedRun(task=task, model=model, device=resolved)

@@ -85,7 +85,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from rnnlab.rundir import open_run
 
     require_export_extra()
-    run = open_run(args.run, which=args.which, device="cpu", overrides=args.set)
+    run = open_run(args.run, which=args.which, device="cpu", overrides=args.set, decodes=False)
     out = Path(args.out) if args.out else Path(args.run) / "export" / args.format
     export_run(run.task, run.model, out, quantize=args.quantize)
     print(out)

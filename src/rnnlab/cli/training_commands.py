@@ -183,6 +183,7 @@ def _train(
 
     from rnnlab.atomic import reported_as
     from rnnlab.nn.describe import describe
+    from rnnlab.nn.precision import native_bf16
     from rnnlab.rundir import (
         ReplacedRun,
         create_run_dir,
@@ -192,6 +193,7 @@ def _train(
         refuse_vocabulary_changes,
         task_class,
     )
+    from rnnlab.training.distributed import agree_on_bf16_speedup
     from rnnlab.training.run_lock import RunLock
     from rnnlab.training.trainer import Trainer, resolve_device, set_threads
 
@@ -258,6 +260,8 @@ def _train(
         if distributed.enabled and device.type == "cuda":
             device = torch.device("cuda", distributed.local_rank)
         _check_precision_kernels(config, model, device)
+    if distributed.enabled and device.type == "cpu" and native_bf16("cpu"):
+        agree_on_bf16_speedup()  # at the run's thread count, before a rank uses or reports it
     trainer = Trainer(
         task=task,
         model=model,

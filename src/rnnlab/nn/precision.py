@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -35,7 +36,9 @@ PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
 @functools.cache
 def _native_bf16(device_type: str) -> bool:
     if device_type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        # Without ``including_emulation=False`` any GPU that can hold a bfloat16 tensor counts, and
+        # pre-Ampere GPUs (V100, T4) emulate its products far slower than float16 or float32.
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if device_type == "cpu":
         checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
         return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
@@ -99,8 +102,8 @@ def settle_bf16_speedup(device_type: str, speedup: float) -> None:
 def _time_bf16_speedup() -> float:
     rows, inputs, outputs = PROBE_SHAPE
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(rows, inputs, generator=generator)
-    w = torch.randn(outputs, inputs, generator=generator)
+    x = torch.randn(rows, inputs, generator=generator, dtype=torch.float32)
+    w = torch.randn(outputs, inputs, generator=generator, dtype=torch.float32)
     with torch.no_grad(), torch.autocast("cpu", enabled=False):
         fp32 = _best_seconds(lambda: F.linear(x, w))
         xb, wb = x.bfloat16(), w.bfloat16()
@@ -117,12 +120,16 @@ def bf16_pays(device: torch.device | str) -> bool:
     return device_type != "cpu" or bf16_speedup(device_type) >= BF16_MIN_SPEEDUP
 
 
-def resolve_precision(precision: str, device: torch.device | str) -> Literal["fp32", "bf16"]:
-    """``fp32`` or ``bf16``: what ``precision`` means on ``device`` (``auto``: bf16 where it pays)."""
+def _check_value(precision: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(
             f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}"
         )
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> Literal["fp32", "bf16"]:
+    """``fp32`` or ``bf16``: what ``precision`` means on ``device`` (``auto``: bf16 where it pays)."""
+    _check_value(precision)
     if precision == "auto":
         return "bf16" if bf16_pays(device) else "fp32"
     return "bf16" if precision == "bf16" else "fp32"
@@ -138,7 +145,8 @@ def precision_notice(key: str, precision: str, device: torch.device | str) -> st
     device_type = torch.device(device).type
     native = native_bf16(device)
     measured = (
-        f"; its bfloat16 products ran {bf16_speedup(device_type):.2f}× as fast as float32's"
+        f"; its bfloat16 products ran {_ratio_text(bf16_speedup(device_type))}× as fast as "
+        "float32's"
         if native and device_type == "cpu"
         else ""
     )
@@ -159,6 +167,14 @@ def precision_notice(key: str, precision: str, device: torch.device | str) -> st
     return None
 
 
+def _ratio_text(speedup: float) -> str:
+    """``speedup`` to two decimals, rounded down: a ratio just under ``BF16_MIN_SPEEDUP`` must not
+    read as the threshold itself beside ``auto → fp32``."""
+    if not math.isfinite(speedup):
+        return str(speedup)
+    return f"{math.floor(speedup * 100) / 100:.2f}"
+
+
 def check_bf16_kernels(
     model: torch.nn.Module, key: str, precision: str, device: torch.device | str
 ) -> None:
@@ -168,9 +184,14 @@ def check_bf16_kernels(
     under bf16 autocast fails there at its first batch with "could not create a primitive
     descriptor". GRUs and products are emulated (slowly), so only LSTMs are refused.
     """
-    if torch.device(device).type != "cpu" or resolve_precision(precision, device) != "bf16":
+    # Native first: where bfloat16 is native nothing is refused, and ``auto`` need not time its
+    # probe here (loading a run for decoding calls this before the run's thread count applies).
+    _check_value(precision)
+    if torch.device(device).type != "cpu" or native_bf16(device):
         return
-    if native_bf16(device) or not any(isinstance(m, torch.nn.LSTM) for m in model.modules()):
+    if resolve_precision(precision, device) != "bf16":
+        return
+    if not any(isinstance(m, torch.nn.LSTM) for m in model.modules()):
         return
     raise ConfigError(
         f"{key}: bf16 needs a CPU with AVX512-BF16 or AMX for this model's LSTM layers (this CPU "

@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from rnnlab.errors import RnnlabError
-from rnnlab.nn.precision import bf16_speedup, native_bf16, settle_bf16_speedup
+from rnnlab.nn.precision import bf16_speedup, settle_bf16_speedup
 from rnnlab.nn.state import RecurrentState, hidden_of, map_state
 
 
@@ -184,13 +184,14 @@ def init_from_env(device_type: str) -> DistributedContext:
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
-    if device_type == "cpu" and native_bf16("cpu"):
-        agree_on_bf16_speedup()
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
 def agree_on_bf16_speedup() -> None:
     """Give every rank the smallest of the ranks' timed bfloat16 speedups (``precision: auto``).
+
+    Every rank calls it at the same point of the setup, after the run's thread count applies and
+    before any rank uses or reports the choice; it is a collective, so a no-op would hang the others.
 
     Each rank times the products itself, and on a shared machine the ranks can measure different
     ratios; one rank training in bfloat16 beside another in float32 would average gradients of two

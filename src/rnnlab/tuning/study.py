@@ -133,6 +133,7 @@ def _run_trial(
     """
     import optuna
 
+    from rnnlab.nn.precision import check_bf16_kernels
     from rnnlab.training.trainer import Trainer, resolve_device, set_threads
 
     run_dir = out / f"trial-{trial.number:03d}"
@@ -150,6 +151,11 @@ def _run_trial(
     set_threads(config.train.num_threads)
     torch.manual_seed(config.seed)
     model = task.new_model()
+    device = resolve_device(config.train.device)
+    check_bf16_kernels(model, "train.precision", config.train.precision, device)
+    decode = getattr(config, "decode", None)
+    if decode is not None and hasattr(decode, "precision"):  # validation decodes under it
+        check_bf16_kernels(model, "decode.precision", decode.precision, device)
     pruned = False
 
     def on_validation(step: int, metrics: dict[str, float]) -> bool:
@@ -168,7 +174,7 @@ def _run_trial(
         model=model,
         config=config.train,
         run_dir=run_dir,
-        device=resolve_device(config.train.device),
+        device=device,
         reporter=SilentReporter(),
         should_stop=should_stop,
         on_validation=on_validation,
