@@ -128,6 +128,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Print the prefix and its continuation; greedy unless --temperature or --top-k is given."""
     from rnnlab.data.limits import cut_line
     from rnnlab.inference import LanguageModel, load_as
+    from rnnlab.inference.inputs import SEED_LIMIT
 
     if args.length < 0:
         raise RnnlabError(f"--length must be 0 or more, got {args.length}")
@@ -135,7 +136,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise RnnlabError(f"--temperature must be positive, got {args.temperature}")
     if args.top_k is not None and args.top_k < 0:
         raise RnnlabError(f"--top-k must be 0 (no limit) or more, got {args.top_k}")
-    if not 0 <= args.seed < 2**63:  # what torch and numpy both take (the server's rule too)
+    if not 0 <= args.seed < SEED_LIMIT:  # what torch and numpy both take (the server's rule too)
         raise RnnlabError(f"--seed must be between 0 and 2^63 - 1, got {args.seed}")
     prefix = cut_line(args.prefix)
     if prefix.cut:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rnnlab.decoding.hypothesis import length_penalty_problem
+from rnnlab.inference.inputs import SEED_LIMIT
 from rnnlab.serve.errors import ApiError
 from rnnlab.serve.settings import ServeSettings
 
@@ -212,6 +213,6 @@ def parse_generate(data: dict[str, Any], limits: ServeSettings) -> GenerateReque
         raise ApiError(422, f"temperature must be 0 (greedy) or more, got {request.temperature}")
     if request.top_k < 0:
         raise ApiError(422, f"top_k must be 0 (no limit) or more, got {request.top_k}")
-    if request.seed is not None and not 0 <= request.seed < 2**63:
+    if request.seed is not None and not 0 <= request.seed < SEED_LIMIT:
         raise ApiError(422, "seed must be between 0 and 2^63 - 1")
     return request
