@@ -704,23 +704,25 @@ def test_an_outer_autocast_does_not_override_a_resolved_fp32_decode(auto_run, mo
 
 
 # -- export ---------------------------------------------------------------------------------------
+def _lstm_run(data: Path, run: Path) -> Path:
+    """A one-step LSTM translator trained in float32 (an LSTM is what oneDNN lacks in bf16)."""
+    overrides = {
+        "model.cell": "lstm",
+        "data.valid": "",
+        "train.max_steps": 1,
+        "train.precision": "fp32",
+        "decode.precision": "fp32",
+    }
+    _train(run, _seq2seq_settings(data, **overrides))
+    return run
+
+
 def test_export_of_an_lstm_run_is_not_refused_over_decode_precision(
     auto_run, tmp_path, monkeypatch, capsys
 ):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    settings = _seq2seq_settings(
-        auto_run.parent,
-        **{
-            "model.cell": "lstm",
-            "data.valid": "",
-            "train.max_steps": 1,
-            "train.precision": "fp32",
-            "decode.precision": "fp32",
-        },
-    )
-    run = tmp_path / "lstm"
-    _train(run, settings)
+    run = _lstm_run(auto_run.parent, tmp_path / "lstm")
     monkeypatch.setattr(precision, "native_bf16", lambda device: False)  # a CPU without bf16
     result = run_cli(
         monkeypatch,
@@ -739,18 +741,7 @@ def test_export_of_an_lstm_run_is_not_refused_over_decode_precision(
 def test_lstm_runs_are_refused_bf16_decoding_where_the_kernel_is_missing_but_not_auto(
     auto_run, tmp_path, monkeypatch, capsys
 ):
-    settings = _seq2seq_settings(
-        auto_run.parent,
-        **{
-            "model.cell": "lstm",
-            "data.valid": "",
-            "train.max_steps": 1,
-            "train.precision": "fp32",
-            "decode.precision": "fp32",
-        },
-    )
-    run = tmp_path / "lstm"
-    _train(run, settings)
+    run = _lstm_run(auto_run.parent, tmp_path / "lstm")
     monkeypatch.setattr(precision, "native_bf16", lambda device: False)
     result = run_cli(
         monkeypatch, capsys, "translate", run, "--set", "decode.precision=bf16", stdin="a b\n"
