@@ -293,5 +293,8 @@ def open_run(
     model.to(resolved).eval()
     decode = getattr(task.config, "decode", None)
     if decodes and decode is not None and hasattr(decode, "precision"):
-        check_bf16_kernels(model, "decode.precision", decode.precision, resolved)
+        try:
+            check_bf16_kernels(model, "decode.precision", decode.precision, resolved)
+        except ConfigError as exc:  # name the run: a server loads several
+            raise ConfigError(f"{path / CONFIG_FILE}: {exc}") from None
     return TrainedRun(task=task, model=model, device=resolved)

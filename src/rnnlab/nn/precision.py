@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -75,6 +76,7 @@ def _best_seconds(product: Callable[[], torch.Tensor], calls: int = 3, rounds: i
 
 
 _SPEEDUPS: dict[str, float] = {}
+_SPEEDUPS_LOCK = threading.Lock()
 
 
 def bf16_speedup(device_type: str) -> float:
@@ -88,15 +90,17 @@ def bf16_speedup(device_type: str) -> float:
     """
     if device_type != "cpu":
         return float("inf")
-    if device_type not in _SPEEDUPS:
-        _SPEEDUPS[device_type] = _time_bf16_speedup()
-    return _SPEEDUPS[device_type]
+    with _SPEEDUPS_LOCK:  # a server's models decode on their own threads: one measures, once
+        if device_type not in _SPEEDUPS:
+            _SPEEDUPS[device_type] = _time_bf16_speedup()
+        return _SPEEDUPS[device_type]
 
 
 def settle_bf16_speedup(device_type: str, speedup: float) -> None:
     """Make ``bf16_speedup(device_type)`` return ``speedup`` for the rest of this process: data-parallel
     ranks take their slowest rank's ratio, so that all of them pick the same precision."""
-    _SPEEDUPS[device_type] = speedup
+    with _SPEEDUPS_LOCK:
+        _SPEEDUPS[device_type] = speedup
 
 
 def _time_bf16_speedup() -> float:
