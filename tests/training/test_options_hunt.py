@@ -173,6 +173,18 @@ def test_plateau_decay_and_early_stopping_follow_the_validations(pangram: Path, 
 # Losses and clipping against a hand-written loop
 
 
+def _assert_same_adam_weights(model, reference, *, lr: float) -> None:
+    """The trainer's weights against the hand loop's, to within 1% of one Adam step.
+
+    Adam divides each gradient element by the root of its running square, so an element whose
+    gradient is near zero moves by up to ``lr`` on whatever its last bits say; the kernels' summation
+    order (AVX2 against AVX512) changes those bits. On an Intel Xeon a handful of such elements ended
+    1.1e-4 apart after five steps at lr 0.02 while the losses agreed to 1e-5.
+    """
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-4, atol=0.01 * lr)
+
+
 def _hand_adam_steps(model, batches, loss_of, *, lr: float, clip: float, lrs=None):
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     losses, carry = [], None
@@ -231,8 +243,7 @@ def test_language_model_steps_equal_a_hand_loop_with_carried_state(pangram: Path
     losses = _hand_adam_steps(reference, batches, loss_of, lr=0.05, clip=0.5, lrs=lrs)
     assert [r["lr"] for r in logged] == pytest.approx(lrs, rel=1e-9, abs=1e-15)
     assert [r["train_loss"] for r in logged] == pytest.approx(losses, rel=1e-5)
-    for name, value in reference.state_dict().items():
-        torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-4, atol=1e-5)
+    _assert_same_adam_weights(model, reference, lr=0.05)
 
 
 @pytest.mark.parametrize("attention", ["none", "bahdanau"])
@@ -278,8 +289,7 @@ def test_translator_steps_equal_smoothed_cross_entropy_over_non_pad_tokens(
     reference.load_state_dict(initial)
     losses = _hand_adam_steps(reference, batches, loss_of, lr=0.02, clip=0.3)
     assert logged == pytest.approx(losses, rel=1e-5)
-    for name, value in reference.state_dict().items():
-        torch.testing.assert_close(model.state_dict()[name], value, rtol=1e-4, atol=1e-5)
+    _assert_same_adam_weights(model, reference, lr=0.02)
 
 
 def test_softmax_tagger_applies_label_smoothing(tmp_path: Path):
