@@ -16,13 +16,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from rnnlab.nn import layers
+from rnnlab.nn import fused, layers
 from rnnlab.nn.factory import CELLS, IMPLS, CellName, RnnImpl, has_cell_state, make_rnn
 from tests.numeric import assert_near
 
 INPUT, HIDDEN, BATCH, STEPS = 3, 4, 2, 5
 
-FUSED = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+FUSED = {"rnn": fused.RNN, "gru": fused.GRU, "lstm": fused.LSTM}
 SCRATCH = {
     "rnn": layers.RNN,
     "gru": layers.GRU,
@@ -45,6 +45,10 @@ def test_builds_torch_nn_where_it_has_the_cell_and_scratch_otherwise(cell: str, 
     # Exact classes: a scratch subclass of torch.nn would not count as "fused".
     expected = FUSED[cell] if impl == "fused" and cell in FUSED else SCRATCH[cell]
     assert type(module) is expected
+    # The fused classes are torch.nn's own (cuDNN and oneDNN kernels), the scratch ones are not.
+    torch_class = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}.get(cell)
+    is_torch = torch_class is not None and isinstance(module, torch_class)
+    assert is_torch == (impl == "fused" and cell in FUSED)
 
 
 @pytest.mark.parametrize("impl", ["fused", "scratch"])
@@ -96,7 +100,7 @@ def test_dropout_of_a_single_layer_is_dropped_without_a_warning(impl: str) -> No
 
 def test_defaults_are_one_forward_batch_first_layer() -> None:
     module = make_rnn("gru", input_size=INPUT, hidden_size=HIDDEN)
-    assert type(module) is nn.GRU  # impl defaults to fused
+    assert type(module) is fused.GRU  # impl defaults to fused
     assert module.num_layers == 1 and not module.bidirectional and module.batch_first
 
 

@@ -69,9 +69,9 @@ def runs_padded(rnn: nn.Module, inputs: Tensor) -> TypeGuard[nn.RNNBase]:
     An LSTM always (the fused kernel is faster with or without gradients); a GRU or RNN only while
     autograd records, where packing's backward pass is quadratic in the number of steps.
     """
-    if type(rnn) not in _PADDED_CELLS or not rnn.batch_first or inputs.device.type != "cpu":
+    if not isinstance(rnn, _PADDED_CELLS) or not rnn.batch_first or inputs.device.type != "cpu":
         return False
-    if type(rnn) is nn.LSTM:
+    if isinstance(rnn, nn.LSTM):
         return rnn.proj_size == 0
     return torch.is_grad_enabled() and (
         inputs.requires_grad or any(weight.requires_grad for weight in rnn.parameters())
@@ -168,7 +168,7 @@ def _one_way_shell(rnn: nn.RNNBase, input_size: int) -> nn.RNNBase:
     key = (type(rnn), input_size, rnn.hidden_size, rnn.bias, nonlinearity)
     if key not in shells:
         extra = {"nonlinearity": nonlinearity} if nonlinearity is not None else {}
-        make_shell: Callable[..., nn.RNNBase] = type(rnn)  # nn.LSTM, nn.GRU or nn.RNN
+        make_shell: Callable[..., nn.RNNBase] = type(rnn)  # an LSTM, GRU or RNN of torch.nn
         shells[key] = make_shell(
             input_size, rnn.hidden_size, bias=rnn.bias, batch_first=True, device="meta", **extra
         )

@@ -12,6 +12,7 @@ from typing import Literal
 
 from torch import nn
 
+from rnnlab.nn import fused
 from rnnlab.nn.layers import check_dropout
 
 CellName = Literal["rnn", "gru", "lstm", "peephole_lstm", "coupled_lstm"]
@@ -20,7 +21,8 @@ RnnImpl = Literal["fused", "scratch"]
 CELLS: tuple[str, ...] = ("rnn", "gru", "lstm", "peephole_lstm", "coupled_lstm")
 IMPLS: tuple[str, ...] = ("fused", "scratch")
 
-_FUSED: dict[str, type[nn.Module]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+# ``torch.nn``'s classes, kept in float32 under CUDA autocast (see ``rnnlab.nn.fused``).
+_FUSED: dict[str, type[nn.Module]] = {"rnn": fused.RNN, "gru": fused.GRU, "lstm": fused.LSTM}
 
 
 def _scratch_classes() -> dict[str, type[nn.Module]]:
