@@ -139,3 +139,15 @@ def test_ranks_take_the_slowest_ranks_bf16_speedup_so_all_pick_one_precision(tmp
         mp.spawn(_agree, args=(str(tmp_path / "store"), speedups, results), nprocs=2, join=True)
         assert dict(results) == {0: 0.9, 1: 0.9}
     assert min(speedups) < BF16_MIN_SPEEDUP <= max(speedups)
+
+
+def test_more_cuda_processes_than_gpus_is_a_config_error(monkeypatch):
+    """NCCL runs one process per GPU; a process without one would fail inside torch."""
+    from rnnlab.errors import ConfigError
+    from rnnlab.training.distributed import check_processes_fit
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    check_processes_fit("cuda", 1)
+    check_processes_fit("cpu", 8)  # gloo on the CPU: as many processes as wanted
+    with pytest.raises(ConfigError, match=r"2 processes on CUDA, but this machine has 1 CUDA"):
+        check_processes_fit("cuda", 2)

@@ -91,7 +91,12 @@ def _relaunch_with_torchrun(argv: list[str], nproc: int) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rnnlab.training.distributed import init_from_env, launched_by_torchrun, shutdown
+    from rnnlab.training.distributed import (
+        check_processes_fit,
+        init_from_env,
+        launched_by_torchrun,
+        shutdown,
+    )
 
     if args.resume and (args.out or args.config):
         raise RnnlabError(
@@ -99,6 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "leave out --config and --out (--set still applies)"
         )
     if args.nproc > 1 and not launched_by_torchrun():
+        check_processes_fit(_peek_device(args), args.nproc)
         return _relaunch_with_torchrun(args.argv, args.nproc)
     from rnnlab.training.distributed import FailedElsewhere
     from rnnlab.training.trainer import TrainingStopped

@@ -25,13 +25,14 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
+from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from rnnlab.errors import RnnlabError
+from rnnlab.errors import ConfigError, RnnlabError
 from rnnlab.nn.precision import bf16_speedup, settle_bf16_speedup
 from rnnlab.nn.state import RecurrentState, hidden_of, map_state
 
@@ -172,6 +173,25 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+COLLECTIVE_TIMEOUT = timedelta(hours=1)
+"""How long a rank waits in a collective. The other ranks wait at a barrier while rank 0 validates
+(decoding the whole validation set for BLEU can take many minutes), and NCCL's own default is 10
+minutes, gloo's 30."""
+
+
+def check_processes_fit(device_type: str, processes: int) -> None:
+    """Refuse more CUDA processes on this machine than it has GPUs: NCCL runs one process per GPU,
+    and a process without a GPU of its own would fail inside torch with "invalid device ordinal"."""
+    if device_type != "cuda":
+        return
+    count = torch.cuda.device_count()
+    if processes > count:
+        raise ConfigError(
+            f"train.device: {processes} processes on CUDA, but this machine has {count} CUDA "
+            f"device(s); use --nproc {count}, or --set train.device=cpu to train on the CPU"
+        )
+
+
 def init_from_env(device_type: str) -> DistributedContext:
     """Join the process group described by torchrun's environment (a no-op without one)."""
     if not launched_by_torchrun():
@@ -182,8 +202,12 @@ def init_from_env(device_type: str) -> DistributedContext:
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if backend == "nccl":
+            # Every process on this machine makes the same check, so none is left waiting.
+            check_processes_fit("cuda", int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1)))
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+        dist.init_process_group(
+            backend=backend, rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT
+        )
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank)
 
 

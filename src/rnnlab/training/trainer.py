@@ -219,9 +219,9 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------------
     def _trainer_tensors(self, carry: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         tensors: dict[str, torch.Tensor] = {"rng.torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            for i, s in enumerate(torch.cuda.get_rng_state_all()):
-                tensors[f"rng.cuda.{i}"] = s
+        if self.device.type == "cuda":
+            # The run's own GPU only: a run resumes with other GPUs visible, or fewer of them.
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         optim_json = ckpt.flatten_state(self.optimizer.state_dict(), "optim", tensors)
         carry_json = ckpt.flatten_state(carry, "carry", tensors) if carry is not None else None
         if self.average is not None:
@@ -306,10 +306,8 @@ class Trainer:
             carry = ckpt.unflatten_state(meta["carry"], tensors)
             self.carry = self.distributed.local_state(_to_tuple(carry, self.device))
         torch.set_rng_state(tensors["rng.torch"])
-        if torch.cuda.is_available():
-            states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-            if states:
-                torch.cuda.set_rng_state_all(states)
+        if self.device.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         version, internal, gauss = meta["python_random"]
         random.setstate((version, tuple(internal), gauss))
         if self.average is not None:

@@ -36,6 +36,11 @@ class WeightAverage:
         self.decay = decay
         self.averaged = AveragedModel(model, multi_avg_fn=self._blend)
         self.averaged.requires_grad_(False)
+        for module in self.averaged.module.modules():
+            if isinstance(module, nn.RNNBase):
+                # A deep copy's cuDNN weights are no longer one block of memory, and cuDNN would
+                # warn and compact them at every call (a no-op on the CPU).
+                module.flatten_parameters()
 
     @property
     def model(self) -> nn.Module:
