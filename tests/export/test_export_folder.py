@@ -249,3 +249,20 @@ def test_a_translator_manifest_with_wrong_special_ids_does_not_open(trained, tmp
     message = str(caught.value)
     assert "\n" not in message and message.startswith(str(manifest_path)), message
     assert "specials." in message
+
+
+def test_exporting_from_python_leaves_the_callers_model_as_it_was(trained, tmp_path):
+    """``export_run`` works on a copy: ``Module.to`` and ``eval`` would change the caller's model
+    in place (a model on a GPU would be left on the CPU, a model in training in eval mode)."""
+    from rnnlab.export.onnx import export_run
+
+    task, model, _, _ = trained
+    was_training = model.training
+    parameters = dict(model.named_parameters())
+    model.train()
+    try:
+        export_run(task, model, tmp_path / "again")
+        assert model.training
+        assert all(p is parameters[name] for name, p in model.named_parameters())
+    finally:
+        model.train(was_training)

@@ -21,6 +21,7 @@ The folder (see ``write_manifest``)::
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import io
 import json
@@ -535,7 +536,8 @@ def export_run(
     if out.exists() and any(out.iterdir()) and not is_export_dir(out):
         raise RnnlabError(f"{out}: exists and is not an rnnlab export folder; choose another --out")
     run_dir = Path(task.run_dir)
-    model = model.to("cpu").eval()
+    # A copy: ``Module.to`` and ``eval`` change a model in place, and the caller's stays as it was.
+    model = copy.deepcopy(model).to("cpu").eval()
     with reported_as(out):
         out.parent.mkdir(parents=True, exist_ok=True)
     # Assembled beside ``out`` and swapped in whole: a failed export (a full disk is a one-line
