@@ -392,6 +392,21 @@ def test_argument_errors_are_one_line(rnnlab: Cli, argv: list[str]):
     assert_user_error(result)
 
 
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["translate", "RUN", "--input", "x.txt"], "rnnlab translate"),
+        (["embeddings", "train", "a.txt", "--out", "v.txt", "--bogus"], "rnnlab embeddings train"),
+        (["evaluate", "RUN", "--data", "d.txt", "--bogus"], "rnnlab evaluate"),
+    ],
+)
+def test_an_unknown_flag_is_named_by_its_command(rnnlab: Cli, argv: list[str], command: str):
+    unknown = next(a for a in argv if a.startswith("--") and a not in ("--out", "--data"))
+    line = assert_user_error(rnnlab(*argv))
+    assert line.startswith(f"rnnlab: error: {command}: unrecognized arguments: {unknown}"), line
+    assert line.endswith(f"(see {command} --help)"), line
+
+
 # ---------------------------------------------------------------------------------------------------
 # --data files
 

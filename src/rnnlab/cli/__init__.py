@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from rnnlab.cli.console import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USER_ERROR
-from rnnlab.cli.parser import build_parser
+from rnnlab.cli.parser import build_parser, parse_command_line
 from rnnlab.errors import RnnlabError
 from rnnlab.memory import keep_freed_memory
 
@@ -19,7 +19,7 @@ __all__ = ["EXIT_INTERRUPTED", "EXIT_TERMINATED", "EXIT_USER_ERROR", "build_pars
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_command_line(parser, argv)
     keep_freed_memory()
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:

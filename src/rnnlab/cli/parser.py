@@ -31,6 +31,30 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(EXIT_USER_ERROR)
 
 
+def parse_command_line(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> argparse.Namespace:
+    """``parser.parse_args``, with arguments no command takes reported by the command they were
+    given to (``rnnlab translate: unrecognized arguments: …``, and its ``--help``), not by ``rnnlab``.
+    """
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def _command_parser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The innermost subcommand's parser that ``args`` went through (``rnnlab embeddings train``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                return _command_parser(chosen, args)
+    return parser
+
+
 def count(text: str) -> int:
     """A flag that counts something: a whole number of 1 or more."""
     value = int(text)
