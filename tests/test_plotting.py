@@ -47,6 +47,24 @@ def test_one_line_per_run_in_each_panel(tmp_path: Path, monkeypatch, png_size):
     plt.close("all")
 
 
+def test_run_names_and_tokens_are_drawn_as_typed(tmp_path: Path, png_size):
+    """Text between two dollar signs stays text: ``$^$`` would be refused by matplotlib's mathtext
+    at ``savefig`` and ``$x$`` drawn as an italic x."""
+    import matplotlib.pyplot as plt
+    import torch
+
+    from rnnlab.plotting import plot_attention
+
+    label = "run $^$"
+    path = plot_learning_curves([RunCurves(label, records(1.0), "valid_bleu")], tmp_path / "c.png")
+    assert png_size(path) == EXPECTED
+    tokens = label.split()
+    weights = torch.full((2, len(tokens)), 1.0 / len(tokens))
+    plot_attention(weights, tokens, ["$", "^$"], tmp_path / "a.png", title=label)
+    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plt.rcParams["text.parse_math"]  # matplotlib's own setting, back as it was
+
+
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory) -> list[Path]:
     runs = []

@@ -2,14 +2,17 @@
 translation.
 
 matplotlib is imported lazily with the non-interactive Agg backend, so plotting works without a
-display and costs nothing to code that never plots.
+display and costs nothing to code that never plots. Every text drawn is literal: sentences, tokens
+and run names are what people typed, not TeX (matplotlib reads anything between two ``$`` as math,
+and refuses ``$^$`` at ``savefig``).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +22,18 @@ from torch import Tensor
 from rnnlab.atomic import reported_as
 
 DPI = 100
+
+
+@contextmanager
+def _literal_text() -> Iterator[Any]:
+    """``matplotlib.pyplot`` with the Agg backend, drawing every text as typed (no mathtext)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with matplotlib.rc_context({"text.parse_math": False}):
+        yield plt
 
 
 def attention_figure_size(num_src: int, num_out: int) -> tuple[float, float]:
@@ -38,17 +53,25 @@ def plot_attention(
 
     The PNG is ``attention_figure_size(S, T_out)`` inches at ``DPI`` pixels per inch.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     num_out, num_src = weights.shape
     if (num_out, num_src) != (len(out_tokens), len(src_tokens)):
         raise ValueError(
             f"weights are {num_out}×{num_src} but there are {len(out_tokens)} output and "
             f"{len(src_tokens)} source tokens"
         )
+    with _literal_text() as plt:
+        return _draw_attention(plt, weights, src_tokens, out_tokens, Path(path), title)
+
+
+def _draw_attention(
+    plt: Any,
+    weights: Tensor,
+    src_tokens: Sequence[str],
+    out_tokens: Sequence[str],
+    path: Path,
+    title: str,
+) -> Path:
+    num_out, num_src = weights.shape
     fig, ax = plt.subplots(figsize=attention_figure_size(num_src, num_out), dpi=DPI)
     try:
         image = ax.imshow(weights.detach().cpu().float().numpy(), cmap="Greys", vmin=0.0, vmax=1.0)
@@ -60,7 +83,6 @@ def plot_attention(
             ax.set_title(title)
         fig.colorbar(image, ax=ax, fraction=0.04)
         fig.tight_layout()
-        path = Path(path)
         with reported_as(path, ValueError):  # a missing folder, a directory, an empty name
             fig.savefig(path, format="png", dpi=DPI)
     finally:
@@ -104,11 +126,13 @@ def plot_learning_curves(
     PNG is ``CURVES_SIZE`` inches at ``DPI``; it is written beside and renamed into place, so a run
     being plotted while another process reads the file never shows a torn image.
     """
-    import matplotlib
+    with _literal_text() as plt:
+        return _draw_learning_curves(plt, runs, Path(path), x)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _draw_learning_curves(
+    plt: Any, runs: Sequence[RunCurves], path: Path, x: Literal["step", "minutes"]
+) -> Path:
     fig, (loss_ax, metric_ax, lr_ax) = plt.subplots(1, 3, figsize=CURVES_SIZE, dpi=DPI)
     try:
         for index, run in enumerate(runs):
@@ -134,7 +158,6 @@ def plot_learning_curves(
         if runs:
             loss_ax.legend(loc="best", fontsize="small")
         fig.tight_layout()
-        path = Path(path)
         partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             with reported_as(path, ValueError):  # a missing folder, a directory, an empty name
