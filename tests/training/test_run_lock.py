@@ -69,3 +69,31 @@ def test_stale_lock_file_with_dead_pid(tmp_path: Path):
     assert lock.notice is not None and str(pid) in lock.notice
     lock.release()
     lock.release()  # idempotent
+
+
+UNIX_ONLY = {"fcntl", "resource", "termios", "pwd", "grp"}
+
+
+def test_no_module_of_rnnlab_imports_a_unix_only_module_when_imported():
+    """Windows lacks these modules: an import at a module's top would stop ``import rnnlab``."""
+    import ast
+
+    found = []
+    for path in sorted((REPO / "src" / "rnnlab").rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module.split(".")[0]]
+            found += [f"{path.relative_to(REPO)}: {n}" for n in names if n in UNIX_ONLY]
+    assert found == []
+
+
+def test_without_posix_locks_training_says_why_in_one_line(tmp_path: Path, monkeypatch):
+    from rnnlab.errors import RnnlabError
+
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # what ``import fcntl`` finds on Windows
+    with pytest.raises(RnnlabError, match="needs POSIX file locks.*WSL"):
+        RunLock.acquire(tmp_path)
+    assert not (tmp_path / LOCK_FILE).exists()

@@ -9,12 +9,13 @@ taken over, while a live holder's pid (written in the file) is named in the refu
     RUN/.lock     "<pid> <hostname>\\n"    flock'ed while a trainer writes RUN
 
 A ``flock`` is per machine on most network filesystems; a run directory on a shared filesystem
-written from two machines at once is not detected.
+written from two machines at once is not detected. Windows has no ``flock``: ``fcntl`` is imported
+when a lock is taken, so reading and decoding with finished runs works there, and training says
+in one line to use WSL.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import socket
 from pathlib import Path
@@ -41,6 +42,13 @@ class RunLock:
     @classmethod
     def acquire(cls, run_dir: str | Path) -> RunLock:
         """Lock ``run_dir`` (which must exist) or raise ``RunLocked`` naming the holder's pid."""
+        try:
+            import fcntl
+        except ImportError:
+            raise RnnlabError(
+                "training needs POSIX file locks, which this system lacks; on Windows run rnnlab "
+                "under WSL (Windows Subsystem for Linux)"
+            ) from None
         run_dir = Path(run_dir)
         path = run_dir / LOCK_FILE
         while True:
