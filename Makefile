@@ -16,7 +16,11 @@ INSTALL = UV_FIND_LINKS="$(FIND_LINKS)" $(BIN)/uv pip install --quiet --python $
 
 venv: $(STAMP)
 
+# macOS's own python3 (Xcode's command-line tools) is 3.9: say which Python to name instead.
 $(CORE): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "make: $(PYTHON) is \
+	Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); rnnlab needs 3.10 or \
+	later: make $(MAKECMDGOALS) PYTHON=python3.12 (or another 3.10+)" >&2; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet uv
 	$(INSTALL) -e .
