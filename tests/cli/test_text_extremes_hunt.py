@@ -2,54 +2,37 @@
 
 The translations themselves agree between a run, its export and the server on Unicode and whitespace
 extremes (``tests/export/test_text_agreement_hunt.py``); these tests cover the attention heatmap,
-whose title and tick labels are the sentence and its tokens as typed.
+whose title and tick labels are the first sentence and its tokens as typed.
 """
 
 from __future__ import annotations
 
+import pytest
+
 from tests.cli_runner import run_cli
 
-
-def _png_written(path) -> bool:
-    return path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def test_an_attention_plot_of_cjk_rtl_and_emoji_text_is_written(
-    translator_run, monkeypatch, capsys, tmp_path
+@pytest.mark.parametrize(
+    "lines",
+    [
+        # Characters the plotting font lacks cost a glyph, not the plot or the translation.
+        ["a 你好 שלום \U0001f44d\U0001f3fd b\u00a0c", "", "b c"],
+        # A sentence is text, not TeX: matplotlib parses anything between two dollar signs as
+        # mathtext, and ``$^$`` is not valid mathtext (``savefig`` would raise a ValueError).
+        ["a $^$ b"],
+    ],
+    ids=["cjk-rtl-emoji", "dollar-signs"],
+)
+def test_the_attention_plot_of_the_first_sentence_is_written(
+    translator_run, monkeypatch, capsys, tmp_path, lines: list[str]
 ):
-    """Characters the plotting font lacks cost a glyph, not the plot or the translation."""
     plot = tmp_path / "att.png"
-    sentence = "a 你好 שלום \U0001f44d\U0001f3fd b\u00a0c"
+    stdin = "".join(f"{line}\n" for line in lines)
     result = run_cli(
-        monkeypatch,
-        capsys,
-        "translate",
-        translator_run,
-        "--attention-plot",
-        plot,
-        stdin=f"{sentence}\n\nb c\n",
+        monkeypatch, capsys, "translate", translator_run, "--attention-plot", plot, stdin=stdin
     )
     assert result.code == 0, result
-    assert len(result.out.splitlines()) == 3
-    assert _png_written(plot)
-
-
-def test_an_attention_plot_of_a_sentence_with_dollar_signs_is_written(
-    translator_run, monkeypatch, capsys, tmp_path
-):
-    """A sentence is text, not TeX: ``$^$`` (or ``$_$``) in what a person typed is drawn literally.
-    Matplotlib parses any label or title with two unescaped dollar signs as mathtext, and ``$^$``
-    is not valid mathtext: ``savefig`` would raise a ValueError out of ``rnnlab translate``."""
-    plot = tmp_path / "att.png"
-    result = run_cli(
-        monkeypatch,
-        capsys,
-        "translate",
-        translator_run,
-        "--attention-plot",
-        plot,
-        stdin="a $^$ b\n",
-    )
-    assert result.code == 0, result
-    assert len(result.out.splitlines()) == 1
-    assert _png_written(plot)
+    assert len(result.out.splitlines()) == len(lines)
+    assert plot.is_file() and plot.read_bytes()[:8] == PNG_SIGNATURE
